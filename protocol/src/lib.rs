@@ -8,6 +8,7 @@ pub mod beep;
 pub mod envelope;
 pub mod jobspec;
 pub mod messages;
+pub mod mime;
 pub mod password;
 pub mod plist;
 pub mod profile;
