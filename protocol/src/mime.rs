@@ -12,7 +12,7 @@ pub fn entity_body(payload: &[u8]) -> &[u8] {
     if let Some(rest) = payload.strip_prefix(b"\n") {
         return rest;
     }
-    if starts_with_header(payload) {
+    if !payload.starts_with(b"bplist") && starts_with_header(payload) {
         if let Some(i) = find(payload, b"\r\n\r\n") {
             return &payload[i + 4..];
         }
