@@ -1,7 +1,8 @@
 //! Xgrid's "two-way-random" password authentication (xgrid-wire.md §3), both sides, as pure
 //! state machines: the BEEP session feeds them the peer's `<blob>` text or payload bytes and
 //! sends what they return. Both sides prove they know the password (HMAC-MD5 over fresh
-//! random nonces); nothing is encrypted.
+//! random nonces); nothing is encrypted. The MSG/RPY payloads we write carry no MIME headers
+//! (`\r\n` then the blob), like Xgrid's data messages; payloads with headers are accepted.
 
 use std::fmt;
 
@@ -37,11 +38,11 @@ pub enum AuthError {
     Malformed(String),
     #[error("authentication failed: no password is configured for user {0:?}")]
     UnknownUser(String),
-    #[error("authentication failed: user {0:?} proved a different password than ours")]
+    #[error("authentication failed: user {0:?} gave a wrong password digest (its password differs from ours)")]
     WrongPassword(String),
     #[error("authentication was already attempted on this channel; start a new exchange")]
     SecondAttempt,
-    #[error("the peer could not prove it knows the password: its digest is wrong (check the password it is configured with)")]
+    #[error("the controller could not prove it knows the password: check the password configured there, or suspect an impostor")]
     ListenerUnverified,
     #[error("the peer sent a two-way-random message out of sequence: {0}")]
     OutOfSequence(&'static str),
@@ -145,7 +146,8 @@ impl Listener {
         }
     }
 
-    /// The step-2 `<blob>` for the piggyback of the `<profile>` reply to the channel start.
+    /// The step-2 `<blob>` for the piggyback of the `<profile>` reply to the channel start
+    /// (whatever the initiator piggybacked on its start is ignored; Apple's is empty).
     pub fn challenge(&self) -> String {
         let mut content = STANDARD.encode(self.rs).into_bytes();
         content.extend_from_slice(CRLF);
@@ -327,7 +329,7 @@ impl Initiator {
 
 /// Replace CR and LF bytes so R2 survives Apple's client, which splits the reply on CRLF.
 /// Flipping the top bit costs a negligible bias in two of 256 values.
-pub fn without_line_breaks(mut r2: [u8; NONCE_LEN]) -> [u8; NONCE_LEN] {
+fn without_line_breaks(mut r2: [u8; NONCE_LEN]) -> [u8; NONCE_LEN] {
     for b in &mut r2 {
         if *b == b'\r' || *b == b'\n' {
             *b ^= 0x80;

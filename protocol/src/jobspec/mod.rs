@@ -128,11 +128,9 @@ pub struct TaskSpecification {
     pub environment: BTreeMap<String, String>,
     /// Passed through as given (Apple's tools name an input file whose bytes feed stdin).
     pub input_stream: Option<String>,
-    /// The task's `inputFileMap` as submitted: name in the task directory → inputFiles key.
+    /// Name in the task directory → key in the job's `inputFiles` (checked to exist); see
+    /// [`JobSpecification::task_input_files`] for what the task actually receives.
     pub input_file_map: BTreeMap<String, String>,
-    /// Every file the task's directory receives, by path: all of the job's `inputFiles` at
-    /// their own paths, then each `inputFileMap` entry (which wins on a clash).
-    pub input_files: BTreeMap<String, InputFile>,
     pub depends_on_tasks: Vec<String>,
 }
 
@@ -234,6 +232,29 @@ impl JobSpecification {
             Value::Dictionary(tasks.collect()),
         );
         job
+    }
+
+    /// Every file task `task` receives, by path in its directory: all of the job's
+    /// `inputFiles` at their own paths, then its `inputFileMap` entries, which win on a clash.
+    /// Resolved on demand so a job of many tasks and files holds each file once.
+    pub fn task_input_files(&self, task: &str) -> BTreeMap<&str, &InputFile> {
+        let mut files: BTreeMap<&str, &InputFile> = self
+            .input_files
+            .iter()
+            .map(|(path, f)| (path.as_str(), f))
+            .collect();
+        let mapped = self
+            .tasks
+            .get(task)
+            .map(|t| &t.input_file_map)
+            .into_iter()
+            .flatten();
+        for (name, key) in mapped {
+            if let Some(f) = self.input_files.get(key) {
+                files.insert(name, f);
+            }
+        }
+        files
     }
 
     /// Task identifiers, each after every task it depends on; among tasks that are ready
@@ -564,17 +585,15 @@ fn read_task(
         .filter(|c| !c.is_empty())
         .ok_or_else(|| JobSpecError::MissingCommand(id.to_string()))?;
     let input_file_map = optional(task, "inputFileMap", string_map, &at)?.unwrap_or_default();
-    let mut input_files = job_files.clone();
     for (name, key) in &input_file_map {
         check_task_path(name, &format!("task {id:?} inputFileMap name"))?;
-        let Some(file) = job_files.get(key) else {
+        if !job_files.contains_key(key) {
             return Err(JobSpecError::UnknownInputFile {
                 task: id.to_string(),
                 name: name.clone(),
                 key: key.clone(),
             });
-        };
-        input_files.insert(name.clone(), file.clone());
+        }
     }
     Ok(TaskSpecification {
         command,
@@ -582,7 +601,6 @@ fn read_task(
         environment: optional(task, "environment", string_map, &at)?.unwrap_or_default(),
         input_stream: optional(task, "inputStream", string, &at)?,
         input_file_map,
-        input_files,
         depends_on_tasks: optional(task, "dependsOnTasks", string_list, &at)?.unwrap_or_default(),
     })
 }

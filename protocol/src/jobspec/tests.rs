@@ -49,7 +49,7 @@ fn reads_apples_cli_example() {
     let task = &spec.tasks["0"];
     assert_eq!(task.command, "/usr/bin/cal");
     assert_eq!(task.arguments, ["6", "2007"]);
-    assert!(task.input_files.is_empty());
+    assert!(spec.task_input_files("0").is_empty());
 
     // Written back it is exactly Apple's form (the integer argument now a string).
     let mut expected = job.clone();
@@ -125,17 +125,17 @@ fn input_file_map_resolves_to_the_jobs_files() {
         },
     };
     let spec = JobSpecification::from_plist(&job).expect("valid");
-    let t0 = &spec.tasks["0"].input_files;
+    let t0 = spec.task_input_files("0");
     assert_eq!(&*t0["input"].data, b"first");
     assert!(!t0["input"].is_executable);
     // Every task also sees all of the job's files at their own paths.
     assert_eq!(
-        t0.keys().collect::<Vec<_>>(),
+        t0.keys().copied().collect::<Vec<_>>(),
         ["chunks/part1", "chunks/part2", "input", "tool"]
     );
     assert_eq!(&*t0["tool"].data, b"#!/bin/sh\n");
     assert!(t0["tool"].is_executable);
-    let t1 = &spec.tasks["1"].input_files;
+    let t1 = spec.task_input_files("1");
     assert_eq!(&*t1["input"].data, b"second");
     // A mapped name wins over a job file at the same path.
     assert_eq!(&*t1["tool"].data, b"first");
