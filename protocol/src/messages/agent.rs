@@ -702,3 +702,637 @@ impl AgentReply {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::dict;
+    use super::*;
+    use proptest::prelude::*;
+
+    fn message(
+        identifier: &str,
+        name: &str,
+        message_type: MessageType,
+        payload: Dictionary,
+    ) -> Envelope {
+        envelope(identifier, name, message_type, payload)
+    }
+
+    fn apple_registration() -> Dictionary {
+        dict! {
+            "agentCookie" => "",
+            "agentName" => "mac1",
+            "hostnames" => vec![Value::from("mac1.local")],
+            "addresses" => vec![Value::from("10.0.0.2")],
+            "maximumCPUPower" => "4000",
+            "maximumTaskCount" => "2",
+        }
+    }
+
+    #[test]
+    fn registration_apple_and_lenient_agree() {
+        let lenient = dict! {
+            "agentName" => "mac1",
+            "hostnames" => "mac1.local",
+            "addresses" => vec![Value::from("10.0.0.2")],
+            "maximumCPUPower" => Value::Real(4000.0),
+            "maximumTaskCount" => Value::Integer(2),
+            "someFutureKey" => "ignored",
+        };
+        let read = |payload: Dictionary| {
+            AgentRequest::from_envelope(&message(
+                "1",
+                "agentRegistration",
+                MessageType::Request,
+                payload,
+            ))
+            .expect("parses")
+        };
+        let from_apple = read(apple_registration());
+        assert_eq!(from_apple, read(lenient));
+        let AgentRequest::AgentRegistration(r) = &from_apple else {
+            panic!("wrong variant")
+        };
+        assert_eq!(
+            (
+                r.agent_name.as_str(),
+                r.maximum_task_count,
+                r.maximum_cpu_power
+            ),
+            ("mac1", 2, 4000.0)
+        );
+        assert_eq!(r.linux_capabilities, None);
+        assert_eq!(from_apple.to_payload(), apple_registration());
+    }
+
+    #[test]
+    fn capabilities_travel_only_when_announced() {
+        let mut with = apple_registration();
+        with.insert(
+            LINUX_CAPABILITIES_KEY.into(),
+            Value::from(vec![Value::from("checkpoint")]),
+        );
+        let request = AgentRequest::from_envelope(&message(
+            "1",
+            "agentRegistration",
+            MessageType::Request,
+            with.clone(),
+        ))
+        .expect("parses");
+        let AgentRequest::AgentRegistration(r) = &request else {
+            panic!("wrong variant")
+        };
+        assert_eq!(r.linux_capabilities, Some(vec!["checkpoint".to_string()]));
+        assert_eq!(request.to_payload(), with);
+        let apple = AgentRegistration {
+            linux_capabilities: None,
+            ..r.clone()
+        };
+        assert!(!apple.to_payload().contains_key(LINUX_CAPABILITIES_KEY));
+    }
+
+    #[test]
+    fn keepalive_controller_list_and_unknown_requests() {
+        let keepalive = message("", "", MessageType::Request, dict! {});
+        assert_eq!(
+            AgentRequest::from_envelope(&keepalive).expect("parses"),
+            AgentRequest::Keepalive
+        );
+        assert_eq!(AgentRequest::Keepalive.to_envelope(""), keepalive);
+        let list = message("2", "controllerList", MessageType::Request, dict! {});
+        let request = AgentRequest::from_envelope(&list).expect("parses");
+        assert_eq!(request, AgentRequest::ControllerList(ListQuery::default()));
+        assert_eq!(request.to_envelope("2"), list);
+        let odd = message("3", "agentMigrate", MessageType::Request, dict! {});
+        assert_eq!(
+            AgentRequest::from_envelope(&odd).expect("parses"),
+            AgentRequest::Unknown("agentMigrate".into())
+        );
+    }
+
+    #[test]
+    fn controller_replies_to_the_agent() {
+        let ok = message(
+            "1",
+            "agentRegistration",
+            MessageType::Reply,
+            dict! {"agentCookie" => "c00k1e"},
+        );
+        let reply = ControllerToAgentReply::from_envelope(&ok).expect("parses");
+        assert_eq!(
+            reply,
+            ControllerToAgentReply::AgentRegistration {
+                agent_cookie: "c00k1e".into()
+            }
+        );
+        assert_eq!(reply.to_envelope("1"), ok);
+        let lenient = message(
+            "1",
+            "agentRegistration",
+            MessageType::Reply,
+            dict! {"agentCookie" => Value::Integer(7)},
+        );
+        assert_eq!(
+            ControllerToAgentReply::from_envelope(&lenient).expect("parses"),
+            ControllerToAgentReply::AgentRegistration {
+                agent_cookie: "7".into()
+            }
+        );
+        let refused = message(
+            "1",
+            "agentRegistration",
+            MessageType::Reply,
+            dict! {"error" => "invalid cookie"},
+        );
+        let reply = ControllerToAgentReply::from_envelope(&refused).expect("parses");
+        assert_eq!(
+            reply,
+            ControllerToAgentReply::Error {
+                name: "agentRegistration".into(),
+                code: ErrorCode::InvalidCookie
+            }
+        );
+        assert_eq!(reply.to_envelope("1"), refused);
+        let to_keepalive = super::super::error_reply("", "", &ErrorCode::InvalidRequest);
+        assert!(matches!(
+            ControllerToAgentReply::from_envelope(&to_keepalive).expect("parses"),
+            ControllerToAgentReply::Error {
+                code: ErrorCode::InvalidRequest,
+                ..
+            }
+        ));
+        let list = dict! {"controllerList" => Vec::<Value>::new(), "controllerRole" => "MASTER"};
+        let reply = ControllerToAgentReply::from_envelope(&message(
+            "0",
+            "controllerList",
+            MessageType::Reply,
+            list.clone(),
+        ))
+        .expect("parses");
+        assert_eq!(reply.to_payload(), list);
+    }
+
+    fn read_notification(identifier: &str, name: &str, payload: Dictionary) -> AgentNotification {
+        AgentNotification::from_envelope(&message(
+            identifier,
+            name,
+            MessageType::Notification,
+            payload,
+        ))
+        .expect("parses")
+    }
+
+    #[test]
+    fn agent_status_apple_and_lenient_agree() {
+        let apple = dict! {
+            "agentCookie" => "c", "agentName" => "mac1", "agentStatus" => "Available",
+            "currentCPUPower" => "2000", "currentTaskCount" => "1",
+            "taskRefArray" => vec![Value::from("5")],
+        };
+        // Java agents write `2000.000000` and numbers as integers would be as reasonable.
+        let lenient = dict! {
+            "agentCookie" => "c", "agentName" => "mac1", "agentStatus" => "available",
+            "currentCPUPower" => "2000.000000", "currentTaskCount" => Value::Integer(1),
+            "taskRefArray" => vec![Value::Integer(5)],
+        };
+        let n = read_notification("", "agentStatus", apple.clone());
+        assert_eq!(n, read_notification("", "agentStatus", lenient));
+        let AgentNotification::AgentStatus(status) = &n else {
+            panic!("wrong variant")
+        };
+        assert_eq!(status.agent_status, AgentState::Available);
+        assert_eq!(
+            n.to_envelope(),
+            message("", "agentStatus", MessageType::Notification, apple)
+        );
+        let err = AgentNotification::from_envelope(&message(
+            "",
+            "agentStatus",
+            MessageType::Notification,
+            dict! {},
+        ))
+        .expect_err("refused");
+        assert_eq!(
+            err,
+            MessageError::MissingField {
+                message: "agentStatus".into(),
+                field: "agentStatus".into()
+            }
+        );
+    }
+
+    #[test]
+    fn task_status_apple_and_lenient_agree() {
+        let running = dict! {"taskState" => "Running", "taskMegahertz" => "2000", "terminationStatus" => "", "dataAvailable" => "NO"};
+        let lenient = dict! {"taskState" => "running", "taskMegahertz" => Value::Integer(2000), "dataAvailable" => Value::Boolean(false)};
+        let n = read_notification("5", "taskStatus", running.clone());
+        assert_eq!(n, read_notification("5", "taskStatus", lenient));
+        let AgentNotification::TaskStatus { task_ref, status } = &n else {
+            panic!("wrong variant")
+        };
+        assert_eq!((task_ref.as_str(), status.termination_status), ("5", None));
+        assert_eq!(
+            n.to_envelope(),
+            message("5", "taskStatus", MessageType::Notification, running)
+        );
+
+        let done = dict! {"taskState" => "Terminated", "taskMegahertz" => "0", "terminationStatus" => "3", "dataAvailable" => "YES"};
+        let lenient = dict! {"taskRef" => "5", "taskState" => "TERMINATED", "terminationStatus" => Value::Integer(3), "dataAvailable" => "1"};
+        let n = read_notification("5", "taskStatus", done.clone());
+        assert_eq!(n, read_notification("", "taskStatus", lenient));
+        assert_eq!(n.to_payload(), done);
+    }
+
+    #[test]
+    fn task_control_notices() {
+        let update = dict! {"control" => "statusUpdate", "percentDone" => Value::Real(42.5)};
+        let n = read_notification("5", "taskControl", update.clone());
+        assert_eq!(
+            n,
+            read_notification(
+                "5",
+                "taskControl",
+                dict! {"control" => "statusupdate", "percentDone" => "42.5"}
+            )
+        );
+        assert_eq!(
+            n,
+            AgentNotification::TaskControl {
+                task_ref: "5".into(),
+                notice: TaskControlNotice::StatusUpdate { percent_done: 42.5 }
+            }
+        );
+        assert_eq!(n.to_payload(), update);
+
+        let retry =
+            dict! {"control" => "taskError", "taskError" => "retryTask", "retryDelay" => "30"};
+        let n = read_notification("5", "taskControl", retry.clone());
+        for lenient in [
+            dict! {"control" => "retryTask", "retryDelay" => Value::Integer(30)},
+            dict! {"control" => "taskError", "error" => "RETRYTASK", "retryDelay" => Value::Real(30.0)},
+        ] {
+            assert_eq!(read_notification("5", "taskControl", lenient), n);
+        }
+        let AgentNotification::TaskControl { notice, .. } = &n else {
+            panic!("wrong variant")
+        };
+        assert_eq!(
+            notice,
+            &TaskControlNotice::TaskError {
+                kind: TaskErrorKind::RetryTask,
+                retry_delay: Some(30.0)
+            }
+        );
+        assert_eq!(n.to_payload(), retry);
+        let fail = read_notification(
+            "5",
+            "taskControl",
+            dict! {"control" => "taskError", "taskError" => "failJob"},
+        );
+        assert_eq!(
+            fail.to_payload(),
+            dict! {"control" => "taskError", "taskError" => "failJob"}
+        );
+
+        let create = dict! {"control" => "createTask", "command" => "/bin/echo", "arguments" => vec![Value::from("hi")]};
+        let n = read_notification("5", "taskControl", create.clone());
+        let AgentNotification::TaskControl {
+            notice: TaskControlNotice::CreateTask(rest),
+            ..
+        } = &n
+        else {
+            panic!("wrong variant")
+        };
+        assert!(!rest.contains_key("control") && rest.contains_key("command"));
+        assert_eq!(n.to_payload(), create);
+
+        let err = AgentNotification::from_envelope(&message(
+            "5",
+            "taskControl",
+            MessageType::Notification,
+            dict! {"control" => "dance"},
+        ))
+        .expect_err("refused");
+        assert_eq!(err.field(), Some("control"));
+        let err = AgentNotification::from_envelope(&message(
+            "",
+            "agentDance",
+            MessageType::Notification,
+            dict! {},
+        ))
+        .expect_err("refused");
+        assert!(matches!(err, MessageError::UnknownMessage { .. }));
+    }
+
+    fn read_request(name: &str, payload: Dictionary) -> ControllerToAgentRequest {
+        ControllerToAgentRequest::from_envelope(&message("8", name, MessageType::Request, payload))
+            .expect("parses")
+    }
+
+    #[test]
+    fn task_submission_apple_and_lenient_agree() {
+        let apple = dict! {
+            "command" => "/usr/bin/cal",
+            "arguments" => vec![Value::from("6"), Value::from("2007")],
+            "environment" => dict! {"LANG" => "C"},
+            "inputStream" => "__stdin",
+            "inputFiles" => dict! {
+                "__stdin" => dict! {"fileData" => Value::Data(b"in".to_vec()), "isExecutable" => "NO"},
+                "bin/tool" => dict! {"fileData" => Value::Data(b"#!".to_vec()), "isExecutable" => "YES"},
+            },
+        };
+        let lenient = dict! {
+            "command" => "/usr/bin/cal",
+            "arguments" => vec![Value::Integer(6), Value::Integer(2007)],
+            "environment" => dict! {"LANG" => "C"},
+            "inputStream" => "__stdin",
+            "inputFiles" => dict! {
+                "__stdin" => dict! {"fileData" => Value::Data(b"in".to_vec())},
+                "bin/tool" => dict! {"fileData" => Value::Data(b"#!".to_vec()), "isExecutable" => Value::Boolean(true)},
+            },
+        };
+        let r = read_request("taskSubmission", apple.clone());
+        assert_eq!(r, read_request("taskSubmission", lenient));
+        let ControllerToAgentRequest::TaskSubmission(s) = &r else {
+            panic!("wrong variant")
+        };
+        assert_eq!(s.arguments, vec!["6", "2007"]);
+        assert!(s
+            .input_files
+            .get("bin/tool")
+            .is_some_and(|f| f.is_executable));
+        assert_eq!(r.to_payload(), apple);
+    }
+
+    #[test]
+    fn task_submission_leaves_out_empty_arguments_but_keeps_input_files() {
+        let bare = TaskSubmission {
+            command: "/bin/date".into(),
+            ..TaskSubmission::default()
+        };
+        let out = bare.to_payload();
+        assert_eq!(
+            out,
+            dict! {"command" => "/bin/date", "inputFiles" => dict! {}}
+        );
+        assert_eq!(
+            read_request("taskSubmission", dict! {"command" => "/bin/date"}),
+            ControllerToAgentRequest::TaskSubmission(bare)
+        );
+        let err = ControllerToAgentRequest::from_envelope(&message(
+            "8",
+            "taskSubmission",
+            MessageType::Request,
+            dict! {},
+        ))
+        .expect_err("refused");
+        assert_eq!(err.field(), Some("command"));
+    }
+
+    #[test]
+    fn other_controller_requests() {
+        for action in TaskAction::ALL {
+            let apple = dict! {"taskRef" => "5", "control" => action.as_str()};
+            let r = read_request("taskControl", apple.clone());
+            assert_eq!(
+                r,
+                read_request(
+                    "taskControl",
+                    dict! {"taskRef" => Value::Integer(5), "control" => action.as_str().to_uppercase()}
+                )
+            );
+            assert_eq!(
+                r,
+                ControllerToAgentRequest::TaskControl(TaskControlRequest {
+                    task_ref: "5".into(),
+                    control: *action
+                })
+            );
+            assert_eq!(r.to_payload(), apple);
+        }
+        for name in ["taskResults", "taskFinalResults"] {
+            let r = read_request(name, dict! {"taskRef" => "5"});
+            assert_eq!(
+                r,
+                read_request(name, dict! {"taskRef" => Value::Integer(5)})
+            );
+            assert_eq!(
+                r.to_envelope("8"),
+                message("8", name, MessageType::Request, dict! {"taskRef" => "5"})
+            );
+        }
+        let r = read_request("agentStatus", dict! {"gridMegahertz" => "8000"});
+        assert_eq!(
+            r,
+            read_request(
+                "agentStatus",
+                dict! {"gridMegahertz" => Value::Integer(8000)}
+            )
+        );
+        assert_eq!(
+            r,
+            ControllerToAgentRequest::AgentStatus(AgentStatusRequest {
+                grid_megahertz: Some(8000.0)
+            })
+        );
+        assert_eq!(r.to_payload(), dict! {"gridMegahertz" => "8000"});
+        assert_eq!(
+            read_request("agentInfo", dict! {}),
+            ControllerToAgentRequest::AgentInfo
+        );
+        assert_eq!(
+            read_request("agentMigrate", dict! {}),
+            ControllerToAgentRequest::Unknown("agentMigrate".into())
+        );
+        let err = ControllerToAgentRequest::from_envelope(&message(
+            "8",
+            "taskControl",
+            MessageType::Request,
+            dict! {"taskRef" => "5", "control" => "pause"},
+        ))
+        .expect_err("refused");
+        assert_eq!(err.field(), Some("control"));
+    }
+
+    fn read_reply(name: &str, payload: Dictionary) -> AgentReply {
+        AgentReply::from_envelope(&message("8", name, MessageType::Reply, payload)).expect("parses")
+    }
+
+    #[test]
+    fn agent_replies_apple_and_lenient_agree() {
+        let r = read_reply("taskSubmission", dict! {"taskRef" => "5"});
+        assert_eq!(
+            r,
+            read_reply("taskSubmission", dict! {"taskRef" => Value::Integer(5)})
+        );
+        assert_eq!(
+            r,
+            AgentReply::TaskSubmission {
+                task_ref: "5".into()
+            }
+        );
+        assert_eq!(
+            r.to_envelope("8"),
+            message(
+                "8",
+                "taskSubmission",
+                MessageType::Reply,
+                dict! {"taskRef" => "5"}
+            )
+        );
+        assert_eq!(read_reply("taskControl", dict! {}), AgentReply::TaskControl);
+
+        let apple = dict! {
+            "agentName" => "mac1", "taskRef" => "5",
+            "taskResults" => dict! {"readData" => Value::Data(b"out".to_vec()), "errData" => Value::Data(Vec::new())},
+        };
+        let lenient = dict! {"agentName" => "mac1", "taskRef" => Value::Integer(5), "taskResults" => dict! {"readData" => "out"}};
+        let r = read_reply("taskResults", apple.clone());
+        assert_eq!(r, read_reply("taskResults", lenient));
+        assert_eq!(r.to_payload(), apple);
+
+        let apple = dict! {
+            "agentName" => "mac1", "taskRef" => "5",
+            "taskResults" => dict! {
+                "outputFiles" => dict! {"result.txt" => dict! {"fileData" => Value::Data(b"42".to_vec())}},
+                "terminationStatus" => "0",
+            },
+        };
+        let lenient = dict! {
+            "agentName" => "mac1", "taskRef" => Value::Integer(5),
+            "taskResults" => dict! {
+                "outputFiles" => dict! {"result.txt" => dict! {"fileData" => Value::Data(b"42".to_vec())}},
+                "terminationStatus" => Value::Integer(0),
+            },
+        };
+        let r = read_reply("taskFinalResults", apple.clone());
+        assert_eq!(r, read_reply("taskFinalResults", lenient));
+        let AgentReply::TaskFinalResults(f) = &r else {
+            panic!("wrong variant")
+        };
+        assert_eq!(f.outputs.termination_status, Some(0));
+        assert_eq!(r.to_payload(), apple);
+
+        let info = read_reply("agentInfo", apple_registration());
+        assert_eq!(info.to_payload(), apple_registration());
+        let status = dict! {
+            "agentCookie" => "c", "agentName" => "mac1", "agentStatus" => "Unavailable",
+            "currentCPUPower" => "0", "currentTaskCount" => "0", "taskRefArray" => Vec::<Value>::new(),
+        };
+        let r = read_reply("agentStatus", status.clone());
+        assert!(
+            matches!(&r, AgentReply::AgentStatus(s) if s.agent_status == AgentState::Unavailable)
+        );
+        assert_eq!(r.to_payload(), status);
+    }
+
+    #[test]
+    fn agent_error_replies() {
+        for (text, code) in [
+            ("InvalidTaskRef", ErrorCode::InvalidTaskRef),
+            ("too many tasks", ErrorCode::TooManyTasks),
+            ("agent unavailable", ErrorCode::AgentUnavailable),
+        ] {
+            let r = read_reply("taskSubmission", dict! {"error" => text});
+            assert_eq!(
+                r,
+                AgentReply::Error {
+                    name: "taskSubmission".into(),
+                    code
+                }
+            );
+            assert_eq!(r.to_payload(), dict! {"error" => text});
+        }
+        let err =
+            AgentReply::from_envelope(&message("8", "taskDance", MessageType::Reply, dict! {}))
+                .expect_err("refused");
+        assert!(matches!(err, MessageError::UnknownMessage { .. }));
+    }
+
+    fn text() -> impl Strategy<Value = String> {
+        "[ -~]{0,12}"
+    }
+
+    prop_compose! {
+        fn any_registration()(
+            agent_cookie in text(), agent_name in text(),
+            hostnames in proptest::collection::vec(text(), 0..3),
+            addresses in proptest::collection::vec(text(), 0..3),
+            maximum_cpu_power in 0.0..1e6f64, maximum_task_count in 0i64..512,
+            agent_custom in proptest::option::of(text().prop_map(Value::from)),
+            linux_capabilities in proptest::option::of(proptest::collection::vec(text(), 0..3)),
+        ) -> AgentRegistration {
+            AgentRegistration {
+                agent_cookie, agent_name, hostnames, addresses, maximum_cpu_power,
+                maximum_task_count, agent_custom, linux_capabilities,
+            }
+        }
+    }
+
+    prop_compose! {
+        fn any_submission()(
+            command in text(),
+            arguments in proptest::collection::vec(text(), 0..4),
+            environment in proptest::collection::btree_map(text(), text(), 0..3),
+            input_stream in proptest::option::of(text()),
+            input_files in proptest::collection::btree_map(
+                text(),
+                (proptest::collection::vec(any::<u8>(), 0..16), any::<bool>())
+                    .prop_map(|(file_data, is_executable)| InputFile { file_data, is_executable }),
+                0..3,
+            ),
+        ) -> TaskSubmission {
+            TaskSubmission { command, arguments, environment, input_stream, input_files }
+        }
+    }
+
+    prop_compose! {
+        fn any_status()(
+            agent_cookie in text(), agent_name in text(),
+            agent_status in proptest::sample::select(AgentState::ALL),
+            current_cpu_power in 0.0..1e6f64, current_task_count in 0i64..64,
+            task_ref_array in proptest::collection::vec(text(), 0..4),
+        ) -> AgentStatus {
+            AgentStatus { agent_cookie, agent_name, agent_status, current_cpu_power, current_task_count, task_ref_array }
+        }
+    }
+
+    prop_compose! {
+        fn any_task_status()(
+            task_state in proptest::sample::select(TaskState::ALL),
+            task_megahertz in 0.0..1e5f64,
+            termination_status in proptest::option::of(-255i64..256),
+            data_available in any::<bool>(),
+        ) -> TaskStatus {
+            TaskStatus { task_state, task_megahertz, termination_status, data_available }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn registration_round_trips(r in any_registration()) {
+            let request = AgentRequest::AgentRegistration(r);
+            prop_assert_eq!(AgentRequest::from_envelope(&request.to_envelope("1")).expect("parses"), request);
+        }
+
+        #[test]
+        fn submission_round_trips(s in any_submission()) {
+            let request = ControllerToAgentRequest::TaskSubmission(s);
+            let envelope = request.to_envelope("1");
+            prop_assert!(envelope.payload.get("arguments").is_none_or(|a| a.as_array().is_some_and(|a| !a.is_empty())));
+            prop_assert_eq!(ControllerToAgentRequest::from_envelope(&envelope).expect("parses"), request);
+        }
+
+        #[test]
+        fn agent_status_round_trips(s in any_status()) {
+            let note = AgentNotification::AgentStatus(s);
+            prop_assert_eq!(AgentNotification::from_envelope(&note.to_envelope()).expect("parses"), note);
+        }
+
+        #[test]
+        fn task_status_round_trips(task_ref in "[0-9]{1,6}", status in any_task_status()) {
+            let note = AgentNotification::TaskStatus { task_ref, status };
+            prop_assert_eq!(AgentNotification::from_envelope(&note.to_envelope()).expect("parses"), note);
+        }
+    }
+}

@@ -226,12 +226,12 @@ mod tests {
             "somethingNew" => "ignored",
         };
         assert_eq!(
-            JobAttributes::from_dictionary(&lenient).unwrap(),
+            JobAttributes::from_dictionary(&lenient).expect("parses"),
             sample_job()
         );
         let apple = sample_job().to_dictionary();
         assert_eq!(
-            JobAttributes::from_dictionary(&apple).unwrap(),
+            JobAttributes::from_dictionary(&apple).expect("parses"),
             sample_job()
         );
     }
@@ -240,12 +240,14 @@ mod tests {
     fn job_attributes_need_status_and_clock() {
         let mut d = sample_job().to_dictionary();
         d.remove("dateNow");
-        let err = JobAttributes::from_dictionary(&d).unwrap_err();
+        let err = JobAttributes::from_dictionary(&d).expect_err("refused");
         assert_eq!(err.field(), Some("dateNow"));
         let mut d = sample_job().to_dictionary();
         d.insert("jobStatus".into(), Value::from("Exploded"));
         assert_eq!(
-            JobAttributes::from_dictionary(&d).unwrap_err().field(),
+            JobAttributes::from_dictionary(&d)
+                .expect_err("refused")
+                .field(),
             Some("jobStatus")
         );
     }
@@ -262,8 +264,11 @@ mod tests {
             "currentTaskCount" => Value::Real(1.0), "maximumCPUPower" => "4000.000000",
             "currentCPUPower" => Value::Integer(2000), "agentState" => "AVAILABLE",
         };
-        let a = AgentAttributes::from_dictionary(&apple).unwrap();
-        assert_eq!(a, AgentAttributes::from_dictionary(&lenient).unwrap());
+        let a = AgentAttributes::from_dictionary(&apple).expect("parses");
+        assert_eq!(
+            a,
+            AgentAttributes::from_dictionary(&lenient).expect("parses")
+        );
         assert_eq!(a.maximum_task_count, 2);
         assert_eq!(a.agent_state, AgentState::Available);
         assert_eq!(a.to_dictionary(), apple);
@@ -273,7 +278,7 @@ mod tests {
     fn grid_attributes_apple_and_lenient_agree() {
         let apple = dict! {"name" => "Xgrid", "isDefault" => "YES", "gridMegahertz" => "8000"};
         let lenient = dict! {"name" => "Xgrid", "isDefault" => Value::Boolean(true), "gridMegahertz" => Value::Integer(8000)};
-        let g = GridAttributes::from_dictionary(&apple).unwrap();
+        let g = GridAttributes::from_dictionary(&apple).expect("parses");
         assert_eq!(
             g,
             GridAttributes {
@@ -282,7 +287,10 @@ mod tests {
                 grid_megahertz: 8000.0
             }
         );
-        assert_eq!(GridAttributes::from_dictionary(&lenient).unwrap(), g);
+        assert_eq!(
+            GridAttributes::from_dictionary(&lenient).expect("parses"),
+            g
+        );
         assert_eq!(g.to_dictionary(), apple);
     }
 
@@ -315,7 +323,7 @@ mod tests {
     proptest! {
         #[test]
         fn job_attributes_round_trip(job in any_job()) {
-            prop_assert_eq!(JobAttributes::from_dictionary(&job.to_dictionary()).unwrap(), job);
+            prop_assert_eq!(JobAttributes::from_dictionary(&job.to_dictionary()).expect("parses"), job);
         }
     }
 }

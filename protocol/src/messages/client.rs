@@ -841,3 +841,675 @@ impl ClientNotification {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::dict;
+    use super::*;
+    use crate::messages::{AgentState, JobStatus};
+    use crate::plist::Date;
+
+    /// The payload as Apple sends it and as a lenient peer might must read the same, and
+    /// writing what was read must give back Apple's payload exactly.
+    fn check_request(name: &str, apple: Dictionary, lenient: Dictionary) -> ClientRequest {
+        let from_apple = ClientRequest::from_payload(name, &apple).expect("Apple's payload parses");
+        let from_lenient =
+            ClientRequest::from_payload(name, &lenient).expect("lenient payload parses");
+        assert_eq!(from_apple, from_lenient, "{name}");
+        assert_eq!(from_apple.name(), name);
+        assert_eq!(from_apple.to_payload(), apple, "{name} written back");
+        from_apple
+    }
+
+    fn check_reply(name: &str, apple: Dictionary, lenient: Dictionary) -> ControllerReply {
+        let from_apple =
+            ControllerReply::from_payload(name, &apple).expect("Apple's payload parses");
+        let from_lenient =
+            ControllerReply::from_payload(name, &lenient).expect("lenient payload parses");
+        assert_eq!(from_apple, from_lenient, "{name}");
+        assert_eq!(from_apple.name(), name);
+        assert_eq!(from_apple.to_payload(), apple, "{name} written back");
+        from_apple
+    }
+
+    fn note(identifier: &str, name: &str, payload: Dictionary) -> Envelope {
+        envelope(identifier, name, MessageType::Notification, payload)
+    }
+
+    fn check_notification(apple: Envelope, lenient: Envelope) -> ClientNotification {
+        let from_apple =
+            ClientNotification::from_envelope(&apple).expect("Apple's envelope parses");
+        let from_lenient =
+            ClientNotification::from_envelope(&lenient).expect("lenient envelope parses");
+        assert_eq!(from_apple, from_lenient, "{}", apple.name);
+        assert_eq!(
+            from_apple.to_envelope(),
+            apple,
+            "{} written back",
+            apple.name
+        );
+        from_apple
+    }
+
+    fn job(identifier: &str, subscribe: Option<bool>) -> JobQuery {
+        JobQuery {
+            job_identifier: identifier.into(),
+            subscription: subscribe.map(|s| Subscription {
+                should_subscribe: s,
+                predicate: None,
+            }),
+        }
+    }
+
+    #[test]
+    fn list_requests_with_and_without_subscription() {
+        let r = check_request("controllerList", dict! {}, dict! {"unrelated" => "x"});
+        assert_eq!(
+            r,
+            ClientRequest::ControllerList(ListQuery { subscription: None })
+        );
+        let r = check_request(
+            "controllerList",
+            dict! {"shouldSubscribe" => "YES"},
+            dict! {"shouldSubscribe" => Value::Boolean(true)},
+        );
+        assert!(matches!(r, ClientRequest::ControllerList(q) if q.should_subscribe()));
+        let r = check_request(
+            "gridList",
+            dict! {"shouldSubscribe" => "YES", "predicate" => "FALSE"},
+            dict! {"shouldSubscribe" => "true", "predicate" => "FALSE"},
+        );
+        let want = Subscription {
+            should_subscribe: true,
+            predicate: Some("FALSE".into()),
+        };
+        assert_eq!(
+            r,
+            ClientRequest::GridList(ListQuery {
+                subscription: Some(want)
+            })
+        );
+        check_request(
+            "agentList",
+            dict! {"shouldSubscribe" => "NO"},
+            dict! {"shouldSubscribe" => "0"},
+        );
+        assert_eq!(
+            ClientRequest::from_payload("controllerRole", &dict! {}).expect("parses"),
+            ClientRequest::ControllerRole
+        );
+    }
+
+    #[test]
+    fn grid_requests() {
+        let r = check_request(
+            "gridJobList",
+            dict! {"gridIdentifier" => "", "shouldSubscribe" => "YES",
+            "predicate" => "applicationIdentifier == \"com.apple.xgrid.cli\""},
+            dict! {"shouldSubscribe" => Value::Integer(1),
+            "predicate" => "applicationIdentifier == \"com.apple.xgrid.cli\""},
+        );
+        assert!(
+            matches!(&r, ClientRequest::GridJobList(q) if q.grid_identifier.is_empty() && q.should_subscribe())
+        );
+        check_request(
+            "gridAttributes",
+            dict! {"gridIdentifier" => "0", "shouldSubscribe" => "NO"},
+            dict! {"gridIdentifier" => Value::Integer(0), "shouldSubscribe" => Value::Boolean(false)},
+        );
+        check_request(
+            "gridAgentList",
+            dict! {"gridIdentifier" => "3", "shouldSubscribe" => "YES"},
+            dict! {"gridIdentifier" => Value::Integer(3), "shouldSubscribe" => "yes"},
+        );
+        let r = check_request(
+            "gridControl",
+            dict! {"gridIdentifier" => "2", "control" => "rename", "gridName" => "Old", "newGridName" => "New"},
+            dict! {"gridIdentifier" => Value::Integer(2), "control" => "RENAME", "gridName" => "Old", "newGridName" => "New"},
+        );
+        assert!(matches!(
+            r,
+            ClientRequest::GridControl(GridControlRequest {
+                control: GridAction::Rename,
+                ..
+            })
+        ));
+        check_request(
+            "gridControl",
+            dict! {"gridIdentifier" => "", "control" => "add", "gridName" => "Render"},
+            dict! {"control" => "Add", "gridName" => "Render"},
+        );
+    }
+
+    #[test]
+    fn agent_requests() {
+        let r = check_request(
+            "agentAttributes",
+            dict! {"agentIdentifier" => "7", "shouldSubscribe" => "YES"},
+            dict! {"agentIdentifier" => Value::Integer(7), "shouldSubscribe" => "TRUE"},
+        );
+        assert!(matches!(r, ClientRequest::AgentAttributes(q) if q.agent_identifier == "7"));
+        for name in ["agentAdd", "agentAssign", "agentRemove"] {
+            let r = check_request(
+                name,
+                dict! {"agentIdentifier" => "7", "gridIdentifier" => "0"},
+                dict! {"agentIdentifier" => Value::Integer(7), "gridIdentifier" => Value::Integer(0)},
+            );
+            assert_eq!(
+                r.to_payload().get("agentIdentifier"),
+                Some(&Value::from("7"))
+            );
+        }
+    }
+
+    #[test]
+    fn job_requests() {
+        let spec = dict! {"name" => "cal", "taskSpecifications" => dict! {"0" => dict! {"command" => "/usr/bin/cal"}}};
+        let r = check_request(
+            "jobSubmission",
+            dict! {"jobSpecification" => spec.clone(), "gridIdentifier" => "0"},
+            dict! {"jobSpecification" => spec.clone(), "gridIdentifier" => Value::Integer(0)},
+        );
+        assert_eq!(
+            r,
+            ClientRequest::JobSubmission(JobSubmission {
+                job_specification: spec.clone(),
+                grid_identifier: Some("0".into())
+            })
+        );
+        check_request(
+            "jobSubmission",
+            dict! {"jobSpecification" => spec.clone()},
+            dict! {"jobSpecification" => spec.clone()},
+        );
+
+        let r = check_request(
+            "jobAttributes",
+            dict! {"jobIdentifier" => "12", "shouldSubscribe" => "YES"},
+            dict! {"jobIdentifier" => Value::Integer(12), "shouldSubscribe" => Value::Boolean(true)},
+        );
+        assert_eq!(r, ClientRequest::JobAttributes(job("12", Some(true))));
+        check_request(
+            "jobLog",
+            dict! {"jobIdentifier" => "12", "shouldSubscribe" => "NO"},
+            dict! {"jobIdentifier" => Value::Real(12.0), "shouldSubscribe" => "false"},
+        );
+        for name in [
+            "jobSpecification",
+            "jobResults",
+            "jobLatestResults",
+            "jobFinalResults",
+        ] {
+            let r = check_request(
+                name,
+                dict! {"jobIdentifier" => "12"},
+                dict! {"jobIdentifier" => Value::Integer(12)},
+            );
+            assert_eq!(r.to_payload(), dict! {"jobIdentifier" => "12"});
+        }
+        // Peers may send empty identifiers; they are read, not refused.
+        let r = check_request(
+            "jobResults",
+            dict! {"jobIdentifier" => ""},
+            dict! {"jobIdentifier" => ""},
+        );
+        assert_eq!(r, ClientRequest::JobResults(job("", None)));
+
+        for action in JobAction::ALL {
+            let r = check_request(
+                "jobControl",
+                dict! {"jobIdentifier" => "12", "control" => action.as_str()},
+                dict! {"jobIdentifier" => Value::Integer(12), "control" => action.as_str().to_uppercase()},
+            );
+            assert_eq!(
+                r,
+                ClientRequest::JobControl(JobControlRequest {
+                    job_identifier: "12".into(),
+                    control: *action
+                })
+            );
+        }
+        let tasks = dict! {"5" => dict! {"command" => "/bin/echo"}};
+        check_request(
+            "jobAddTask",
+            dict! {"jobIdentifier" => "12", "taskSpecifications" => tasks.clone()},
+            dict! {"jobIdentifier" => Value::Integer(12), "taskSpecifications" => tasks},
+        );
+    }
+
+    #[test]
+    fn every_request_survives_its_envelope() {
+        let sub = Some(Subscription {
+            should_subscribe: true,
+            predicate: Some("TRUE".into()),
+        });
+        let grid = GridQuery {
+            grid_identifier: "1".into(),
+            subscription: sub.clone(),
+        };
+        let agent_grid = AgentGridRequest {
+            agent_identifier: "a".into(),
+            grid_identifier: "1".into(),
+        };
+        let all = vec![
+            ClientRequest::ControllerList(ListQuery::default()),
+            ClientRequest::ControllerRole,
+            ClientRequest::GridList(ListQuery {
+                subscription: sub.clone(),
+            }),
+            ClientRequest::GridAttributes(grid.clone()),
+            ClientRequest::GridControl(GridControlRequest {
+                grid_identifier: "1".into(),
+                control: GridAction::MakeDefault,
+                grid_name: None,
+                new_grid_name: None,
+            }),
+            ClientRequest::GridJobList(grid.clone()),
+            ClientRequest::GridAgentList(grid),
+            ClientRequest::AgentList(ListQuery {
+                subscription: sub.clone(),
+            }),
+            ClientRequest::AgentAttributes(AgentQuery {
+                agent_identifier: "a".into(),
+                subscription: sub,
+            }),
+            ClientRequest::AgentAdd(agent_grid.clone()),
+            ClientRequest::AgentAssign(agent_grid.clone()),
+            ClientRequest::AgentRemove(agent_grid),
+            ClientRequest::JobSubmission(JobSubmission::default()),
+            ClientRequest::JobAttributes(job("1", Some(false))),
+            ClientRequest::JobSpecification(job("1", None)),
+            ClientRequest::JobResults(job("1", None)),
+            ClientRequest::JobLatestResults(job("1", None)),
+            ClientRequest::JobFinalResults(job("1", None)),
+            ClientRequest::JobLog(job("1", Some(true))),
+            ClientRequest::JobControl(JobControlRequest {
+                job_identifier: "1".into(),
+                control: JobAction::Restart,
+            }),
+            ClientRequest::JobAddTask(JobAddTask {
+                job_identifier: "1".into(),
+                task_specifications: dict! {},
+            }),
+        ];
+        for request in all {
+            let envelope = request.to_envelope("9");
+            assert_eq!(envelope.identifier, "9");
+            assert_eq!(envelope.message_type, MessageType::Request);
+            let back = ClientRequest::from_envelope(&envelope).expect("parses");
+            assert!(
+                !matches!(back, ClientRequest::Unknown(_)),
+                "{} not recognised",
+                envelope.name
+            );
+            assert_eq!(back, request);
+        }
+    }
+
+    #[test]
+    fn unknown_request_names_are_kept_for_an_invalid_request_reply() {
+        let envelope = envelope(
+            "3",
+            "jobTeleport",
+            MessageType::Request,
+            dict! {"jobIdentifier" => "1"},
+        );
+        let request = ClientRequest::from_envelope(&envelope).expect("parses");
+        assert_eq!(request, ClientRequest::Unknown("jobTeleport".into()));
+        let reply = super::super::error_reply(
+            &envelope.identifier,
+            request.name(),
+            &ErrorCode::InvalidRequest,
+        );
+        assert_eq!(reply.name, "jobTeleport");
+        assert_eq!(reply.payload, dict! {"error" => "InvalidRequest"});
+    }
+
+    #[test]
+    fn malformed_requests_name_message_and_field() {
+        let err = ClientRequest::from_payload(
+            "jobControl",
+            &dict! {"jobIdentifier" => "1", "control" => "explode"},
+        )
+        .expect_err("refused");
+        assert_eq!(err.field(), Some("control"));
+        assert_eq!(err.reply_code(), ErrorCode::InvalidControl);
+        let text = err.to_string();
+        assert!(
+            text.contains("jobControl") && text.contains("explode") && text.contains("`restart`"),
+            "{text}"
+        );
+
+        let err = ClientRequest::from_payload("jobAttributes", &dict! {"shouldSubscribe" => "YES"})
+            .expect_err("refused");
+        assert_eq!(
+            err,
+            MessageError::MissingField {
+                message: "jobAttributes".into(),
+                field: "jobIdentifier".into()
+            }
+        );
+        assert_eq!(err.reply_code(), ErrorCode::InvalidJobIdentifier);
+
+        let err =
+            ClientRequest::from_payload("jobSubmission", &dict! {"jobSpecification" => "cal"})
+                .expect_err("refused");
+        assert_eq!(
+            err,
+            MessageError::WrongKind {
+                message: "jobSubmission".into(),
+                field: "jobSpecification".into(),
+                expected: "a dictionary",
+                found: "a string",
+            }
+        );
+        assert_eq!(err.reply_code(), ErrorCode::InvalidJobSpecification);
+
+        let err =
+            ClientRequest::from_payload("gridList", &dict! {"shouldSubscribe" => "sometimes"})
+                .expect_err("refused");
+        assert_eq!(err.field(), Some("shouldSubscribe"));
+    }
+
+    fn sample_job_attributes() -> JobAttributes {
+        JobAttributes {
+            name: "cal".into(),
+            application_identifier: None,
+            job_status: JobStatus::Finished,
+            error: None,
+            active_cpu_power: 0.0,
+            date_now: Date(1000.0),
+            date_submitted: Some(Date(900.0)),
+            date_started: None,
+            date_stopped: None,
+            task_count: 1,
+            undone_task_count: 0,
+            percent_done: 100.0,
+            suspended: false,
+        }
+    }
+
+    #[test]
+    fn controller_and_grid_replies() {
+        let apple = dict! {
+            "controllerList" => vec![Value::from(dict! {"hostname" => "xserve.local", "role" => "MASTER"})],
+            "controllerRole" => "MASTER",
+        };
+        let r = check_reply("controllerList", apple.clone(), apple);
+        let ControllerReply::ControllerList(list) = r else {
+            panic!("wrong variant")
+        };
+        assert_eq!(list.controller_role, MASTER_ROLE);
+        assert_eq!(
+            list.controllers,
+            vec![ControllerEntry {
+                hostname: "xserve.local".into(),
+                role: "MASTER".into()
+            }]
+        );
+        check_reply(
+            "controllerRole",
+            dict! {"controllerRole" => "MASTER"},
+            dict! {"controllerRole" => "MASTER", "x" => "y"},
+        );
+
+        let r = check_reply(
+            "gridList",
+            dict! {"gridList" => vec![Value::from("0"), Value::from("1")]},
+            dict! {"gridList" => vec![Value::Integer(0), Value::Integer(1)]},
+        );
+        assert_eq!(r, ControllerReply::GridList(vec!["0".into(), "1".into()]));
+        check_reply(
+            "gridList",
+            dict! {"gridList" => vec![Value::from("0")]},
+            dict! {"gridList" => "0"},
+        );
+        check_reply(
+            "gridAttributes",
+            dict! {"gridAttributes" => dict! {"name" => "Xgrid", "isDefault" => "YES", "gridMegahertz" => "0"}},
+            dict! {"gridAttributes" => dict! {"name" => "Xgrid", "isDefault" => Value::Boolean(true)}},
+        );
+        check_reply(
+            "gridJobList",
+            dict! {"jobList" => vec![Value::from("12")]},
+            dict! {"jobList" => vec![Value::Integer(12)]},
+        );
+        check_reply(
+            "gridAgentList",
+            dict! {"agentList" => Vec::<Value>::new()},
+            dict! {},
+        );
+        check_reply(
+            "agentList",
+            dict! {"agentList" => vec![Value::from("mac1")]},
+            dict! {"agentList" => "mac1"},
+        );
+        for name in [
+            "gridControl",
+            "agentAdd",
+            "agentAssign",
+            "agentRemove",
+            "jobControl",
+            "jobAddTask",
+        ] {
+            let r = check_reply(name, dict! {}, dict! {"ignored" => "extra"});
+            assert_eq!(r.to_envelope("4").payload, dict! {});
+        }
+    }
+
+    #[test]
+    fn agent_and_job_replies() {
+        let r = check_reply(
+            "agentAttributes",
+            dict! {"agentAttributes" => dict! {
+                "name" => "mac1", "address" => "10.0.0.2", "maximumTaskCount" => "2", "currentTaskCount" => "0",
+                "maximumCPUPower" => "4000", "currentCPUPower" => "0", "agentState" => "Offline",
+            }},
+            dict! {"agentAttributes" => dict! {
+                "name" => "mac1", "address" => "10.0.0.2", "maximumTaskCount" => Value::Integer(2),
+                "maximumCPUPower" => Value::Real(4000.0), "agentState" => "offline",
+            }},
+        );
+        assert!(
+            matches!(r, ControllerReply::AgentAttributes(a) if a.agent_state == AgentState::Offline)
+        );
+
+        let r = check_reply(
+            "jobSubmission",
+            dict! {"jobIdentifier" => "42"},
+            dict! {"jobIdentifier" => Value::Integer(42)},
+        );
+        assert_eq!(
+            r,
+            ControllerReply::JobSubmission {
+                job_identifier: "42".into()
+            }
+        );
+
+        let apple = dict! {"jobAttributes" => sample_job_attributes().to_dictionary()};
+        let lenient = dict! {"jobAttributes" => dict! {
+            "name" => "cal", "jobStatus" => "FINISHED", "dateNow" => Value::Integer(1000),
+            "dateSubmitted" => Value::Date(Date(900.0)), "taskCount" => Value::Integer(1),
+            "percentDone" => Value::Integer(100), "suspended" => "NO",
+        }};
+        assert_eq!(
+            check_reply("jobAttributes", apple, lenient),
+            ControllerReply::JobAttributes(sample_job_attributes())
+        );
+
+        let spec = dict! {"name" => "cal"};
+        check_reply(
+            "jobSpecification",
+            dict! {"jobSpecification" => spec.clone()},
+            dict! {"jobSpecification" => spec},
+        );
+
+        let streams = dict! {"taskResults" => dict! {"0" => dict! {
+            "readData" => Value::Data(b"hello\n".to_vec()), "errData" => Value::Data(Vec::new()),
+        }}};
+        let lenient = dict! {"taskResults" => dict! {"0" => dict! {"readData" => "hello\n"}}};
+        let r = check_reply("jobResults", streams.clone(), lenient.clone());
+        let ControllerReply::JobResults(tasks) = r else {
+            panic!("wrong variant")
+        };
+        assert_eq!(
+            tasks.get("0").map(|t| t.read_data.as_slice()),
+            Some(&b"hello\n"[..])
+        );
+        check_reply("jobLatestResults", streams, lenient);
+
+        let apple = dict! {"taskResults" => dict! {"0" => dict! {
+            "outputFiles" => dict! {"out/a.txt" => dict! {"fileData" => Value::Data(b"A".to_vec())}},
+            "terminationStatus" => "0",
+        }}};
+        let lenient = dict! {"taskResults" => dict! {"0" => dict! {
+            "outputFiles" => dict! {"out/a.txt" => dict! {"fileData" => Value::Data(b"A".to_vec())}},
+            "terminationStatus" => Value::Integer(0),
+        }}};
+        let r = check_reply("jobFinalResults", apple, lenient);
+        let ControllerReply::JobFinalResults(tasks) = r else {
+            panic!("wrong variant")
+        };
+        assert_eq!(tasks.get("0").and_then(|t| t.termination_status), Some(0));
+
+        let log = dict! {"jobLog" => vec![Value::from("submitted")]};
+        check_reply("jobLog", log.clone(), log);
+    }
+
+    #[test]
+    fn error_replies_are_recognised_for_any_request() {
+        let reply = envelope(
+            "5",
+            "jobControl",
+            MessageType::Reply,
+            dict! {"error" => "JobCannotBeRestarted"},
+        );
+        let r = ControllerReply::from_envelope(&reply).expect("parses");
+        assert_eq!(
+            r,
+            ControllerReply::Error {
+                name: "jobControl".into(),
+                code: ErrorCode::JobCannotBeRestarted
+            }
+        );
+        assert_eq!(r.to_envelope("5"), reply);
+        let err = ControllerReply::from_payload("jobTeleport", &dict! {}).expect_err("refused");
+        assert!(matches!(err, MessageError::UnknownMessage { name, .. } if name == "jobTeleport"));
+    }
+
+    #[test]
+    fn list_and_attribute_notifications() {
+        let list = dict! {
+            "controllerList" => vec![Value::from(dict! {"hostname" => "h", "role" => "MASTER"})],
+            "controllerRole" => "MASTER",
+        };
+        check_notification(
+            note("", "controllerList", list.clone()),
+            note("", "controllerList", list),
+        );
+        for name in ["gridListDidAddGrid", "gridListDidRemoveGrid"] {
+            let n = check_notification(
+                note("", name, dict! {"gridIdentifier" => "2"}),
+                note("", name, dict! {"gridIdentifier" => Value::Integer(2)}),
+            );
+            assert_eq!(n.name(), name);
+        }
+        for name in ["gridJobListDidAddJob", "gridJobListDidRemoveJob"] {
+            let n = check_notification(
+                note("0", name, dict! {"jobIdentifier" => "12"}),
+                note(
+                    "",
+                    name,
+                    dict! {"gridIdentifier" => "0", "jobIdentifier" => Value::Integer(12)},
+                ),
+            );
+            assert_eq!(n.identifier(), "0");
+        }
+        for name in ["gridAgentListDidAddAgent", "gridAgentListDidRemoveAgent"] {
+            check_notification(
+                note("0", name, dict! {"agentIdentifier" => "mac1"}),
+                note(
+                    "0",
+                    name,
+                    dict! {"agentIdentifier" => "mac1", "extra" => "x"},
+                ),
+            );
+        }
+        for name in ["agentListDidAddAgent", "agentListDidRemoveAgent"] {
+            check_notification(
+                note("", name, dict! {"agentIdentifier" => "3"}),
+                note("", name, dict! {"agentIdentifier" => Value::Integer(3)}),
+            );
+        }
+        let grid = dict! {"name" => "Xgrid", "isDefault" => "NO", "gridMegahertz" => "1500.5"};
+        let n = check_notification(
+            note("1", "gridAttributes", dict! {"gridAttributes" => grid}),
+            note(
+                "",
+                "gridAttributes",
+                dict! {"gridIdentifier" => "1", "gridAttributes" => dict! {
+                    "name" => "Xgrid", "gridMegahertz" => Value::Real(1500.5),
+                }},
+            ),
+        );
+        assert!(
+            matches!(n, ClientNotification::GridAttributes { attributes, .. } if attributes.grid_megahertz == 1500.5)
+        );
+        let agent = dict! {
+            "name" => "mac1", "address" => "a", "maximumTaskCount" => "1", "currentTaskCount" => "1",
+            "maximumCPUPower" => "2000", "currentCPUPower" => "2000", "agentState" => "Available",
+        };
+        check_notification(
+            note(
+                "mac1",
+                "agentAttributes",
+                dict! {"agentAttributes" => agent.clone()},
+            ),
+            note(
+                "",
+                "agentAttributes",
+                dict! {"agentIdentifier" => "mac1", "agentAttributes" => agent},
+            ),
+        );
+    }
+
+    #[test]
+    fn job_notifications_name_the_job_in_the_identifier() {
+        let attributes = sample_job_attributes().to_dictionary();
+        let n = check_notification(
+            note(
+                "12",
+                "jobAttributes",
+                dict! {"jobAttributes" => attributes.clone()},
+            ),
+            note(
+                "",
+                "jobAttributes",
+                dict! {"jobIdentifier" => Value::Integer(12), "jobAttributes" => attributes},
+            ),
+        );
+        assert_eq!(
+            n,
+            ClientNotification::JobAttributes {
+                job_identifier: "12".into(),
+                attributes: sample_job_attributes()
+            }
+        );
+        check_notification(
+            note("12", "jobLatestResultsAvailable", dict! {}),
+            note(
+                "",
+                "jobLatestResultsAvailable",
+                dict! {"jobIdentifier" => "12"},
+            ),
+        );
+        let log = dict! {"jobLog" => vec![Value::from("started")]};
+        check_notification(note("12", "jobLog", log.clone()), note("12", "jobLog", log));
+        let err = ClientNotification::from_envelope(&note("", "gridExploded", dict! {}))
+            .expect_err("refused");
+        assert!(matches!(err, MessageError::UnknownMessage { .. }));
+        let err = ClientNotification::from_envelope(&note("1", "jobAttributes", dict! {}))
+            .expect_err("refused");
+        assert_eq!(err.field(), Some("jobAttributes"));
+    }
+}

@@ -402,10 +402,10 @@ mod tests {
     #[test]
     fn strings_accept_numbers_and_refuse_containers() {
         let d = dict! {"a" => "x", "b" => Value::Integer(12), "c" => Value::Array(vec![])};
-        assert_eq!(read(&d, |f| f.string("a")).unwrap(), "x");
-        assert_eq!(read(&d, |f| f.string("b")).unwrap(), "12");
-        assert_eq!(read(&d, |f| f.string("zz")).unwrap(), "");
-        let err = read(&d, |f| f.string("c")).unwrap_err();
+        assert_eq!(read(&d, |f| f.string("a")).expect("parses"), "x");
+        assert_eq!(read(&d, |f| f.string("b")).expect("parses"), "12");
+        assert_eq!(read(&d, |f| f.string("zz")).expect("parses"), "");
+        let err = read(&d, |f| f.string("c")).expect_err("refused");
         assert_eq!(
             err,
             MessageError::WrongKind {
@@ -415,7 +415,7 @@ mod tests {
                 found: "an array"
             }
         );
-        let err = read(&d, |f| f.required_string("zz")).unwrap_err();
+        let err = read(&d, |f| f.required_string("zz")).expect_err("refused");
         assert_eq!(
             err,
             MessageError::MissingField {
@@ -428,12 +428,12 @@ mod tests {
     #[test]
     fn integers_accept_strings_reals_and_blanks() {
         let d = dict! {"s" => "42", "f" => "1200.000000", "r" => Value::Real(3.0), "e" => "", "x" => "many"};
-        assert_eq!(read(&d, |f| f.integer("s")).unwrap(), 42);
-        assert_eq!(read(&d, |f| f.integer("f")).unwrap(), 1200);
-        assert_eq!(read(&d, |f| f.integer("r")).unwrap(), 3);
-        assert_eq!(read(&d, |f| f.opt_integer("e")).unwrap(), None);
-        assert_eq!(read(&d, |f| f.integer("missing")).unwrap(), 0);
-        let err = read(&d, |f| f.integer("x")).unwrap_err();
+        assert_eq!(read(&d, |f| f.integer("s")).expect("parses"), 42);
+        assert_eq!(read(&d, |f| f.integer("f")).expect("parses"), 1200);
+        assert_eq!(read(&d, |f| f.integer("r")).expect("parses"), 3);
+        assert_eq!(read(&d, |f| f.opt_integer("e")).expect("parses"), None);
+        assert_eq!(read(&d, |f| f.integer("missing")).expect("parses"), 0);
+        let err = read(&d, |f| f.integer("x")).expect_err("refused");
         assert!(
             err.to_string().contains("`x`") && err.to_string().contains("many"),
             "{err}"
@@ -443,12 +443,15 @@ mod tests {
     #[test]
     fn flags_accept_every_spelling() {
         let d = dict! {"a" => "YES", "b" => "false", "c" => Value::Boolean(true), "d" => "1", "e" => "perhaps"};
-        assert!(read(&d, |f| f.flag("a")).unwrap());
-        assert!(!read(&d, |f| f.flag("b")).unwrap());
-        assert!(read(&d, |f| f.flag("c")).unwrap());
-        assert!(read(&d, |f| f.flag("d")).unwrap());
-        assert!(!read(&d, |f| f.flag("absent")).unwrap());
-        assert_eq!(read(&d, |f| f.flag("e")).unwrap_err().field(), Some("e"));
+        assert!(read(&d, |f| f.flag("a")).expect("parses"));
+        assert!(!read(&d, |f| f.flag("b")).expect("parses"));
+        assert!(read(&d, |f| f.flag("c")).expect("parses"));
+        assert!(read(&d, |f| f.flag("d")).expect("parses"));
+        assert!(!read(&d, |f| f.flag("absent")).expect("parses"));
+        assert_eq!(
+            read(&d, |f| f.flag("e")).expect_err("refused").field(),
+            Some("e")
+        );
     }
 
     #[test]
@@ -458,11 +461,19 @@ mod tests {
             "mixed" => Value::Array(vec![Value::from("a"), Value::Integer(2)]),
             "bad" => Value::Array(vec![Value::from("a"), Value::Array(vec![])]),
         };
-        assert_eq!(read(&d, |f| f.strings("one")).unwrap(), vec!["solo"]);
-        assert_eq!(read(&d, |f| f.strings("mixed")).unwrap(), vec!["a", "2"]);
-        assert!(read(&d, |f| f.strings("absent")).unwrap().is_empty());
         assert_eq!(
-            read(&d, |f| f.strings("bad")).unwrap_err().field(),
+            read(&d, |f| f.strings("one")).expect("parses"),
+            vec!["solo"]
+        );
+        assert_eq!(
+            read(&d, |f| f.strings("mixed")).expect("parses"),
+            vec!["a", "2"]
+        );
+        assert!(read(&d, |f| f.strings("absent"))
+            .expect("parses")
+            .is_empty());
+        assert_eq!(
+            read(&d, |f| f.strings("bad")).expect_err("refused").field(),
             Some("bad[1]")
         );
     }
@@ -475,21 +486,29 @@ mod tests {
             "secs" => Value::Integer(60),
             "date" => Value::Date(Date(5.0)),
         };
-        let iso = read(&d, |f| f.opt_date("iso")).unwrap().unwrap();
+        let iso = read(&d, |f| f.opt_date("iso"))
+            .expect("parses")
+            .expect("parses");
         assert_eq!(iso.to_iso8601(), "2007-01-25T16:23:59Z");
-        assert_eq!(read(&d, |f| f.opt_date("desc")).unwrap(), Some(iso));
-        assert_eq!(read(&d, |f| f.opt_date("secs")).unwrap(), Some(Date(60.0)));
-        assert_eq!(read(&d, |f| f.opt_date("date")).unwrap(), Some(Date(5.0)));
-        assert_eq!(read(&d, |f| f.opt_date("absent")).unwrap(), None);
+        assert_eq!(read(&d, |f| f.opt_date("desc")).expect("parses"), Some(iso));
+        assert_eq!(
+            read(&d, |f| f.opt_date("secs")).expect("parses"),
+            Some(Date(60.0))
+        );
+        assert_eq!(
+            read(&d, |f| f.opt_date("date")).expect("parses"),
+            Some(Date(5.0))
+        );
+        assert_eq!(read(&d, |f| f.opt_date("absent")).expect("parses"), None);
     }
 
     #[test]
     fn nested_errors_name_the_path() {
         let d = dict! {"outer" => dict! {"inner" => dict! {"n" => "NaNaN"}}};
-        let err = read(&d, |f| f.entries("outer", |e| e.integer("n"))).unwrap_err();
+        let err = read(&d, |f| f.entries("outer", |e| e.integer("n"))).expect_err("refused");
         assert_eq!(err.field(), Some("outer.inner.n"));
         let d = dict! {"outer" => dict! {"inner" => "not a dictionary"}};
-        let err = read(&d, |f| f.entries("outer", |e| e.integer("n"))).unwrap_err();
+        let err = read(&d, |f| f.entries("outer", |e| e.integer("n"))).expect_err("refused");
         assert_eq!(err.field(), Some("outer.inner"));
     }
 
@@ -497,10 +516,10 @@ mod tests {
     fn enumerations_list_what_they_expect() {
         let d = dict! {"s" => "running", "t" => "Sprinting"};
         assert_eq!(
-            read(&d, |f| f.required_enumeration::<JobStatus>("s")).unwrap(),
+            read(&d, |f| f.required_enumeration::<JobStatus>("s")).expect("parses"),
             JobStatus::Running
         );
-        let err = read(&d, |f| f.required_enumeration::<JobStatus>("t")).unwrap_err();
+        let err = read(&d, |f| f.required_enumeration::<JobStatus>("t")).expect_err("refused");
         let text = err.to_string();
         assert!(
             text.contains("Sprinting") && text.contains("`Finished`"),
