@@ -22,10 +22,19 @@ pub(crate) fn read(bytes: &[u8]) -> Result<Value, PlistError> {
     let err = |offset: usize, message: &str| Err(binary_error(offset, message));
     if !bytes.starts_with(MAGIC) {
         let shown: String = bytes.iter().take(8).map(|&b| char::from(b)).collect();
-        return err(0, &format!("unsupported version `{}` (only bplist00 is read)", shown.escape_debug()));
+        return err(
+            0,
+            &format!(
+                "unsupported version `{}` (only bplist00 is read)",
+                shown.escape_debug()
+            ),
+        );
     }
     if bytes.len() < MAGIC.len() + 1 + TRAILER_LEN {
-        return err(bytes.len(), "too short to hold an object and the 32-byte trailer");
+        return err(
+            bytes.len(),
+            "too short to hold an object and the 32-byte trailer",
+        );
     }
     let trailer_at = bytes.len() - TRAILER_LEN;
     let trailer = &bytes[trailer_at..];
@@ -38,24 +47,50 @@ pub(crate) fn read(bytes: &[u8]) -> Result<Value, PlistError> {
     };
     let (count, top, table) = (field(8), field(16), field(24));
     if !(1..=8).contains(&offset_size) {
-        return err(trailer_at + 6, &format!("offset width {offset_size} is not between 1 and 8 bytes"));
+        return err(
+            trailer_at + 6,
+            &format!("offset width {offset_size} is not between 1 and 8 bytes"),
+        );
     }
     if !(1..=8).contains(&ref_size) {
-        return err(trailer_at + 7, &format!("reference width {ref_size} is not between 1 and 8 bytes"));
+        return err(
+            trailer_at + 7,
+            &format!("reference width {ref_size} is not between 1 and 8 bytes"),
+        );
     }
     // Every object needs at least one byte and one table entry, so a count beyond the input
     // size is a lie; checking it first keeps all later arithmetic small.
     let count = match usize::try_from(count) {
         Ok(c) if (1..=bytes.len()).contains(&c) => c,
-        _ => return err(trailer_at + 8, &format!("object count {count} is impossible for {} bytes", bytes.len())),
+        _ => {
+            return err(
+                trailer_at + 8,
+                &format!(
+                    "object count {count} is impossible for {} bytes",
+                    bytes.len()
+                ),
+            )
+        }
     };
     let top = match usize::try_from(top) {
         Ok(t) if t < count => t,
-        _ => return err(trailer_at + 16, &format!("root object {top} is not among the {count} objects")),
+        _ => {
+            return err(
+                trailer_at + 16,
+                &format!("root object {top} is not among the {count} objects"),
+            )
+        }
     };
     let table = match usize::try_from(table) {
-        Ok(t) if t >= MAGIC.len() && t <= trailer_at && (trailer_at - t) / offset_size >= count => t,
-        _ => return err(trailer_at + 24, &format!("offset table at {table} does not fit before the trailer")),
+        Ok(t) if t >= MAGIC.len() && t <= trailer_at && (trailer_at - t) / offset_size >= count => {
+            t
+        }
+        _ => {
+            return err(
+                trailer_at + 24,
+                &format!("offset table at {table} does not fit before the trailer"),
+            )
+        }
     };
     let mut reader = Reader {
         bytes,
@@ -72,7 +107,10 @@ pub(crate) fn read(bytes: &[u8]) -> Result<Value, PlistError> {
 }
 
 fn binary_error(offset: usize, message: &str) -> PlistError {
-    PlistError::Binary { offset, message: message.to_string() }
+    PlistError::Binary {
+        offset,
+        message: message.to_string(),
+    }
 }
 
 struct Reader<'a> {
@@ -97,13 +135,19 @@ impl<'a> Reader<'a> {
     fn slice(&self, at: usize, len: usize, what: &str) -> Result<&'a [u8], PlistError> {
         match at.checked_add(len) {
             Some(end) if end <= self.table => Ok(&self.bytes[at..end]),
-            _ => Err(binary_error(at, &format!("{what} ({len} bytes) runs past the object area"))),
+            _ => Err(binary_error(
+                at,
+                &format!("{what} ({len} bytes) runs past the object area"),
+            )),
         }
     }
 
     fn spend(&mut self, amount: usize, at: usize) -> Result<(), PlistError> {
         self.budget = self.budget.checked_sub(amount).ok_or_else(|| {
-            binary_error(at, "shared references expand to far more data than the file holds")
+            binary_error(
+                at,
+                "shared references expand to far more data than the file holds",
+            )
         })?;
         Ok(())
     }
@@ -113,19 +157,25 @@ impl<'a> Reader<'a> {
         let raw = be_uint(&self.bytes[entry..entry + self.offset_size]);
         match usize::try_from(raw) {
             Ok(at) if at >= MAGIC.len() && at < self.table => Ok(at),
-            _ => Err(binary_error(entry, &format!("object {index} has offset {raw}, outside the object area"))),
+            _ => Err(binary_error(
+                entry,
+                &format!("object {index} has offset {raw}, outside the object area"),
+            )),
         }
     }
 
     /// The object references stored at `at`, checked against the object count.
     fn refs(&self, at: usize, n: usize) -> Result<Vec<usize>, PlistError> {
-        let len = n.checked_mul(self.ref_size).unwrap_or(usize::MAX);
+        let len = n.saturating_mul(self.ref_size);
         let raw = self.slice(at, len, "list of object references")?;
         raw.chunks_exact(self.ref_size)
             .enumerate()
             .map(|(i, r)| match usize::try_from(be_uint(r)) {
                 Ok(index) if index < self.count => Ok(index),
-                _ => Err(binary_error(at + i * self.ref_size, &format!("reference to object {} of {}", be_uint(r), self.count))),
+                _ => Err(binary_error(
+                    at + i * self.ref_size,
+                    &format!("reference to object {} of {}", be_uint(r), self.count),
+                )),
             })
             .collect()
     }
@@ -138,7 +188,10 @@ impl<'a> Reader<'a> {
         }
         let marker = self.slice(at + 1, 1, "length")?[0];
         if marker >> 4 != 0x1 || marker & 0xF > 3 {
-            return Err(binary_error(at + 1, &format!("length marker 0x{marker:02x} is not a 1 to 8 byte integer")));
+            return Err(binary_error(
+                at + 1,
+                &format!("length marker 0x{marker:02x} is not a 1 to 8 byte integer"),
+            ));
         }
         let width = 1usize << (marker & 0xF);
         let raw = be_uint(self.slice(at + 2, width, "length")?);
@@ -150,10 +203,16 @@ impl<'a> Reader<'a> {
     fn object(&mut self, index: usize, depth: usize) -> Result<Value, PlistError> {
         let at = self.offset_of(index)?;
         if depth > MAX_DEPTH {
-            return Err(binary_error(at, &format!("nesting deeper than {MAX_DEPTH} levels")));
+            return Err(binary_error(
+                at,
+                &format!("nesting deeper than {MAX_DEPTH} levels"),
+            ));
         }
         if self.on_path[index] {
-            return Err(binary_error(at, &format!("object {index} contains itself (a reference cycle)")));
+            return Err(binary_error(
+                at,
+                &format!("object {index} contains itself (a reference cycle)"),
+            ));
         }
         self.spend(1, at)?;
         let marker = self.bytes[at];
@@ -161,7 +220,12 @@ impl<'a> Reader<'a> {
         let value = match (kind, nibble) {
             (0x0, 0x8) => Value::Boolean(false),
             (0x0, 0x9) => Value::Boolean(true),
-            (0x0, 0x0) => return Err(binary_error(at, "null objects have no property-list equivalent")),
+            (0x0, 0x0) => {
+                return Err(binary_error(
+                    at,
+                    "null objects have no property-list equivalent",
+                ))
+            }
             (0x1, 0..=4) => Value::Integer(self.integer(at, nibble)?),
             (0x2, 2) => {
                 let b = self.slice(at + 1, 4, "real")?;
@@ -184,15 +248,22 @@ impl<'a> Reader<'a> {
             }
             (0x6, _) => {
                 let (len, start) = self.length(at, nibble)?;
-                let content = self.slice(start, len.checked_mul(2).unwrap_or(usize::MAX), "UTF-16 string")?;
+                let content = self.slice(start, len.saturating_mul(2), "UTF-16 string")?;
                 self.spend(content.len(), at)?;
-                let units = content.chunks_exact(2).map(|p| u16::from_be_bytes([p[0], p[1]]));
+                let units = content
+                    .chunks_exact(2)
+                    .map(|p| u16::from_be_bytes([p[0], p[1]]));
                 // A lone surrogate becomes U+FFFD: the rest of the string is still worth having.
-                Value::String(char::decode_utf16(units).map(|c| c.unwrap_or('\u{fffd}')).collect())
+                Value::String(
+                    char::decode_utf16(units)
+                        .map(|c| c.unwrap_or('\u{fffd}'))
+                        .collect(),
+                )
             }
             (0x8, _) => {
                 let raw = be_uint(self.slice(at + 1, usize::from(nibble) + 1, "UID")?);
-                let uid = i64::try_from(raw).map_err(|_| binary_error(at, "UID does not fit in 64 bits"))?;
+                let uid = i64::try_from(raw)
+                    .map_err(|_| binary_error(at, "UID does not fit in 64 bits"))?;
                 let mut dict = Dictionary::new();
                 dict.insert(UID_KEY.to_string(), Value::Integer(uid));
                 Value::Dictionary(dict)
@@ -211,7 +282,7 @@ impl<'a> Reader<'a> {
             }
             (0xD, _) => {
                 let (len, start) = self.length(at, nibble)?;
-                let refs = self.refs(start, len.checked_mul(2).unwrap_or(usize::MAX))?;
+                let refs = self.refs(start, len.saturating_mul(2))?;
                 let (keys, values) = refs.split_at(len);
                 self.on_path[index] = true;
                 let mut dict = Dictionary::new();
@@ -219,7 +290,10 @@ impl<'a> Reader<'a> {
                     let key = match self.object(k, depth + 1)? {
                         Value::String(s) => s,
                         other => {
-                            return Err(binary_error(at, &format!("dictionary key is {}, not a string", other.kind_name())))
+                            return Err(binary_error(
+                                at,
+                                &format!("dictionary key is {}, not a string", other.kind_name()),
+                            ))
                         }
                     };
                     let value = self.object(v, depth + 1)?;
@@ -228,14 +302,21 @@ impl<'a> Reader<'a> {
                 self.on_path[index] = false;
                 Value::Dictionary(dict)
             }
-            _ => return Err(binary_error(at, &format!("unknown object marker 0x{marker:02x}"))),
+            _ => {
+                return Err(binary_error(
+                    at,
+                    &format!("unknown object marker 0x{marker:02x}"),
+                ))
+            }
         };
         Ok(value)
     }
 
     fn f64_at(&self, at: usize, what: &str) -> Result<f64, PlistError> {
         let b = self.slice(at, 8, what)?;
-        Ok(f64::from_be_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
+        Ok(f64::from_be_bytes([
+            b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7],
+        ]))
     }
 
     /// 1, 2 and 4-byte integers are unsigned, 8-byte ones signed, and 16-byte ones are
@@ -490,7 +571,10 @@ mod tests {
         file.extend_from_slice(&trailer(1, 25));
         assert_eq!(read(&file), Ok(Value::Integer(-5)));
         file[9] = 0; // high half no longer a sign extension of the low half
-        assert!(read(&file).expect_err("too big").to_string().contains("does not fit in 64 bits"));
+        assert!(read(&file)
+            .expect_err("too big")
+            .to_string()
+            .contains("does not fit in 64 bits"));
         // A 20-byte string needs an integer length after the 0x5F marker.
         let long = Value::from("abcdefghijklmnopqrst");
         let bytes = write(&long);
@@ -528,7 +612,8 @@ mod tests {
 
     #[test]
     fn each_malformed_input_has_a_clear_error() {
-        assert!(error_of(b"bplist15xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx").contains("unsupported version `bplist15`"));
+        assert!(error_of(b"bplist15xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx")
+            .contains("unsupported version `bplist15`"));
         assert!(error_of(b"bplist00").contains("too short"));
         // Cycle: an array holding itself.
         let mut cycle = b"bplist00".to_vec();
@@ -547,7 +632,10 @@ mod tests {
         bad_offset[9] = 200;
         assert!(error_of(&bad_offset).contains("has offset 200, outside the object area"));
         // Data claiming more bytes than there are.
-        assert!(error_of(&single(&[0x4F, 0x13, 0x7F, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF])).contains("runs past the object area"));
+        assert!(error_of(&single(&[
+            0x4F, 0x13, 0x7F, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF
+        ]))
+        .contains("runs past the object area"));
         assert!(error_of(&single(&[0x4F, 0x20])).contains("is not a 1 to 8 byte integer"));
         assert!(error_of(&single(&[0x00])).contains("null objects"));
         assert!(error_of(&single(&[0x75, b'a'])).contains("unknown object marker 0x75"));

@@ -9,7 +9,10 @@ pub enum PlistError {
     Empty,
     /// The input is not in an encoding we read (UTF-8 or UTF-16 with a byte-order mark).
     #[error("property list text is not valid {encoding} (byte {offset})")]
-    Encoding { encoding: &'static str, offset: usize },
+    Encoding {
+        encoding: &'static str,
+        offset: usize,
+    },
     /// An XML property list broke the XML syntax or the plist grammar.
     #[error("XML property list, byte {offset}: {message}")]
     Xml { offset: usize, message: String },
@@ -18,7 +21,11 @@ pub enum PlistError {
     Binary { offset: usize, message: String },
     /// An old-style (NeXTSTEP) text property list broke the grammar.
     #[error("old-style property list, line {line} column {column}: {message}")]
-    OldStyle { line: usize, column: usize, message: String },
+    OldStyle {
+        line: usize,
+        column: usize,
+        message: String,
+    },
 }
 
 /// Deeper nesting than this is refused rather than risking the stack: no Xgrid message

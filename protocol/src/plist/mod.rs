@@ -83,7 +83,10 @@ fn decode_text(bytes: &[u8]) -> Result<(std::borrow::Cow<'_, str>, usize), Plist
     let utf16 = |rest: &[u8], big: bool| {
         // An odd trailing byte cannot be part of any character.
         if rest.len() % 2 != 0 {
-            return Err(PlistError::Encoding { encoding: "UTF-16", offset: rest.len() + 1 });
+            return Err(PlistError::Encoding {
+                encoding: "UTF-16",
+                offset: rest.len() + 1,
+            });
         }
         let units = rest.chunks_exact(2).map(|p| {
             let pair = [p[0], p[1]];
@@ -97,7 +100,12 @@ fn decode_text(bytes: &[u8]) -> Result<(std::borrow::Cow<'_, str>, usize), Plist
         for (i, c) in char::decode_utf16(units).enumerate() {
             match c {
                 Ok(c) => text.push(c),
-                Err(_) => return Err(PlistError::Encoding { encoding: "UTF-16", offset: 2 + 2 * i }),
+                Err(_) => {
+                    return Err(PlistError::Encoding {
+                        encoding: "UTF-16",
+                        offset: 2 + 2 * i,
+                    })
+                }
             }
         }
         Ok((Cow::Owned(text), 0))
@@ -112,8 +120,10 @@ fn decode_text(bytes: &[u8]) -> Result<(std::borrow::Cow<'_, str>, usize), Plist
 }
 
 fn utf8(bytes: &[u8], base: usize) -> Result<&str, PlistError> {
-    std::str::from_utf8(bytes)
-        .map_err(|e| PlistError::Encoding { encoding: "UTF-8", offset: base + e.valid_up_to() })
+    std::str::from_utf8(bytes).map_err(|e| PlistError::Encoding {
+        encoding: "UTF-8",
+        offset: base + e.valid_up_to(),
+    })
 }
 
 /// XML starts with a tag. Old-style data (`<0fbd7772 55>`) also starts with `<`, so a first
@@ -123,7 +133,9 @@ fn looks_like_xml(text: &str) -> bool {
         return false;
     };
     let inside = rest.split('>').next().unwrap_or(rest);
-    !inside.bytes().all(|b| b.is_ascii_hexdigit() || b.is_ascii_whitespace())
+    !inside
+        .bytes()
+        .all(|b| b.is_ascii_hexdigit() || b.is_ascii_whitespace())
 }
 
 /// A real as the shortest text that reads back to the same number, without a fraction when
@@ -166,7 +178,15 @@ mod tests {
         assert_eq!(real(f64::INFINITY), "+infinity");
         assert_eq!(real(f64::NEG_INFINITY), "-infinity");
         assert_eq!(real(f64::NAN), "nan");
-        for r in [0.1, 1.0 / 3.0, 1e300, 2.5e-7, -1e-320, f64::MAX, f64::INFINITY] {
+        for r in [
+            0.1,
+            1.0 / 3.0,
+            1e300,
+            2.5e-7,
+            -1e-320,
+            f64::MAX,
+            f64::INFINITY,
+        ] {
             assert_eq!(real(r).parse::<f64>(), Ok(r), "{r}");
         }
     }
@@ -174,10 +194,19 @@ mod tests {
     #[test]
     fn detects_each_format() {
         let dict = "<?xml version=\"1.0\"?><plist><dict/></plist>";
-        assert_eq!(parse(dict.as_bytes()), Ok(Value::Dictionary(Dictionary::new())));
-        assert_eq!(parse(b"  <dict/>"), Ok(Value::Dictionary(Dictionary::new())));
+        assert_eq!(
+            parse(dict.as_bytes()),
+            Ok(Value::Dictionary(Dictionary::new()))
+        );
+        assert_eq!(
+            parse(b"  <dict/>"),
+            Ok(Value::Dictionary(Dictionary::new()))
+        );
         assert_eq!(parse(b"{}"), Ok(Value::Dictionary(Dictionary::new())));
-        assert_eq!(parse(b" <0fbd 77>"), Ok(Value::Data(vec![0x0f, 0xbd, 0x77])));
+        assert_eq!(
+            parse(b" <0fbd 77>"),
+            Ok(Value::Data(vec![0x0f, 0xbd, 0x77]))
+        );
         assert_eq!(parse(b"<>"), Ok(Value::Data(vec![])));
         let binary = to_binary(&Value::from("x"));
         assert_eq!(parse(&binary), Ok(Value::from("x")));
@@ -185,7 +214,10 @@ mod tests {
 
     #[test]
     fn byte_order_marks_and_utf16() {
-        assert_eq!(parse(b"\xEF\xBB\xBF<string>a</string>"), Ok(Value::from("a")));
+        assert_eq!(
+            parse(b"\xEF\xBB\xBF<string>a</string>"),
+            Ok(Value::from("a"))
+        );
         let utf16: Vec<u8> = "\u{feff}{k = \"\u{e9}\";}"
             .encode_utf16()
             .flat_map(|u| u.to_be_bytes())
@@ -193,8 +225,10 @@ mod tests {
         let mut expected = Dictionary::new();
         expected.insert("k".into(), Value::from("\u{e9}"));
         assert_eq!(parse(&utf16), Ok(Value::Dictionary(expected.clone())));
-        let le: Vec<u8> =
-            "\u{feff}{k = \"\u{e9}\";}".encode_utf16().flat_map(|u| u.to_le_bytes()).collect();
+        let le: Vec<u8> = "\u{feff}{k = \"\u{e9}\";}"
+            .encode_utf16()
+            .flat_map(|u| u.to_le_bytes())
+            .collect();
         assert_eq!(parse(&le), Ok(Value::Dictionary(expected)));
     }
 
@@ -202,12 +236,21 @@ mod tests {
     fn bad_encodings_say_where() {
         assert_eq!(
             parse(b"<string>\xff</string>"),
-            Err(PlistError::Encoding { encoding: "UTF-8", offset: 8 })
+            Err(PlistError::Encoding {
+                encoding: "UTF-8",
+                offset: 8
+            })
         );
         let err = parse(b"\xFE\xFF\x00").expect_err("odd UTF-16");
         assert!(err.to_string().contains("not valid UTF-16"), "{err}");
         let lone_surrogate = parse(b"\xFE\xFF\xD8\x00\x00a").expect_err("lone surrogate");
-        assert_eq!(lone_surrogate, PlistError::Encoding { encoding: "UTF-16", offset: 2 });
+        assert_eq!(
+            lone_surrogate,
+            PlistError::Encoding {
+                encoding: "UTF-16",
+                offset: 2
+            }
+        );
     }
 
     #[test]

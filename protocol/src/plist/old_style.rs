@@ -22,7 +22,11 @@ use super::{write_real, Dictionary, PlistError, Value};
 // Reading
 
 pub(crate) fn read(text: &str) -> Result<Value, PlistError> {
-    let mut p = Parser { text, bytes: text.as_bytes(), pos: 0 };
+    let mut p = Parser {
+        text,
+        bytes: text.as_bytes(),
+        pos: 0,
+    };
     p.skip_blanks()?;
     if p.pos >= p.bytes.len() {
         return Err(PlistError::Empty);
@@ -42,7 +46,10 @@ pub(crate) fn read(text: &str) -> Result<Value, PlistError> {
         p.entries(&mut dict, None, 0)?;
         return Ok(Value::Dictionary(dict));
     }
-    Err(p.error(format!("expected the end of the input, found {}", p.found())))
+    Err(p.error(format!(
+        "expected the end of the input, found {}",
+        p.found()
+    )))
 }
 
 struct Parser<'a> {
@@ -65,7 +72,11 @@ impl<'a> Parser<'a> {
         let line = before.matches('\n').count() + 1;
         let line_start = before.rfind('\n').map_or(0, |i| i + 1);
         let column = before[line_start..].chars().count() + 1;
-        PlistError::OldStyle { line, column, message: message.into() }
+        PlistError::OldStyle {
+            line,
+            column,
+            message: message.into(),
+        }
     }
 
     fn error(&self, message: impl Into<String>) -> PlistError {
@@ -74,7 +85,11 @@ impl<'a> Parser<'a> {
 
     /// How the next character reads in an error message.
     fn found(&self) -> String {
-        match self.text.get(self.pos..).and_then(|rest| rest.chars().next()) {
+        match self
+            .text
+            .get(self.pos..)
+            .and_then(|rest| rest.chars().next())
+        {
             Some(c) => format!("`{}`", c.escape_debug()),
             None => "the end of the input".to_string(),
         }
@@ -120,7 +135,12 @@ impl<'a> Parser<'a> {
     }
 
     /// Dictionary entries up to `}` (when `open` says where the `{` was) or the end of input.
-    fn entries(&mut self, dict: &mut Dictionary, open: Option<usize>, depth: usize) -> Result<(), PlistError> {
+    fn entries(
+        &mut self,
+        dict: &mut Dictionary,
+        open: Option<usize>,
+        depth: usize,
+    ) -> Result<(), PlistError> {
         loop {
             self.skip_blanks()?;
             match (self.peek(), open) {
@@ -139,12 +159,17 @@ impl<'a> Parser<'a> {
                 Some(b) if is_bare(b) => self.bare().to_string(),
                 _ => {
                     let closer = if open.is_some() { " or `}`" } else { "" };
-                    return Err(self.error(format!("expected a key{closer}, found {}", self.found())));
+                    return Err(
+                        self.error(format!("expected a key{closer}, found {}", self.found()))
+                    );
                 }
             };
             self.skip_blanks()?;
             if self.peek() != Some(b'=') {
-                return Err(self.error(format!("expected `=` after key `{key}`, found {}", self.found())));
+                return Err(self.error(format!(
+                    "expected `=` after key `{key}`, found {}",
+                    self.found()
+                )));
             }
             self.pos += 1;
             let value = self.value(depth + 1)?;
@@ -166,7 +191,10 @@ impl<'a> Parser<'a> {
                 None => Ok(()),
                 Some(open) => Err(self.error_at(open, "unterminated dictionary: expected `}`")),
             },
-            _ => Err(self.error(format!("expected `;` after the value of `{key}`, found {}", self.found()))),
+            _ => Err(self.error(format!(
+                "expected `;` after the value of `{key}`, found {}",
+                self.found()
+            ))),
         }
     }
 
@@ -190,7 +218,12 @@ impl<'a> Parser<'a> {
                 Some(b',') => self.pos += 1,
                 Some(b')') => {}
                 None => return Err(self.error_at(open, "unterminated array: expected `)`")),
-                _ => return Err(self.error(format!("expected `,` or `)` in array, found {}", self.found()))),
+                _ => {
+                    return Err(self.error(format!(
+                        "expected `,` or `)` in array, found {}",
+                        self.found()
+                    )))
+                }
             }
         }
     }
@@ -209,7 +242,10 @@ impl<'a> Parser<'a> {
             }
             if !b.is_ascii_whitespace() {
                 let Some(nibble) = char::from(b).to_digit(16) else {
-                    return Err(self.error(format!("expected hex digits or `>` in data, found {}", self.found())));
+                    return Err(self.error(format!(
+                        "expected hex digits or `>` in data, found {}",
+                        self.found()
+                    )));
                 };
                 let nibble = nibble as u8;
                 match high.take() {
@@ -291,7 +327,9 @@ impl<'a> Parser<'a> {
             }
             'U' => {
                 let unit = self.hex4()?;
-                let c = if (0xD800..0xDC00).contains(&unit) && self.text[self.pos..].starts_with("\\U") {
+                let c = if (0xD800..0xDC00).contains(&unit)
+                    && self.text[self.pos..].starts_with("\\U")
+                {
                     let save = self.pos;
                     self.pos += 2;
                     let low = self.hex4()?;
@@ -326,7 +364,10 @@ impl<'a> Parser<'a> {
             }
         }
         if self.pos == start {
-            return Err(self.error(format!("expected hex digits after \\U, found {}", self.found())));
+            return Err(self.error(format!(
+                "expected hex digits after \\U, found {}",
+                self.found()
+            )));
         }
         Ok(code)
     }
@@ -468,7 +509,12 @@ mod tests {
     use crate::plist::Date;
 
     fn dict(entries: &[(&str, Value)]) -> Value {
-        Value::Dictionary(entries.iter().map(|(k, v)| (k.to_string(), v.clone())).collect())
+        Value::Dictionary(
+            entries
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+        )
     }
 
     fn text(value: &Value) -> String {
@@ -479,13 +525,19 @@ mod tests {
 
     #[test]
     fn writes_like_the_xgrid_tool() {
-        assert_eq!(text(&dict(&[("jobIdentifier", Value::from("27"))])), "{\n    jobIdentifier = 27;\n}");
+        assert_eq!(
+            text(&dict(&[("jobIdentifier", Value::from("27"))])),
+            "{\n    jobIdentifier = 27;\n}"
+        );
         let attributes = dict(&[(
             "jobAttributes",
             dict(&[
                 ("activeCPUPower", Value::from("0")),
                 ("applicationIdentifier", Value::from("com.apple.xgrid.cli")),
-                ("dateNow", Value::Date(Date::from_unix_seconds(1_169_742_239))),
+                (
+                    "dateNow",
+                    Value::Date(Date::from_unix_seconds(1_169_742_239)),
+                ),
                 ("name", Value::from("/usr/bin/cal")),
                 ("percentDone", Value::Real(100.0)),
             ]),
@@ -500,8 +552,14 @@ mod tests {
     };
 }";
         assert_eq!(text(&attributes), expected);
-        let list = dict(&[("jobList", Value::Array(vec![Value::from("1"), Value::from("27")]))]);
-        assert_eq!(text(&list), "{\n    jobList =     (\n        1,\n        27\n    );\n}");
+        let list = dict(&[(
+            "jobList",
+            Value::Array(vec![Value::from("1"), Value::from("27")]),
+        )]);
+        assert_eq!(
+            text(&list),
+            "{\n    jobList =     (\n        1,\n        27\n    );\n}"
+        );
     }
 
     fn job_specification() -> Value {
@@ -517,7 +575,10 @@ mod tests {
                     dict(&[(
                         "0",
                         dict(&[
-                            ("arguments", Value::Array(vec![Value::from("6"), Value::from("2007")])),
+                            (
+                                "arguments",
+                                Value::Array(vec![Value::from("6"), Value::from("2007")]),
+                            ),
                             ("command", Value::from("/usr/bin/cal")),
                         ]),
                     )]),
@@ -559,14 +620,26 @@ mod tests {
     fn writes_scalars_and_empty_containers_like_foundation() {
         assert_eq!(text(&dict(&[])), "{\n}");
         assert_eq!(text(&Value::Array(vec![])), "(\n)");
-        assert_eq!(text(&Value::Array(vec![dict(&[("a", Value::Integer(1))]), Value::Array(vec![])])), "(\n        {\n        a = 1;\n    },\n        (\n    )\n)");
+        assert_eq!(
+            text(&Value::Array(vec![
+                dict(&[("a", Value::Integer(1))]),
+                Value::Array(vec![])
+            ])),
+            "(\n        {\n        a = 1;\n    },\n        (\n    )\n)"
+        );
         let scalars = dict(&[
             ("bool", Value::Boolean(true)),
             ("no", Value::Boolean(false)),
-            ("data", Value::Data(vec![0x0f, 0xbd, 0x77, 0x72, 0x1a, 0x2b, 0x3c, 0x4d, 0x55])),
+            (
+                "data",
+                Value::Data(vec![0x0f, 0xbd, 0x77, 0x72, 0x1a, 0x2b, 0x3c, 0x4d, 0x55]),
+            ),
             ("empty", Value::from("")),
             ("nodata", Value::Data(vec![])),
-            ("escapes", Value::from("say \"hi\"\\\n\t\u{1}\u{e9}\u{1F600}")),
+            (
+                "escapes",
+                Value::from("say \"hi\"\\\n\t\u{1}\u{e9}\u{1F600}"),
+            ),
             ("neg", Value::Integer(-3)),
             ("ratio", Value::Real(12.5)),
             ("with space", Value::from("a b")),
@@ -611,14 +684,23 @@ b") };
         let job = jobs[0].as_dictionary().expect("dict");
         assert_eq!(job.get("name"), Some(&Value::from("cal job")));
         let file = &job["inputFiles"].as_dictionary().expect("dict")["data/in.bin"];
-        assert_eq!(file.as_dictionary().expect("dict")["fileData"], Value::Data(vec![0, 1, 2, 0xff, 0xfe]));
-        assert_eq!(file.as_dictionary().expect("dict")["isExecutable"], Value::from("NO"));
+        assert_eq!(
+            file.as_dictionary().expect("dict")["fileData"],
+            Value::Data(vec![0, 1, 2, 0xff, 0xfe])
+        );
+        assert_eq!(
+            file.as_dictionary().expect("dict")["isExecutable"],
+            Value::from("NO")
+        );
         let tasks = job["taskSpecifications"].as_dictionary().expect("dict");
         assert_eq!(
             tasks["0"],
             dict(&[
                 ("command", Value::from("/usr/bin/cal")),
-                ("arguments", Value::Array(vec![Value::from("6"), Value::from("2007")])),
+                (
+                    "arguments",
+                    Value::Array(vec![Value::from("6"), Value::from("2007")])
+                ),
             ])
         );
         let echo = tasks["1"].as_dictionary().expect("dict");
@@ -640,10 +722,19 @@ b") };
     #[test]
     fn reads_a_strings_file_and_scalars() {
         let strings = "/* header */ greeting = hello;\n\"two words\" = \"x y\"\n";
-        assert_eq!(read(strings), Ok(dict(&[("greeting", Value::from("hello")), ("two words", Value::from("x y"))])));
+        assert_eq!(
+            read(strings),
+            Ok(dict(&[
+                ("greeting", Value::from("hello")),
+                ("two words", Value::from("x y"))
+            ]))
+        );
         assert_eq!(read("  abc  "), Ok(Value::from("abc")));
         assert_eq!(read("\"\""), Ok(Value::from("")));
-        assert_eq!(read("\"\\a\\b\\f\\v\\r\\q\""), Ok(Value::from("\x07\x08\x0C\x0B\rq")));
+        assert_eq!(
+            read("\"\\a\\b\\f\\v\\r\\q\""),
+            Ok(Value::from("\x07\x08\x0C\x0B\rq"))
+        );
         assert_eq!(read("\"\\Ud800x\""), Ok(Value::from("\u{fffd}x")));
         assert_eq!(read("// only a comment"), Err(PlistError::Empty));
     }
@@ -660,31 +751,58 @@ b") };
         let cases = [
             ("{ a = 1", 1, 1, "unterminated dictionary: expected `}`"),
             ("{ a 1; }", 1, 5, "expected `=` after key `a`, found `1`"),
-            ("{\n  a = 1\n  b = 2;\n}", 3, 3, "expected `;` after the value of `a`, found `b`"),
+            (
+                "{\n  a = 1\n  b = 2;\n}",
+                3,
+                3,
+                "expected `;` after the value of `a`, found `b`",
+            ),
             ("{ = 1; }", 1, 3, "expected a key or `}`, found `=`"),
             ("(1, 2", 1, 1, "unterminated array: expected `)`"),
             ("(1 2)", 1, 4, "expected `,` or `)` in array, found `2`"),
             ("(1, ;)", 1, 5, "expected a value, found `;`"),
-            ("<0fz>", 1, 4, "expected hex digits or `>` in data, found `z`"),
+            (
+                "<0fz>",
+                1,
+                4,
+                "expected hex digits or `>` in data, found `z`",
+            ),
             ("<0f1>", 1, 5, "data has an odd number of hex digits"),
             ("<0f", 1, 1, "unterminated data: expected `>`"),
             ("\"abc", 1, 1, "unterminated quoted string"),
-            ("\"\\Uxyz\"", 1, 4, "expected hex digits after \\U, found `x`"),
+            (
+                "\"\\Uxyz\"",
+                1,
+                4,
+                "expected hex digits after \\U, found `x`",
+            ),
             ("/* never closed", 1, 1, "unterminated /* comment"),
             ("{} {}", 1, 4, "expected the end of the input, found `{`"),
-            ("a = b; c", 1, 9, "expected `=` after key `c`, found the end of the input"),
+            (
+                "a = b; c",
+                1,
+                9,
+                "expected `=` after key `c`, found the end of the input",
+            ),
             ("x = ;", 1, 5, "expected a value, found `;`"),
             ("{ a = \u{e9}; }", 1, 7, "expected a value, found `\u{e9}`"),
         ];
         for (text, line, column, message) in cases {
             assert_eq!(
                 error_of(text),
-                PlistError::OldStyle { line, column, message: message.into() },
+                PlistError::OldStyle {
+                    line,
+                    column,
+                    message: message.into()
+                },
                 "{text:?}"
             );
         }
         let shown = error_of("(1 2)").to_string();
-        assert_eq!(shown, "old-style property list, line 1 column 4: expected `,` or `)` in array, found `2`");
+        assert_eq!(
+            shown,
+            "old-style property list, line 1 column 4: expected `,` or `)` in array, found `2`"
+        );
         let deep = "(".repeat(MAX_DEPTH + 2);
         assert!(error_of(&deep).to_string().contains("nesting deeper than"));
     }

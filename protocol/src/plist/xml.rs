@@ -29,13 +29,22 @@ const BASE64: GeneralPurpose = GeneralPurpose::new(
 
 /// Read an XML plist from `text`; `base` is added to error offsets (a stripped byte-order mark).
 pub(crate) fn read(text: &str, base: usize) -> Result<Value, PlistError> {
-    let mut reader = Reader { xml: XmlReader::new(text), base };
+    let mut reader = Reader {
+        xml: XmlReader::new(text),
+        base,
+    };
     let (at, first) = reader.next_tag()?;
     let value = match first {
-        XmlEvent::Start { name: "plist", empty: true, .. } => {
-            return Err(reader.error(at, "the <plist> element is empty: expected a value inside"))
-        }
-        XmlEvent::Start { name: "plist", empty: false, .. } => {
+        XmlEvent::Start {
+            name: "plist",
+            empty: true,
+            ..
+        } => return Err(reader.error(at, "the <plist> element is empty: expected a value inside")),
+        XmlEvent::Start {
+            name: "plist",
+            empty: false,
+            ..
+        } => {
             let (at, event) = reader.next_tag()?;
             let value = match event {
                 XmlEvent::Start { name, empty, .. } => reader.element(at, name, empty, 1)?,
@@ -65,16 +74,24 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn error(&self, offset: usize, message: impl Into<String>) -> PlistError {
-        PlistError::Xml { offset: self.base + offset, message: message.into() }
+        PlistError::Xml {
+            offset: self.base + offset,
+            message: message.into(),
+        }
     }
 
     fn xml_error(&self, e: XmlError) -> PlistError {
-        PlistError::Xml { offset: self.base + e.offset, message: e.message }
+        PlistError::Xml {
+            offset: self.base + e.offset,
+            message: e.message,
+        }
     }
 
     fn unexpected(&self, offset: usize, found: &XmlEvent<'_>, expected: &str) -> PlistError {
         let found = match found {
-            XmlEvent::Start { name, empty: true, .. } => format!("<{name}/>"),
+            XmlEvent::Start {
+                name, empty: true, ..
+            } => format!("<{name}/>"),
             XmlEvent::Start { name, .. } => format!("<{name}>"),
             XmlEvent::End { name } => format!("</{name}>"),
             XmlEvent::Text(_) => "text".to_string(),
@@ -95,7 +112,13 @@ impl<'a> Reader<'a> {
     }
 
     /// The value of the element whose start tag `<name>` began at `at`.
-    fn element(&mut self, at: usize, name: &str, empty: bool, depth: usize) -> Result<Value, PlistError> {
+    fn element(
+        &mut self,
+        at: usize,
+        name: &str,
+        empty: bool,
+        depth: usize,
+    ) -> Result<Value, PlistError> {
         if depth > MAX_DEPTH {
             return Err(self.error(at, format!("nesting deeper than {MAX_DEPTH} levels")));
         }
@@ -144,14 +167,16 @@ impl<'a> Reader<'a> {
                 let text = self.text(empty, name)?;
                 Date::parse_iso8601(&text).map(Value::Date).ok_or_else(|| {
                     let shown = text.trim();
-                    self.error(at, format!("`{shown}` is not a date (expected YYYY-MM-DDTHH:MM:SSZ)"))
+                    self.error(
+                        at,
+                        format!("`{shown}` is not a date (expected YYYY-MM-DDTHH:MM:SSZ)"),
+                    )
                 })
             }
             "data" => {
                 let text = self.text(empty, name)?;
                 // Peers wrap base64 at 76 columns and indent it; only the alphabet counts.
-                let compact: Vec<u8> =
-                    text.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+                let compact: Vec<u8> = text.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
                 BASE64
                     .decode(&compact)
                     .map(Value::Data)
@@ -172,15 +197,15 @@ impl<'a> Reader<'a> {
             let (at, event) = self.next_tag()?;
             let key = match event {
                 XmlEvent::End { name: "dict" } => return Ok(dict),
-                XmlEvent::Start { name: "key", empty, .. } => self.text(empty, "key")?.into_owned(),
+                XmlEvent::Start {
+                    name: "key", empty, ..
+                } => self.text(empty, "key")?.into_owned(),
                 _ => return Err(self.unexpected(at, &event, "<key> or </dict>")),
             };
             let (at, event) = self.next_tag()?;
             let value = match event {
                 XmlEvent::Start { name, empty, .. } => self.element(at, name, empty, depth + 1)?,
-                _ => {
-                    return Err(self.unexpected(at, &event, &format!("the value of key `{key}`")))
-                }
+                _ => return Err(self.unexpected(at, &event, &format!("the value of key `{key}`"))),
             };
             dict.insert(key, value);
         }
@@ -215,7 +240,10 @@ fn parse_integer(text: &str) -> Option<i64> {
         Some(rest) => (true, rest),
         None => (false, t.strip_prefix('+').unwrap_or(t)),
     };
-    let magnitude: u64 = match digits.strip_prefix("0x").or_else(|| digits.strip_prefix("0X")) {
+    let magnitude: u64 = match digits
+        .strip_prefix("0x")
+        .or_else(|| digits.strip_prefix("0X"))
+    {
         Some(hex) => u64::from_str_radix(hex, 16).ok()?,
         None if digits.bytes().all(|b| b.is_ascii_digit()) => digits.parse().ok()?,
         None => return None,
@@ -331,7 +359,12 @@ mod tests {
     }
 
     fn dict(entries: &[(&str, Value)]) -> Value {
-        Value::Dictionary(entries.iter().map(|(k, v)| (k.to_string(), v.clone())).collect())
+        Value::Dictionary(
+            entries
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+        )
     }
 
     #[test]
@@ -342,9 +375,18 @@ mod tests {
             ("ratio", Value::Real(12.5)),
             ("count", Value::Integer(-3)),
             ("empty", Value::from("")),
-            ("flags", Value::Array(vec![Value::Boolean(true), Value::Boolean(false)])),
-            ("dateNow", Value::Date(Date::from_unix_seconds(1_169_742_239))),
-            ("nested", dict(&[("inner", Value::Array(vec![])), ("none", dict(&[]))])),
+            (
+                "flags",
+                Value::Array(vec![Value::Boolean(true), Value::Boolean(false)]),
+            ),
+            (
+                "dateNow",
+                Value::Date(Date::from_unix_seconds(1_169_742_239)),
+            ),
+            (
+                "nested",
+                dict(&[("inner", Value::Array(vec![])), ("none", dict(&[]))]),
+            ),
             ("bytes", Value::Data(b"hello".to_vec())),
         ]);
         let expected = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>
@@ -401,7 +443,10 @@ mod tests {
             \tAAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8gISIjJCUmJygpKissLS4vMDEy\n\
             \tMzQ1Njc4OTo7\n\
             \t</data>\n</array>\n";
-        assert!(nested.ends_with(&format!("{expected_nested}</plist>\n")), "{nested}");
+        assert!(
+            nested.ends_with(&format!("{expected_nested}</plist>\n")),
+            "{nested}"
+        );
         // Empty data still gets its own closing line.
         assert!(xml(&Value::Data(vec![])).contains("<data>\n</data>\n"));
     }
@@ -425,7 +470,10 @@ mod tests {
         let text = xml(&value);
         let body = &text[HEADER.len()..];
         for (i, window) in body.as_bytes().windows(2).enumerate() {
-            assert!(!(window[0] == b'>' && window[1] == b' '), "space after a tag at {i}");
+            assert!(
+                !(window[0] == b'>' && window[1] == b' '),
+                "space after a tag at {i}"
+            );
         }
         assert!(!text.contains('\r'));
     }
@@ -438,8 +486,14 @@ mod tests {
             ("data", Value::Data(vec![1, 2, 3])),
         ]));
         let value = read(&text, 0).expect("reads");
-        assert_eq!(value.as_dictionary().and_then(|d| d.get("jobIdentifier")), Some(&Value::from("27")));
-        assert_eq!(value.as_dictionary().and_then(|d| d.get("data")), Some(&Value::Data(vec![1, 2, 3])));
+        assert_eq!(
+            value.as_dictionary().and_then(|d| d.get("jobIdentifier")),
+            Some(&Value::from("27"))
+        );
+        assert_eq!(
+            value.as_dictionary().and_then(|d| d.get("data")),
+            Some(&Value::Data(vec![1, 2, 3]))
+        );
     }
 
     #[test]
@@ -451,17 +505,26 @@ mod tests {
         let d = value.as_dictionary().expect("dict");
         assert_eq!(d.get("a&b"), Some(&Value::from("x < y!")));
         assert_eq!(d.get("empty"), Some(&Value::from("")));
-        assert_eq!(d.get("bin"), Some(&Value::Data(vec![0, 1, 2, 3, 4, 5, 6, 7, 8])));
+        assert_eq!(
+            d.get("bin"),
+            Some(&Value::Data(vec![0, 1, 2, 3, 4, 5, 6, 7, 8]))
+        );
         assert_eq!(d.get("yes"), Some(&Value::Boolean(true)));
         assert_eq!(d.get("no"), Some(&Value::Boolean(false)));
         assert_eq!(d.get("hex"), Some(&Value::Integer(31)));
         assert_eq!(d.get("neg"), Some(&Value::Integer(i64::MIN)));
         assert_eq!(d.get("r"), Some(&Value::Real(1000.0)));
         assert_eq!(d.get("cdata"), Some(&Value::from("<raw> and more")));
-        assert_eq!(d.get("d"), Some(&Value::Date(Date::from_unix_seconds(1_169_742_239))));
+        assert_eq!(
+            d.get("d"),
+            Some(&Value::Date(Date::from_unix_seconds(1_169_742_239)))
+        );
         assert_eq!(d.get("list"), Some(&Value::Array(vec![])));
         assert_eq!(d.get("k"), Some(&Value::Dictionary(Dictionary::new())));
-        assert_eq!(read("<array><integer>1</integer></array>", 0), Ok(Value::Array(vec![Value::Integer(1)])));
+        assert_eq!(
+            read("<array><integer>1</integer></array>", 0),
+            Ok(Value::Array(vec![Value::Integer(1)]))
+        );
     }
 
     fn error_of(text: &str) -> String {
@@ -474,25 +537,67 @@ mod tests {
     #[test]
     fn each_malformed_input_has_a_clear_error() {
         let cases = [
-            ("<plist><dict><key>a</key></dict></plist>", "expected the value of key `a`, found </dict>"),
-            ("<plist><dict><string>a</string></dict></plist>", "expected <key> or </dict>, found <string>"),
-            ("<plist><integer>12x</integer></plist>", "`12x` is not a 64-bit integer"),
-            ("<plist><integer>9223372036854775808</integer></plist>", "is not a 64-bit integer"),
-            ("<plist><real>fast</real></plist>", "`fast` is not a real number"),
-            ("<plist><date>yesterday</date></plist>", "`yesterday` is not a date"),
-            ("<plist><data>!!!!</data></plist>", "<data> is not valid base64"),
-            ("<plist><string>a<b/></string></plist>", "expected text or </string>, found <b/>"),
-            ("<plist><string>abc</plist>", "expected text or </string>, found </plist>"),
+            (
+                "<plist><dict><key>a</key></dict></plist>",
+                "expected the value of key `a`, found </dict>",
+            ),
+            (
+                "<plist><dict><string>a</string></dict></plist>",
+                "expected <key> or </dict>, found <string>",
+            ),
+            (
+                "<plist><integer>12x</integer></plist>",
+                "`12x` is not a 64-bit integer",
+            ),
+            (
+                "<plist><integer>9223372036854775808</integer></plist>",
+                "is not a 64-bit integer",
+            ),
+            (
+                "<plist><real>fast</real></plist>",
+                "`fast` is not a real number",
+            ),
+            (
+                "<plist><date>yesterday</date></plist>",
+                "`yesterday` is not a date",
+            ),
+            (
+                "<plist><data>!!!!</data></plist>",
+                "<data> is not valid base64",
+            ),
+            (
+                "<plist><string>a<b/></string></plist>",
+                "expected text or </string>, found <b/>",
+            ),
+            (
+                "<plist><string>abc</plist>",
+                "expected text or </string>, found </plist>",
+            ),
             ("<plist><string>abc", "unterminated <string>"),
             ("<plist><dict>", "unexpected end of document"),
             ("<plist><foo/></plist>", "unknown element <foo>"),
             ("<plist><key>a</key></plist>", "<key> outside a <dict>"),
             ("<plist/>", "the <plist> element is empty"),
-            ("<plist><true/><true/></plist>", "expected </plist> after the root value, found <true/>"),
-            ("<plist><true/></plist><x/>", "unexpected content after the end"),
-            ("<plist><true>x</true></plist>", "expected </true>, found text"),
-            ("<plist><array>junk</array></plist>", "expected a value or </array>, found text"),
-            ("<plist><string>&bogus;</string></plist>", "unknown entity &bogus;"),
+            (
+                "<plist><true/><true/></plist>",
+                "expected </plist> after the root value, found <true/>",
+            ),
+            (
+                "<plist><true/></plist><x/>",
+                "unexpected content after the end",
+            ),
+            (
+                "<plist><true>x</true></plist>",
+                "expected </true>, found text",
+            ),
+            (
+                "<plist><array>junk</array></plist>",
+                "expected a value or </array>, found text",
+            ),
+            (
+                "<plist><string>&bogus;</string></plist>",
+                "unknown entity &bogus;",
+            ),
             ("<plist><plist/></plist>", "<plist> nested inside"),
         ];
         for (text, message) in cases {
@@ -509,7 +614,10 @@ mod tests {
         let text = "<plist>\n<integer>oops</integer></plist>";
         assert_eq!(
             read(text, 3),
-            Err(PlistError::Xml { offset: 11, message: "`oops` is not a 64-bit integer".into() })
+            Err(PlistError::Xml {
+                offset: 11,
+                message: "`oops` is not a 64-bit integer".into()
+            })
         );
     }
 }
