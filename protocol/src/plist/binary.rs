@@ -575,6 +575,10 @@ mod tests {
             .expect_err("too big")
             .to_string()
             .contains("does not fit in 64 bits"));
+        assert_eq!(
+            read(&single(&[0x22, 0x40, 0x20, 0, 0])),
+            Ok(Value::Real(2.5))
+        );
         // A 20-byte string needs an integer length after the 0x5F marker.
         let long = Value::from("abcdefghijklmnopqrst");
         let bytes = write(&long);

@@ -425,6 +425,7 @@ mod tests {
 </plist>
 ";
         assert_eq!(xml(&value), expected);
+        assert_eq!(read(expected, 0), Ok(value));
     }
 
     #[test]
