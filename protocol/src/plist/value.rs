@@ -45,9 +45,10 @@ impl Date {
         Date((unix - APPLE_EPOCH_UNIX_SECONDS) as f64)
     }
 
-    /// Whole seconds since the Unix epoch (fractions are floored).
+    /// Whole seconds since the Unix epoch (fractions are floored; absurd dates saturate,
+    /// since a binary plist can hold any double).
     pub fn unix_seconds(self) -> i64 {
-        self.0.floor() as i64 + APPLE_EPOCH_UNIX_SECONDS
+        (self.0.floor() as i64).saturating_add(APPLE_EPOCH_UNIX_SECONDS)
     }
 
     /// The current time from the system clock.
@@ -74,9 +75,11 @@ impl Date {
         }
     }
 
-    /// Build from UTC calendar fields; `None` when a field is out of range.
+    /// Build from UTC calendar fields; `None` when a field is out of range (years beyond a
+    /// million are refused too: the day arithmetic would overflow on hostile text).
     pub fn from_civil(c: CivilTime) -> Option<Date> {
-        if !(1..=12).contains(&c.month)
+        if !(-1_000_000..=1_000_000).contains(&c.year)
+            || !(1..=12).contains(&c.month)
             || c.day == 0
             || c.day > days_in_month(c.year, c.month)
             || c.hour > 23
@@ -363,6 +366,26 @@ mod tests {
         assert_eq!(Date::parse_iso8601("2007-02-30T00:00:00Z"), None);
         assert_eq!(Date::parse_iso8601("2007-13-01T00:00:00Z"), None);
         assert_eq!(Date::parse_iso8601("garbage"), None);
+        assert_eq!(
+            Date::parse_iso8601("99999999999999999-01-01T00:00:00Z"),
+            None
+        );
+        assert_eq!(
+            Date::parse_iso8601("-9223372036854775808-01-01T00:00:00Z"),
+            None
+        );
+    }
+
+    #[test]
+    fn absurd_dates_from_binary_plists_do_not_overflow() {
+        assert_eq!(Date(1e300).unix_seconds(), i64::MAX);
+        assert_eq!(
+            Date(-1e300).unix_seconds(),
+            i64::MIN + APPLE_EPOCH_UNIX_SECONDS
+        );
+        assert!(Date(-1e300).to_iso8601().ends_with('Z'));
+        assert!(Date(3.7e52).to_iso8601().ends_with('Z'));
+        assert_eq!(Date(f64::NAN).to_iso8601(), "2001-01-01T00:00:00Z");
     }
 
     #[test]
