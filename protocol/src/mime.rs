@@ -44,7 +44,10 @@ pub fn typed_entity(content_type: &str, body: &[u8]) -> Vec<u8> {
 // A header line is `Token: value`; plists and XML start with '<', '{', '(', 'b' of bplist…
 // none of which is a token followed by ':' before any space or '<'.
 fn starts_with_header(payload: &[u8]) -> bool {
-    let line_end = payload.iter().position(|&b| b == b'\n').unwrap_or(payload.len());
+    let line_end = payload
+        .iter()
+        .position(|&b| b == b'\n')
+        .unwrap_or(payload.len());
     let line = &payload[..line_end];
     match line.iter().position(|&b| b == b':') {
         Some(colon) if colon > 0 => line[..colon]
@@ -65,8 +68,14 @@ mod tests {
     #[test]
     fn accepts_every_form_a_peer_sends() {
         assert_eq!(entity_body(b"\r\n<plist/>"), b"<plist/>");
-        assert_eq!(entity_body(b"Content-Type: application/octet-stream\r\n\r\n<plist/>"), b"<plist/>");
-        assert_eq!(entity_body(b"Content-Type: a/b\r\nX-Other: 1\r\n\r\nbody"), b"body");
+        assert_eq!(
+            entity_body(b"Content-Type: application/octet-stream\r\n\r\n<plist/>"),
+            b"<plist/>"
+        );
+        assert_eq!(
+            entity_body(b"Content-Type: a/b\r\nX-Other: 1\r\n\r\nbody"),
+            b"body"
+        );
         assert_eq!(entity_body(b"<greeting/>"), b"<greeting/>");
         assert_eq!(entity_body(b"bplist00\x01:"), b"bplist00\x01:");
         assert_eq!(entity_body(b""), b"");
@@ -75,6 +84,9 @@ mod tests {
     #[test]
     fn writers_round_trip() {
         assert_eq!(entity_body(&bare_entity(b"x")), b"x");
-        assert_eq!(entity_body(&typed_entity("application/beep+xml", b"<ok/>")), b"<ok/>");
+        assert_eq!(
+            entity_body(&typed_entity("application/beep+xml", b"<ok/>")),
+            b"<ok/>"
+        );
     }
 }

@@ -17,7 +17,11 @@ pub struct XmlError {
 #[derive(Debug, Clone, PartialEq)]
 pub enum XmlEvent<'a> {
     /// `<name attr='v'>` or, with `empty`, `<name/>`.
-    Start { name: &'a str, attributes: Attributes<'a>, empty: bool },
+    Start {
+        name: &'a str,
+        attributes: Attributes<'a>,
+        empty: bool,
+    },
     /// `</name>`
     End { name: &'a str },
     /// Character data between tags, entities decoded (CDATA sections arrive as text too).
@@ -35,7 +39,11 @@ pub struct Attributes<'a> {
 impl<'a> Attributes<'a> {
     /// Every `name='value'` pair in order.
     pub fn iter(&self) -> AttributeIter<'a> {
-        AttributeIter { raw: self.raw, pos: 0, offset: self.offset }
+        AttributeIter {
+            raw: self.raw,
+            pos: 0,
+            offset: self.offset,
+        }
     }
 
     /// The value of attribute `name`, if present.
@@ -74,7 +82,10 @@ impl<'a> Iterator for AttributeIter<'a> {
             return None;
         }
         let err = |pos: usize, message: &str| {
-            Some(Err(XmlError { offset: self.offset + pos, message: message.to_string() }))
+            Some(Err(XmlError {
+                offset: self.offset + pos,
+                message: message.to_string(),
+            }))
         };
         let start = self.pos;
         while self.pos < bytes.len() && is_name_byte(bytes[self.pos]) {
@@ -110,8 +121,11 @@ impl<'a> Iterator for AttributeIter<'a> {
         };
         self.pos = value_start + len + 1;
         Some(
-            unescape(&self.raw[value_start..value_start + len], self.offset + value_start)
-                .map(|v| (name, v)),
+            unescape(
+                &self.raw[value_start..value_start + len],
+                self.offset + value_start,
+            )
+            .map(|v| (name, v)),
         )
     }
 }
@@ -142,7 +156,10 @@ impl<'a> XmlReader<'a> {
     }
 
     fn error(&self, offset: usize, message: impl Into<String>) -> XmlError {
-        XmlError { offset, message: message.into() }
+        XmlError {
+            offset,
+            message: message.into(),
+        }
     }
 
     fn skip_past(&mut self, from: usize, terminator: &str, what: &str) -> Result<(), XmlError> {
@@ -254,11 +271,18 @@ impl<'a> XmlReader<'a> {
             return Err(self.error(attr_start, format!("bad character in <{name}> tag")));
         }
         self.pos = i + 1;
-        let attributes = Attributes { raw, offset: attr_start };
+        let attributes = Attributes {
+            raw,
+            offset: attr_start,
+        };
         for pair in attributes.iter() {
             pair?;
         }
-        Ok(XmlEvent::Start { name, attributes, empty })
+        Ok(XmlEvent::Start {
+            name,
+            attributes,
+            empty,
+        })
     }
 
     /// Skip whitespace-only text and return the next event; error at end of input.
@@ -295,7 +319,10 @@ pub fn unescape(text: &str, offset: usize) -> Result<Cow<'_, str>, XmlError> {
         out.push_str(&rest[..amp]);
         let after = &rest[amp + 1..];
         let Some(semi) = after.find(';') else {
-            return Err(XmlError { offset, message: "'&' without a closing ';'".into() });
+            return Err(XmlError {
+                offset,
+                message: "'&' without a closing ';'".into(),
+            });
         };
         let entity = &after[..semi];
         let ch = match entity {
@@ -305,8 +332,9 @@ pub fn unescape(text: &str, offset: usize) -> Result<Cow<'_, str>, XmlError> {
             "quot" => '"',
             "apos" => '\'',
             _ => {
-                let code = if let Some(hex) =
-                    entity.strip_prefix("#x").or_else(|| entity.strip_prefix("#X"))
+                let code = if let Some(hex) = entity
+                    .strip_prefix("#x")
+                    .or_else(|| entity.strip_prefix("#X"))
                 {
                     u32::from_str_radix(hex, 16).ok()
                 } else if let Some(dec) = entity.strip_prefix('#') {
@@ -373,10 +401,24 @@ mod tests {
         let doc = "<?xml version='1.0'?><!DOCTYPE x [<!ENTITY a 'b'>]><!-- c --><start number='1'><profile uri=\"a&amp;b\"/>t&lt;x</start>";
         let ev = events(doc).expect("parses");
         assert_eq!(ev.len(), 4);
-        let XmlEvent::Start { name, attributes, empty } = &ev[0] else { panic!("{ev:?}") };
+        let XmlEvent::Start {
+            name,
+            attributes,
+            empty,
+        } = &ev[0]
+        else {
+            panic!("{ev:?}")
+        };
         assert_eq!((*name, *empty), ("start", false));
         assert_eq!(attributes.get("number").expect("ok").as_deref(), Some("1"));
-        let XmlEvent::Start { attributes, empty: true, .. } = &ev[1] else { panic!("{ev:?}") };
+        let XmlEvent::Start {
+            attributes,
+            empty: true,
+            ..
+        } = &ev[1]
+        else {
+            panic!("{ev:?}")
+        };
         assert_eq!(attributes.get("uri").expect("ok").as_deref(), Some("a&b"));
         assert_eq!(ev[2], XmlEvent::Text(Cow::Owned("t<x".into())));
         assert_eq!(ev[3], XmlEvent::End { name: "start" });
@@ -391,7 +433,17 @@ mod tests {
 
     #[test]
     fn malformed_inputs_are_errors() {
-        for doc in ["<a", "<a b>", "<a b=c>", "<a b='c>", "<>", "</>", "<a>&bogus;</a>", "<!-- x", "<a>&amp</a>"] {
+        for doc in [
+            "<a",
+            "<a b>",
+            "<a b=c>",
+            "<a b='c>",
+            "<>",
+            "</>",
+            "<a>&bogus;</a>",
+            "<!-- x",
+            "<a>&amp</a>",
+        ] {
             assert!(events(doc).is_err(), "{doc} should fail");
         }
     }

@@ -64,7 +64,14 @@ impl Date {
         let days = unix.div_euclid(86_400);
         let secs = unix.rem_euclid(86_400) as u32;
         let (year, month, day) = civil_from_days(days);
-        CivilTime { year, month, day, hour: secs / 3600, minute: secs / 60 % 60, second: secs % 60 }
+        CivilTime {
+            year,
+            month,
+            day,
+            hour: secs / 3600,
+            minute: secs / 60 % 60,
+            second: secs % 60,
+        }
     }
 
     /// Build from UTC calendar fields; `None` when a field is out of range.
@@ -106,7 +113,14 @@ impl Date {
         let hour = h.next()?.parse().ok()?;
         let minute = h.next().map_or(Some(0), |m| m.parse().ok())?;
         let second = h.next().map_or(Some(0), |m| m.parse().ok())?;
-        Date::from_civil(CivilTime { year, month, day, hour, minute, second })
+        Date::from_civil(CivilTime {
+            year,
+            month,
+            day,
+            hour,
+            minute,
+            second,
+        })
     }
 
     /// Foundation's description of a date, as the `xgrid` tool prints it:
@@ -231,9 +245,12 @@ impl Value {
             Value::Real(r) if r.is_finite() => Some(*r as i64),
             Value::String(s) => {
                 let s = s.trim();
-                s.parse::<i64>()
-                    .ok()
-                    .or_else(|| s.parse::<f64>().ok().filter(|r| r.is_finite()).map(|r| r as i64))
+                s.parse::<i64>().ok().or_else(|| {
+                    s.parse::<f64>()
+                        .ok()
+                        .filter(|r| r.is_finite())
+                        .map(|r| r as i64)
+                })
             }
             Value::Boolean(b) => Some(i64::from(*b)),
             _ => None,
@@ -313,11 +330,25 @@ mod tests {
 
     #[test]
     fn iso_round_trip_across_leap_years_and_before_1970() {
-        for unix in [-86_400 * 365 * 40, 0, 951_782_400, 1_700_000_000, 4_102_444_800] {
+        for unix in [
+            -86_400 * 365 * 40,
+            0,
+            951_782_400,
+            1_700_000_000,
+            4_102_444_800,
+        ] {
             let d = Date::from_unix_seconds(unix);
-            assert_eq!(Date::parse_iso8601(&d.to_iso8601()), Some(d), "{}", d.to_iso8601());
+            assert_eq!(
+                Date::parse_iso8601(&d.to_iso8601()),
+                Some(d),
+                "{}",
+                d.to_iso8601()
+            );
         }
-        assert_eq!(Date::from_unix_seconds(951_782_400).to_iso8601(), "2000-02-29T00:00:00Z");
+        assert_eq!(
+            Date::from_unix_seconds(951_782_400).to_iso8601(),
+            "2000-02-29T00:00:00Z"
+        );
     }
 
     #[test]
