@@ -113,10 +113,13 @@ fn first_broken_task(tasks: &[Task]) -> Option<FailureReason> {
     })
 }
 
-/// Turns every `dependsOnTasks` entry into the index of the task it names. Jobs without any
-/// dependencies, the usual case, cost no lookup table.
+/// Turns the `dependsOnTasks` entries of pending tasks into the indices of the tasks they
+/// name. A task that already left Pending waits on nothing any more, so its entries are not
+/// looked at, and jobs whose pending tasks have no dependencies (the usual case) cost no
+/// lookup table.
 fn resolve_dependencies(tasks: &[Task]) -> Result<Vec<Vec<usize>>, FailureReason> {
-    if tasks.iter().all(|task| task.depends_on_tasks.is_empty()) {
+    let waits = |task: &Task| task.state == TaskState::Pending && !task.depends_on_tasks.is_empty();
+    if !tasks.iter().any(waits) {
         return Ok(vec![Vec::new(); tasks.len()]);
     }
     let mut index_of: HashMap<&str, usize> = HashMap::with_capacity(tasks.len());
@@ -126,6 +129,9 @@ fn resolve_dependencies(tasks: &[Task]) -> Result<Vec<Vec<usize>>, FailureReason
     tasks
         .iter()
         .map(|task| {
+            if !waits(task) {
+                return Ok(Vec::new());
+            }
             task.depends_on_tasks
                 .iter()
                 .map(|name| {
