@@ -39,6 +39,7 @@
 mod graph;
 mod natural;
 mod plan;
+mod pool;
 mod snapshot;
 mod tasks;
 
@@ -56,7 +57,8 @@ pub use snapshot::{
 };
 
 use graph::{cycles, rotate_to_least};
-use tasks::{outlook, task_order, Outlook};
+use pool::AgentPool;
+use tasks::{outlook, Outlook};
 
 /// Runs one scheduling round over `snapshot`.
 pub fn schedule(snapshot: &Snapshot) -> Plan {
@@ -167,197 +169,4 @@ fn job_cycles(jobs: &[Job]) -> Vec<Option<Vec<JobId>>> {
         }
     }
     on_cycle
-}
-
-/// The agents with the slots this round has left on each.
-struct AgentPool<'a> {
-    agents: &'a [Agent],
-    /// Agent indices, fastest first.
-    ranked: Vec<usize>,
-    /// Free slots per agent index; zero for agents that take no work.
-    free: Vec<u32>,
-    free_total: u64,
-    /// ART verdicts by (job, agent index, ART identifier).
-    art_verdicts: HashMap<(JobId, usize, &'a str), ArtVerdict>,
-}
-
-/// Whether an agent may take a job's tasks.
-enum Fitness<'a> {
-    Fit,
-    Unfit,
-    /// ARTs that still need a run on this agent before it can be judged.
-    Unmeasured(Vec<&'a str>),
-}
-
-impl<'a> AgentPool<'a> {
-    fn new(agents: &'a [Agent]) -> Self {
-        let mut ranked: Vec<usize> = (0..agents.len()).collect();
-        ranked.sort_by(|&a, &b| match (agents.get(a), agents.get(b)) {
-            (Some(left), Some(right)) => right
-                .task_megahertz()
-                .cmp(&left.task_megahertz())
-                .then(right.total_megahertz.cmp(&left.total_megahertz))
-                .then(left.id.cmp(&right.id))
-                .then(a.cmp(&b)),
-            _ => a.cmp(&b),
-        });
-        let free: Vec<u32> = agents
-            .iter()
-            .map(|agent| match agent.state {
-                AgentState::Available => agent
-                    .maximum_task_count
-                    .saturating_sub(agent.current_task_count),
-                AgentState::Unavailable | AgentState::Offline => 0,
-            })
-            .collect();
-        let free_total = free.iter().map(|&slots| u64::from(slots)).sum();
-        let mut art_verdicts = HashMap::new();
-        for (index, agent) in agents.iter().enumerate() {
-            for result in &agent.art_results {
-                art_verdicts.insert((result.job, index, result.art.as_str()), result.verdict);
-            }
-        }
-        Self {
-            agents,
-            ranked,
-            free,
-            free_total,
-            art_verdicts,
-        }
-    }
-
-    fn free_slots(&self, agent: usize) -> u32 {
-        self.free.get(agent).copied().unwrap_or(0)
-    }
-
-    fn take_slot(&mut self, agent: usize) {
-        if let Some(slots) = self.free.get_mut(agent) {
-            *slots = slots.saturating_sub(1);
-            self.free_total = self.free_total.saturating_sub(1);
-        }
-    }
-
-    fn fitness(&self, job: &'a Job, agent: usize) -> Fitness<'a> {
-        let mut unmeasured = Vec::new();
-        let mut measuring = false;
-        for condition in &job.art_conditions {
-            match self
-                .art_verdicts
-                .get(&(job.id, agent, condition.art.as_str()))
-            {
-                Some(ArtVerdict::Qualified) => {}
-                Some(ArtVerdict::Unqualified) => return Fitness::Unfit,
-                Some(ArtVerdict::Measuring) => measuring = true,
-                None => unmeasured.push(condition.art.as_str()),
-            }
-        }
-        if unmeasured.is_empty() && !measuring {
-            Fitness::Fit
-        } else {
-            Fitness::Unmeasured(unmeasured)
-        }
-    }
-
-    /// Starts what it can of `job`'s `ready` tasks, and plans the ART runs the job needs.
-    fn place(
-        &mut self,
-        job: &'a Job,
-        mut ready: Vec<usize>,
-        gang_minimum: Option<usize>,
-        plan: &mut Plan,
-    ) {
-        if self.free_total == 0 {
-            return;
-        }
-        let mut candidates = Vec::new();
-        let mut capacity: u64 = 0;
-        for position in 0..self.ranked.len() {
-            let Some(&agent) = self.ranked.get(position) else {
-                break;
-            };
-            if self.free_slots(agent) == 0
-                || self.agents.get(agent).is_none_or(|a| a.grid != job.grid)
-            {
-                continue;
-            }
-            match self.fitness(job, agent) {
-                Fitness::Fit => {
-                    capacity += u64::from(self.free_slots(agent));
-                    candidates.push(agent);
-                }
-                Fitness::Unfit => {}
-                Fitness::Unmeasured(arts) => {
-                    for art in arts {
-                        if self.free_slots(agent) == 0 {
-                            break;
-                        }
-                        self.take_slot(agent);
-                        if let Some(on) = self.agents.get(agent) {
-                            plan.art_runs.push(ArtRun {
-                                job: job.id,
-                                art: art.to_owned(),
-                                agent: on.id,
-                            });
-                        }
-                    }
-                }
-            }
-        }
-
-        let fitting = usize::try_from(capacity).unwrap_or(usize::MAX);
-        let mut count = ready.len().min(fitting);
-        if gang_minimum.is_some_and(|minimum| count < minimum) {
-            count = 0;
-        }
-        if count == 0 {
-            return;
-        }
-        // Only the first `count` tasks in order are needed, so avoid sorting them all.
-        let tasks = &job.tasks;
-        if count < ready.len() {
-            ready.select_nth_unstable_by(count, |&a, &b| task_order(tasks, a, b));
-            ready.truncate(count);
-        }
-        ready.sort_unstable_by(|&a, &b| task_order(tasks, a, b));
-
-        let mut chosen: Vec<Option<usize>> = vec![None; ready.len()];
-        for (slot, &task) in chosen.iter_mut().zip(&ready) {
-            let Some(hint) = tasks.get(task).and_then(|t| t.scheduler_hint.as_deref()) else {
-                continue;
-            };
-            let hinted = candidates.iter().copied().find(|&agent| {
-                self.free_slots(agent) > 0 && self.agents.get(agent).is_some_and(|a| a.name == hint)
-            });
-            if let Some(agent) = hinted {
-                self.take_slot(agent);
-                *slot = Some(agent);
-            }
-        }
-        let mut next = candidates.iter().copied();
-        let mut current = next.next();
-        for slot in chosen.iter_mut().filter(|slot| slot.is_none()) {
-            while let Some(agent) = current {
-                if self.free_slots(agent) > 0 {
-                    break;
-                }
-                current = next.next();
-            }
-            let Some(agent) = current else { break };
-            self.take_slot(agent);
-            *slot = Some(agent);
-        }
-
-        for (&task, agent) in ready.iter().zip(&chosen) {
-            let (Some(task), Some(agent)) =
-                (tasks.get(task), agent.and_then(|a| self.agents.get(a)))
-            else {
-                continue;
-            };
-            plan.assignments.push(TaskAssignment {
-                job: job.id,
-                task: task.id.clone(),
-                agent: agent.id,
-            });
-        }
-    }
 }
