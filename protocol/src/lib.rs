@@ -6,6 +6,8 @@
 pub mod auth;
 pub mod beep;
 pub mod envelope;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod jobspec;
 pub mod messages;
 pub mod mime;
