@@ -324,6 +324,11 @@ impl Session {
         !self.events.is_empty()
     }
 
+    /// The next event, left in place (and its octets not yet granted back).
+    pub fn peek_event(&self) -> Option<&Event> {
+        self.events.front().map(|(event, _)| event)
+    }
+
     /// Take the next event; taking a message event grants its octets back to the peer.
     pub fn poll_event(&mut self) -> Option<Event> {
         let (event, credit) = self.events.pop_front()?;
@@ -972,3 +977,7 @@ fn check_reply_order(ch: &Channel, channel: u32, msgno: u32) -> Result<(), BeepE
         _ => Err(BeepError::UnexpectedReply { channel, msgno }),
     }
 }
+
+#[cfg(test)]
+#[path = "session_tests.rs"]
+mod tests;
