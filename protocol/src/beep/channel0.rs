@@ -20,11 +20,17 @@ pub struct ProfileOffer {
 
 impl ProfileOffer {
     pub fn new(uri: impl Into<String>) -> Self {
-        ProfileOffer { uri: uri.into(), piggyback: None }
+        ProfileOffer {
+            uri: uri.into(),
+            piggyback: None,
+        }
     }
 
     pub fn with_piggyback(uri: impl Into<String>, piggyback: impl Into<String>) -> Self {
-        ProfileOffer { uri: uri.into(), piggyback: Some(piggyback.into()) }
+        ProfileOffer {
+            uri: uri.into(),
+            piggyback: Some(piggyback.into()),
+        }
     }
 }
 
@@ -34,7 +40,10 @@ pub enum Channel0Message {
     /// `<greeting>` with the profiles the sender offers.
     Greeting { profiles: Vec<String> },
     /// `<start number='N'>` asking for one of `profiles` on channel `number`.
-    Start { number: u32, profiles: Vec<ProfileOffer> },
+    Start {
+        number: u32,
+        profiles: Vec<ProfileOffer>,
+    },
     /// `<profile>`: the positive reply to a start.
     Profile(ProfileOffer),
     /// `<close number='N' code='C'/>`; number 0 closes the whole session.
@@ -51,7 +60,9 @@ impl Channel0Message {
     pub fn to_xml(&self) -> String {
         let mut out = String::new();
         match self {
-            Channel0Message::Greeting { profiles } if profiles.is_empty() => out.push_str("<greeting/>"),
+            Channel0Message::Greeting { profiles } if profiles.is_empty() => {
+                out.push_str("<greeting/>")
+            }
             Channel0Message::Greeting { profiles } => {
                 out.push_str("<greeting>");
                 for uri in profiles {
@@ -108,7 +119,9 @@ fn write_profile(p: &ProfileOffer, out: &mut String) {
 }
 
 fn bad(reason: impl Into<String>) -> BeepError {
-    BeepError::BadChannelZeroMessage { reason: reason.into() }
+    BeepError::BadChannelZeroMessage {
+        reason: reason.into(),
+    }
 }
 
 /// Read a channel-0 message from a BEEP payload, with or without MIME headers. Never panics.
@@ -117,7 +130,12 @@ pub fn parse(payload: &[u8]) -> Result<Channel0Message, BeepError> {
     let text = std::str::from_utf8(body).map_err(|_| bad("not UTF-8"))?;
     let mut reader = XmlReader::new(text);
     let event = reader.next_significant().map_err(|e| bad(e.to_string()))?;
-    let XmlEvent::Start { name, attributes, empty } = event else {
+    let XmlEvent::Start {
+        name,
+        attributes,
+        empty,
+    } = event
+    else {
         return Err(bad("expected an element"));
     };
     let message = match name {
@@ -164,8 +182,15 @@ pub fn parse(payload: &[u8]) -> Result<Channel0Message, BeepError> {
         }
         "error" => {
             let code = code_attribute(&attributes)?;
-            let text = if empty { String::new() } else { read_text(&mut reader, "error")? };
-            Channel0Message::Error { code, text: text.trim().to_string() }
+            let text = if empty {
+                String::new()
+            } else {
+                read_text(&mut reader, "error")?
+            };
+            Channel0Message::Error {
+                code,
+                text: text.trim().to_string(),
+            }
         }
         other => return Err(bad(format!("unknown element <{other}>"))),
     };
@@ -176,11 +201,15 @@ pub fn parse(payload: &[u8]) -> Result<Channel0Message, BeepError> {
 }
 
 fn attribute(attributes: &Attributes<'_>, name: &str) -> Result<Option<String>, BeepError> {
-    attributes.get(name).map(|v| v.map(|v| v.into_owned())).map_err(|e| bad(e.to_string()))
+    attributes
+        .get(name)
+        .map(|v| v.map(|v| v.into_owned()))
+        .map_err(|e| bad(e.to_string()))
 }
 
 fn number_attribute(attributes: &Attributes<'_>, name: &str) -> Result<u32, BeepError> {
-    let value = attribute(attributes, name)?.ok_or_else(|| bad(format!("missing {name} attribute")))?;
+    let value =
+        attribute(attributes, name)?.ok_or_else(|| bad(format!("missing {name} attribute")))?;
     value
         .trim()
         .parse::<u32>()
@@ -201,12 +230,22 @@ fn code_attribute(attributes: &Attributes<'_>) -> Result<u16, BeepError> {
 
 // Next `<profile>` child of `parent`, or `None` at `</parent>`. Other children are skipped,
 // so future extensions of the grammar do not break us.
-fn read_child_profile(reader: &mut XmlReader<'_>, text: &str, parent: &str) -> Result<Option<ProfileOffer>, BeepError> {
+fn read_child_profile(
+    reader: &mut XmlReader<'_>,
+    text: &str,
+    parent: &str,
+) -> Result<Option<ProfileOffer>, BeepError> {
     loop {
         match reader.next_significant().map_err(|e| bad(e.to_string()))? {
             XmlEvent::End { name } if name == parent => return Ok(None),
-            XmlEvent::End { name } => return Err(bad(format!("unexpected </{name}> in <{parent}>"))),
-            XmlEvent::Start { name: "profile", attributes, empty } => {
+            XmlEvent::End { name } => {
+                return Err(bad(format!("unexpected </{name}> in <{parent}>")))
+            }
+            XmlEvent::Start {
+                name: "profile",
+                attributes,
+                empty,
+            } => {
                 return read_profile(reader, text, &attributes, empty).map(Some);
             }
             XmlEvent::Start { name, empty, .. } => {
@@ -228,7 +267,10 @@ fn read_profile(
 ) -> Result<ProfileOffer, BeepError> {
     let uri = attribute(attributes, "uri")?.ok_or_else(|| bad("<profile> without uri"))?;
     if empty {
-        return Ok(ProfileOffer { uri, piggyback: None });
+        return Ok(ProfileOffer {
+            uri,
+            piggyback: None,
+        });
     }
     // Content may be escaped text, CDATA, or (from lax peers) raw XML such as `<blob>…</blob>`.
     // Text and CDATA are decoded; if any element appears, the content is kept verbatim.
@@ -252,11 +294,16 @@ fn read_profile(
                     return Err(bad(format!("unexpected </{name}> in <profile>")));
                 }
                 let piggyback = if saw_element {
-                    text.get(content_start..before).unwrap_or_default().to_string()
+                    text.get(content_start..before)
+                        .unwrap_or_default()
+                        .to_string()
                 } else {
                     decoded
                 };
-                return Ok(ProfileOffer { uri, piggyback: Some(piggyback) });
+                return Ok(ProfileOffer {
+                    uri,
+                    piggyback: Some(piggyback),
+                });
             }
             Some(XmlEvent::End { .. }) => depth -= 1,
         }
@@ -299,24 +346,37 @@ mod tests {
         let greeting = b"Content-Type: application/beep+xml\r\n\r\n<greeting>\r\n   <profile uri='http://a/1' />\r\n   <profile uri=\"http://a/2\"/>\r\n</greeting>\r\n";
         assert_eq!(
             parse(greeting),
-            Ok(Channel0Message::Greeting { profiles: vec!["http://a/1".into(), "http://a/2".into()] })
+            Ok(Channel0Message::Greeting {
+                profiles: vec!["http://a/1".into(), "http://a/2".into()]
+            })
         );
-        assert_eq!(parse(b"<greeting/>"), Ok(Channel0Message::Greeting { profiles: vec![] }));
+        assert_eq!(
+            parse(b"<greeting/>"),
+            Ok(Channel0Message::Greeting { profiles: vec![] })
+        );
         assert_eq!(parse(b"\r\n<ok />"), Ok(Channel0Message::Ok));
         assert_eq!(
             parse(b"<close number='1' code='200' />"),
-            Ok(Channel0Message::Close { number: 1, code: 200 })
+            Ok(Channel0Message::Close {
+                number: 1,
+                code: 200
+            })
         );
         assert_eq!(
             parse(b"<error code='530' xml:lang='en'>Authentication required</error>"),
-            Ok(Channel0Message::Error { code: 530, text: "Authentication required".into() })
+            Ok(Channel0Message::Error {
+                code: 530,
+                text: "Authentication required".into()
+            })
         );
     }
 
     #[test]
     fn piggybacks_in_cdata_text_or_raw_xml() {
         let start = b"<start number='1'><profile uri='u1'><![CDATA[<blob>abc</blob>]]></profile><profile uri='u2'>&lt;blob/&gt;</profile><profile uri='u3'><blob>x</blob></profile><profile uri='u4'/></start>";
-        let Ok(Channel0Message::Start { number, profiles }) = parse(start) else { panic!("{:?}", parse(start)) };
+        let Ok(Channel0Message::Start { number, profiles }) = parse(start) else {
+            panic!("{:?}", parse(start))
+        };
         assert_eq!(number, 1);
         assert_eq!(
             profiles,
@@ -332,16 +392,30 @@ mod tests {
     #[test]
     fn writes_what_it_reads() {
         let messages = [
-            Channel0Message::Greeting { profiles: vec!["http://www.apple.com/beep/xgrid/controller/client".into()] },
+            Channel0Message::Greeting {
+                profiles: vec!["http://www.apple.com/beep/xgrid/controller/client".into()],
+            },
             Channel0Message::Greeting { profiles: vec![] },
             Channel0Message::Start {
                 number: 7,
-                profiles: vec![ProfileOffer::with_piggyback("a'b", "]]> & <x>"), ProfileOffer::with_piggyback("c", "")],
+                profiles: vec![
+                    ProfileOffer::with_piggyback("a'b", "]]> & <x>"),
+                    ProfileOffer::with_piggyback("c", ""),
+                ],
             },
-            Channel0Message::Profile(ProfileOffer::with_piggyback("u", "<blob status='complete'/>")),
-            Channel0Message::Close { number: 0, code: 200 },
+            Channel0Message::Profile(ProfileOffer::with_piggyback(
+                "u",
+                "<blob status='complete'/>",
+            )),
+            Channel0Message::Close {
+                number: 0,
+                code: 200,
+            },
             Channel0Message::Ok,
-            Channel0Message::Error { code: 550, text: "no <such> profile & more".into() },
+            Channel0Message::Error {
+                code: 550,
+                text: "no <such> profile & more".into(),
+            },
         ];
         for m in messages {
             let payload = m.to_payload();
@@ -349,7 +423,11 @@ mod tests {
             assert_eq!(parse(&payload), Ok(m));
         }
         assert_eq!(
-            Channel0Message::Start { number: 1, profiles: vec![ProfileOffer::with_piggyback("u", "x")] }.to_xml(),
+            Channel0Message::Start {
+                number: 1,
+                profiles: vec![ProfileOffer::with_piggyback("u", "x")]
+            }
+            .to_xml(),
             "<start number='1'><profile uri='u'><![CDATA[x]]></profile></start>"
         );
     }

@@ -17,35 +17,60 @@ pub enum BeepError {
 
     // ---- sequencing and flow control (RFC 3081) ----
     #[error("frame on channel {channel} has seqno {got}, expected {expected}")]
-    UnexpectedSeqno { channel: u32, expected: u32, got: u32 },
+    UnexpectedSeqno {
+        channel: u32,
+        expected: u32,
+        got: u32,
+    },
     #[error("frame on channel {channel} goes {excess} octets past the window we granted")]
     WindowOverrun { channel: u32, excess: u32 },
-    #[error("SEQ on channel {channel} acknowledges up to {ackno}, but only {sent} octets were sent")]
+    #[error(
+        "SEQ on channel {channel} acknowledges up to {ackno}, but only {sent} octets were sent"
+    )]
     BadAck { channel: u32, ackno: u32, sent: u32 },
 
     // ---- messages and replies (RFC 3080 §2.2, §2.6) ----
     #[error("MSG {msgno} on channel {channel} reuses a message number still awaiting our reply")]
     MsgnoInUse { channel: u32, msgno: u32 },
-    #[error("frame on channel {channel} does not continue the unfinished message before it: {reason}")]
+    #[error(
+        "frame on channel {channel} does not continue the unfinished message before it: {reason}"
+    )]
     BadContinuation { channel: u32, reason: String },
     #[error("reply to msgno {msgno} on channel {channel}, but we sent no such message")]
     UnexpectedReply { channel: u32, msgno: u32 },
-    #[error("reply to msgno {got} on channel {channel} arrived before the reply to msgno {expected}")]
-    ReplyOutOfOrder { channel: u32, expected: u32, got: u32 },
+    #[error(
+        "reply to msgno {got} on channel {channel} arrived before the reply to msgno {expected}"
+    )]
+    ReplyOutOfOrder {
+        channel: u32,
+        expected: u32,
+        got: u32,
+    },
     #[error("bad reply to msgno {msgno} on channel {channel}: {reason}")]
-    BadReply { channel: u32, msgno: u32, reason: String },
+    BadReply {
+        channel: u32,
+        msgno: u32,
+        reason: String,
+    },
     #[error("reassembled message on channel {channel} exceeds the {limit}-octet limit")]
     MessageTooLarge { channel: u32, limit: usize },
 
     // ---- channels and channel 0 (RFC 3080 §2.3) ----
     #[error("frame on channel {channel}, which is not open")]
     UnknownChannel { channel: u32 },
-    #[error("peer asked to start channel {channel}, which has the wrong parity for its role (or is 0)")]
+    #[error(
+        "peer asked to start channel {channel}, which has the wrong parity for its role (or is 0)"
+    )]
     WrongChannelParity { channel: u32 },
     #[error("peer asked to start channel {channel}, which is already in use")]
     ChannelInUse { channel: u32 },
-    #[error("peer asked to start channel {channel} with no profile we offer (asked for: {requested:?})")]
-    NoProfileOffered { channel: u32, requested: Vec<String> },
+    #[error(
+        "peer asked to start channel {channel} with no profile we offer (asked for: {requested:?})"
+    )]
+    NoProfileOffered {
+        channel: u32,
+        requested: Vec<String>,
+    },
     #[error("bad channel-0 message: {reason}")]
     BadChannelZeroMessage { reason: String },
     #[error("peer sent {what} before its greeting")]

@@ -56,7 +56,11 @@ pub enum Frame {
     Data(DataFrame),
     /// RFC 3081 flow control: the sender of this frame accepts octets of `channel` up to
     /// `ackno + window`.
-    Seq { channel: u32, ackno: u32, window: u32 },
+    Seq {
+        channel: u32,
+        ackno: u32,
+        window: u32,
+    },
 }
 
 impl Frame {
@@ -64,8 +68,14 @@ impl Frame {
     /// them in range (channel, msgno, ansno, window ≤ 2^31−1, payload < 2^31 octets).
     pub fn encode(&self, out: &mut Vec<u8>) {
         match self {
-            Frame::Data(f) => encode_data(f.kind, f.channel, f.msgno, f.more, f.seqno, &f.payload, out),
-            Frame::Seq { channel, ackno, window } => encode_seq(*channel, *ackno, *window, out),
+            Frame::Data(f) => {
+                encode_data(f.kind, f.channel, f.msgno, f.more, f.seqno, &f.payload, out)
+            }
+            Frame::Seq {
+                channel,
+                ackno,
+                window,
+            } => encode_seq(*channel, *ackno, *window, out),
         }
     }
 
@@ -152,7 +162,12 @@ impl FrameDecoder {
     /// A decoder that refuses frames with more than `max_frame_size` payload octets as soon
     /// as their header arrives, so it never buffers more than one such frame.
     pub fn new(max_frame_size: u32) -> Self {
-        FrameDecoder { buf: Vec::new(), start: 0, max_frame_size, failed: None }
+        FrameDecoder {
+            buf: Vec::new(),
+            start: 0,
+            max_frame_size,
+            failed: None,
+        }
     }
 
     /// Append received bytes.
@@ -202,7 +217,9 @@ pub fn parse_frame(input: &[u8], max_frame_size: u32) -> Result<Option<(Frame, u
     let window = input.get(..MAX_HEADER_LEN).unwrap_or(input);
     let Some(lf) = window.iter().position(|&b| b == b'\n') else {
         if input.len() >= MAX_HEADER_LEN {
-            return Err(BeepError::HeaderTooLong { limit: MAX_HEADER_LEN });
+            return Err(BeepError::HeaderTooLong {
+                limit: MAX_HEADER_LEN,
+            });
         }
         return Ok(None);
     };
@@ -213,13 +230,34 @@ pub fn parse_frame(input: &[u8], max_frame_size: u32) -> Result<Option<(Frame, u
     let header_len = lf + 1;
     let header = parse_header(line)?;
     let (kind, channel, msgno, more, seqno, size) = match header {
-        Header::Seq { channel, ackno, window } => {
-            return Ok(Some((Frame::Seq { channel, ackno, window }, header_len)));
+        Header::Seq {
+            channel,
+            ackno,
+            window,
+        } => {
+            return Ok(Some((
+                Frame::Seq {
+                    channel,
+                    ackno,
+                    window,
+                },
+                header_len,
+            )));
         }
-        Header::Data { kind, channel, msgno, more, seqno, size } => (kind, channel, msgno, more, seqno, size),
+        Header::Data {
+            kind,
+            channel,
+            msgno,
+            more,
+            seqno,
+            size,
+        } => (kind, channel, msgno, more, seqno, size),
     };
     if size > max_frame_size {
-        return Err(BeepError::FrameTooLarge { size, limit: max_frame_size });
+        return Err(BeepError::FrameTooLarge {
+            size,
+            limit: max_frame_size,
+        });
     }
     let payload_end = header_len + size as usize;
     let frame_end = payload_end + TRAILER.len();
@@ -233,17 +271,43 @@ pub fn parse_frame(input: &[u8], max_frame_size: u32) -> Result<Option<(Frame, u
     if available < TRAILER.len() {
         return Ok(None);
     }
-    let payload = input.get(header_len..payload_end).unwrap_or_default().to_vec();
-    Ok(Some((Frame::Data(DataFrame { kind, channel, msgno, more, seqno, payload }), frame_end)))
+    let payload = input
+        .get(header_len..payload_end)
+        .unwrap_or_default()
+        .to_vec();
+    Ok(Some((
+        Frame::Data(DataFrame {
+            kind,
+            channel,
+            msgno,
+            more,
+            seqno,
+            payload,
+        }),
+        frame_end,
+    )))
 }
 
 enum Header {
-    Data { kind: FrameKind, channel: u32, msgno: u32, more: bool, seqno: u32, size: u32 },
-    Seq { channel: u32, ackno: u32, window: u32 },
+    Data {
+        kind: FrameKind,
+        channel: u32,
+        msgno: u32,
+        more: bool,
+        seqno: u32,
+        size: u32,
+    },
+    Seq {
+        channel: u32,
+        ackno: u32,
+        window: u32,
+    },
 }
 
 fn bad(reason: &str) -> BeepError {
-    BeepError::BadHeader { reason: reason.to_string() }
+    BeepError::BadHeader {
+        reason: reason.to_string(),
+    }
 }
 
 const KEYWORDS: [&[u8; 3]; 6] = [b"MSG", b"RPY", b"ERR", b"ANS", b"NUL", b"SEQ"];
@@ -262,14 +326,20 @@ fn check_keyword_prefix(input: &[u8]) -> Result<(), BeepError> {
 }
 
 fn parse_header(line: &[u8]) -> Result<Header, BeepError> {
-    let (keyword, rest) = line.split_at_checked(3).ok_or_else(|| bad("unknown frame type"))?;
+    let (keyword, rest) = line
+        .split_at_checked(3)
+        .ok_or_else(|| bad("unknown frame type"))?;
     let mut fields = Fields { rest };
     if keyword == b"SEQ" {
         let channel = fields.number("channel", MAX_I31)?;
         let ackno = fields.number("ackno", u32::MAX)?;
         let window = fields.number("window", MAX_I31)?;
         fields.end()?;
-        return Ok(Header::Seq { channel, ackno, window });
+        return Ok(Header::Seq {
+            channel,
+            ackno,
+            window,
+        });
     }
     let kind = match keyword {
         b"MSG" => FrameKind::Msg,
@@ -289,11 +359,20 @@ fn parse_header(line: &[u8]) -> Result<Header, BeepError> {
     let seqno = fields.number("seqno", u32::MAX)?;
     let size = fields.number("size", MAX_I31)?;
     let kind = match kind {
-        FrameKind::Ans { .. } => FrameKind::Ans { ansno: fields.number("ansno", MAX_I31)? },
+        FrameKind::Ans { .. } => FrameKind::Ans {
+            ansno: fields.number("ansno", MAX_I31)?,
+        },
         other => other,
     };
     fields.end()?;
-    Ok(Header::Data { kind, channel, msgno, more, seqno, size })
+    Ok(Header::Data {
+        kind,
+        channel,
+        msgno,
+        more,
+        seqno,
+        size,
+    })
 }
 
 // The space-separated fields after the keyword.
@@ -304,9 +383,14 @@ struct Fields<'a> {
 impl<'a> Fields<'a> {
     fn field(&mut self, name: &str) -> Result<&'a [u8], BeepError> {
         let Some(after_space) = self.rest.strip_prefix(b" ") else {
-            return Err(BeepError::BadHeader { reason: format!("missing {name}") });
+            return Err(BeepError::BadHeader {
+                reason: format!("missing {name}"),
+            });
         };
-        let len = after_space.iter().position(|&b| b == b' ').unwrap_or(after_space.len());
+        let len = after_space
+            .iter()
+            .position(|&b| b == b' ')
+            .unwrap_or(after_space.len());
         let (value, rest) = after_space.split_at(len);
         self.rest = rest;
         Ok(value)
@@ -315,12 +399,18 @@ impl<'a> Fields<'a> {
     fn number(&mut self, name: &str, max: u32) -> Result<u32, BeepError> {
         let digits = self.field(name)?;
         if digits.is_empty() || digits.len() > 10 || !digits.iter().all(u8::is_ascii_digit) {
-            return Err(BeepError::BadHeader { reason: format!("{name} is not a decimal number") });
+            return Err(BeepError::BadHeader {
+                reason: format!("{name} is not a decimal number"),
+            });
         }
-        let value = digits.iter().fold(0u64, |n, &d| n * 10 + u64::from(d - b'0'));
+        let value = digits
+            .iter()
+            .fold(0u64, |n, &d| n * 10 + u64::from(d - b'0'));
         match u32::try_from(value) {
             Ok(v) if v <= max => Ok(v),
-            _ => Err(BeepError::BadHeader { reason: format!("{name} {value} is larger than {max}") }),
+            _ => Err(BeepError::BadHeader {
+                reason: format!("{name} {value} is larger than {max}"),
+            }),
         }
     }
 
@@ -361,7 +451,8 @@ mod tests {
 
     #[test]
     fn decodes_rfc_example_frames() {
-        let stream = b"MSG 0 1 . 52 5\r\nhelloEND\r\nSEQ 0 57 4096\r\nANS 1 2 * 4294967295 0 7\r\nEND\r\n";
+        let stream =
+            b"MSG 0 1 . 52 5\r\nhelloEND\r\nSEQ 0 57 4096\r\nANS 1 2 * 4294967295 0 7\r\nEND\r\n";
         let (frames, err) = decode_all(stream, &[]);
         assert_eq!(err, None);
         assert_eq!(
@@ -375,7 +466,11 @@ mod tests {
                     seqno: 52,
                     payload: b"hello".to_vec()
                 }),
-                Frame::Seq { channel: 0, ackno: 57, window: 4096 },
+                Frame::Seq {
+                    channel: 0,
+                    ackno: 57,
+                    window: 4096
+                },
                 Frame::Data(DataFrame {
                     kind: FrameKind::Ans { ansno: 7 },
                     channel: 1,
@@ -399,7 +494,15 @@ mod tests {
             payload: b"\r\nx".to_vec(),
         });
         assert_eq!(f.to_bytes(), b"RPY 3 0 . 10 3\r\n\r\nxEND\r\n");
-        assert_eq!(Frame::Seq { channel: 1, ackno: 0, window: 8192 }.to_bytes(), b"SEQ 1 0 8192\r\n");
+        assert_eq!(
+            Frame::Seq {
+                channel: 1,
+                ackno: 0,
+                window: 8192
+            }
+            .to_bytes(),
+            b"SEQ 1 0 8192\r\n"
+        );
     }
 
     fn first_error(stream: &[u8]) -> Option<BeepError> {
@@ -429,16 +532,34 @@ mod tests {
                 first_error(case)
             );
         }
-        let long = [b'M', b'S', b'G', b' '].iter().copied().chain(std::iter::repeat_n(b'1', 80)).collect::<Vec<_>>();
-        assert_eq!(first_error(&long), Some(BeepError::HeaderTooLong { limit: MAX_HEADER_LEN }));
+        let long = [b'M', b'S', b'G', b' ']
+            .iter()
+            .copied()
+            .chain(std::iter::repeat_n(b'1', 80))
+            .collect::<Vec<_>>();
+        assert_eq!(
+            first_error(&long),
+            Some(BeepError::HeaderTooLong {
+                limit: MAX_HEADER_LEN
+            })
+        );
     }
 
     #[test]
     fn wrong_size_or_missing_trailer_is_rejected() {
         // Declared size 3 but 5 octets of payload: the trailer check lands inside the payload.
-        assert_eq!(first_error(b"MSG 0 0 . 0 3\r\nhelloEND\r\n"), Some(BeepError::MissingTrailer));
-        assert_eq!(first_error(b"MSG 0 0 . 0 5\r\nhelloEND\n"), Some(BeepError::MissingTrailer));
-        assert_eq!(first_error(b"MSG 0 0 . 0 5\r\nhelloXXXXX"), Some(BeepError::MissingTrailer));
+        assert_eq!(
+            first_error(b"MSG 0 0 . 0 3\r\nhelloEND\r\n"),
+            Some(BeepError::MissingTrailer)
+        );
+        assert_eq!(
+            first_error(b"MSG 0 0 . 0 5\r\nhelloEND\n"),
+            Some(BeepError::MissingTrailer)
+        );
+        assert_eq!(
+            first_error(b"MSG 0 0 . 0 5\r\nhelloXXXXX"),
+            Some(BeepError::MissingTrailer)
+        );
         // A truncated stream is not an error, just incomplete.
         assert_eq!(decode_all(b"MSG 0 0 . 0 5\r\nhelloEN", &[]), (vec![], None));
     }
@@ -447,7 +568,13 @@ mod tests {
     fn oversize_frame_is_rejected_at_the_header() {
         let mut d = FrameDecoder::new(100);
         d.push(b"MSG 1 0 . 0 101\r\n");
-        assert_eq!(d.next_frame(), Err(BeepError::FrameTooLarge { size: 101, limit: 100 }));
+        assert_eq!(
+            d.next_frame(),
+            Err(BeepError::FrameTooLarge {
+                size: 101,
+                limit: 100
+            })
+        );
         // The decoder stays failed.
         d.push(b"SEQ 0 0 4096\r\n");
         assert!(d.next_frame().is_err());
@@ -461,12 +588,31 @@ mod tests {
             (0..=MAX_I31).prop_map(|ansno| FrameKind::Ans { ansno }),
             Just(FrameKind::Nul),
         ];
-        let data = (kind, 0..=MAX_I31, 0..=MAX_I31, any::<bool>(), any::<u32>(), proptest::collection::vec(any::<u8>(), 0..300))
+        let data = (
+            kind,
+            0..=MAX_I31,
+            0..=MAX_I31,
+            any::<bool>(),
+            any::<u32>(),
+            proptest::collection::vec(any::<u8>(), 0..300),
+        )
             .prop_map(|(kind, channel, msgno, more, seqno, payload)| {
-                Frame::Data(DataFrame { kind, channel, msgno, more, seqno, payload })
+                Frame::Data(DataFrame {
+                    kind,
+                    channel,
+                    msgno,
+                    more,
+                    seqno,
+                    payload,
+                })
             });
-        let seq = (0..=MAX_I31, any::<u32>(), 0..=MAX_I31)
-            .prop_map(|(channel, ackno, window)| Frame::Seq { channel, ackno, window });
+        let seq = (0..=MAX_I31, any::<u32>(), 0..=MAX_I31).prop_map(|(channel, ackno, window)| {
+            Frame::Seq {
+                channel,
+                ackno,
+                window,
+            }
+        });
         prop_oneof![3 => data, 1 => seq]
     }
 

@@ -43,7 +43,12 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Config { profiles: Vec::new(), window: INITIAL_WINDOW, max_frame_size: 65536, max_message_size: 64 << 20 }
+        Config {
+            profiles: Vec::new(),
+            window: INITIAL_WINDOW,
+            max_frame_size: 65536,
+            max_message_size: 64 << 20,
+        }
     }
 }
 
@@ -54,28 +59,60 @@ pub enum Event {
     Greeting { profiles: Vec<String> },
     /// The peer asks to start `channel` with one of `profiles` (only those we offer, in the
     /// peer's order). Answer with [`Session::accept_start`] or [`Session::refuse_start`].
-    StartRequested { channel: u32, profiles: Vec<ProfileOffer> },
+    StartRequested {
+        channel: u32,
+        profiles: Vec<ProfileOffer>,
+    },
     /// The session refused a peer's start by itself (wrong parity, number in use, no profile
     /// we offer); reported so the application can log it.
     StartRejected { channel: u32, error: BeepError },
     /// Our start was accepted: the channel is open with `profile`.
-    ChannelStarted { channel: u32, profile: String, piggyback: Option<String> },
+    ChannelStarted {
+        channel: u32,
+        profile: String,
+        piggyback: Option<String>,
+    },
     /// Our start was refused.
-    StartRefused { channel: u32, code: u16, text: String },
+    StartRefused {
+        channel: u32,
+        code: u16,
+        text: String,
+    },
     /// A complete MSG from the peer; answer it with send_rpy/send_err/send_ans+send_nul.
-    Message { channel: u32, msgno: u32, payload: Vec<u8> },
+    Message {
+        channel: u32,
+        msgno: u32,
+        payload: Vec<u8>,
+    },
     /// A complete RPY to our MSG `msgno`.
-    Reply { channel: u32, msgno: u32, payload: Vec<u8> },
+    Reply {
+        channel: u32,
+        msgno: u32,
+        payload: Vec<u8>,
+    },
     /// A complete ERR to our MSG `msgno`.
-    ErrorReply { channel: u32, msgno: u32, payload: Vec<u8> },
+    ErrorReply {
+        channel: u32,
+        msgno: u32,
+        payload: Vec<u8>,
+    },
     /// One complete ANS to our MSG `msgno`.
-    Answer { channel: u32, msgno: u32, ansno: u32, payload: Vec<u8> },
+    Answer {
+        channel: u32,
+        msgno: u32,
+        ansno: u32,
+        payload: Vec<u8>,
+    },
     /// The NUL that ends the answers to our MSG `msgno`.
     AnswersDone { channel: u32, msgno: u32 },
     /// `channel` is closed, at the peer's request (`by_peer`) or at ours.
     ChannelClosed { channel: u32, by_peer: bool },
     /// The peer refused to close `channel` (0: the session).
-    CloseRefused { channel: u32, code: u16, text: String },
+    CloseRefused {
+        channel: u32,
+        code: u16,
+        text: String,
+    },
     /// The session ended in an orderly way; nothing more will be sent or read.
     SessionClosed { by_peer: bool },
     /// The session ended on an error: a rule broken by the peer, or the transport lost.
@@ -208,7 +245,10 @@ impl Channel {
     }
 
     fn send_window(&self) -> u32 {
-        let avail = self.peer_ackno.wrapping_add(self.peer_window).wrapping_sub(self.send_seq);
+        let avail = self
+            .peer_ackno
+            .wrapping_add(self.peer_window)
+            .wrapping_sub(self.send_seq);
         // A peer that shrank its window below what we already sent leaves us nothing.
         if avail > MAX_I31 {
             0
@@ -231,6 +271,9 @@ struct PendingStart {
     offered: Vec<ProfileOffer>,
 }
 
+/// Window octets that taking an event grants back: channel, its generation, octets.
+type Credit = (u32, u64, u32);
+
 /// One BEEP session. See the module documentation for how flow control is granted.
 #[derive(Debug)]
 pub struct Session {
@@ -247,7 +290,7 @@ pub struct Session {
     our_starts: HashMap<u32, Vec<ProfileOffer>>,
     peer_starts: HashMap<u32, PendingStart>,
     // Each event with the window credit (channel, generation, octets) its taking releases.
-    events: VecDeque<(Event, Option<(u32, u64, u32)>)>,
+    events: VecDeque<(Event, Option<Credit>)>,
 }
 
 impl Session {
@@ -279,7 +322,9 @@ impl Session {
         // channel-0 MSGs start at 1 and the peer's greeting answers our "MSG 0".
         zero.next_msgno = 1;
         zero.awaiting.push_back(0);
-        let greeting = Channel0Message::Greeting { profiles: session.config.profiles.clone() };
+        let greeting = Channel0Message::Greeting {
+            profiles: session.config.profiles.clone(),
+        };
         zero.outgoing.push_back(Outgoing {
             kind: FrameKind::Rpy,
             msgno: 0,
@@ -311,7 +356,10 @@ impl Session {
 
     /// The profile running on an open channel.
     pub fn channel_profile(&self, channel: u32) -> Option<&str> {
-        self.channels.get(&channel).filter(|_| channel != 0).map(|c| c.profile.as_str())
+        self.channels
+            .get(&channel)
+            .filter(|_| channel != 0)
+            .map(|c| c.profile.as_str())
     }
 
     /// True once the session has ended, in order or on an error.
@@ -333,7 +381,11 @@ impl Session {
     pub fn poll_event(&mut self) -> Option<Event> {
         let (event, credit) = self.events.pop_front()?;
         if let Some((channel, generation, octets)) = credit {
-            if let Some(ch) = self.channels.get_mut(&channel).filter(|c| c.generation == generation) {
+            if let Some(ch) = self
+                .channels
+                .get_mut(&channel)
+                .filter(|c| c.generation == generation)
+            {
                 ch.consumed = ch.consumed.wrapping_add(octets);
             }
         }
@@ -371,7 +423,9 @@ impl Session {
     /// End the session because the transport failed.
     pub fn handle_transport_error(&mut self, message: impl Into<String>) {
         if !self.is_closed() {
-            self.fail(BeepError::Transport { message: message.into() });
+            self.fail(BeepError::Transport {
+                message: message.into(),
+            });
         }
     }
 
@@ -409,30 +463,62 @@ impl Session {
         }
         let mut number = self.next_channel;
         while self.channels.contains_key(&number) || self.our_starts.contains_key(&number) {
-            number = number.checked_add(2).filter(|n| *n <= MAX_I31).ok_or(BeepError::ChannelsExhausted)?;
+            number = number
+                .checked_add(2)
+                .filter(|n| *n <= MAX_I31)
+                .ok_or(BeepError::ChannelsExhausted)?;
         }
-        self.next_channel = number.checked_add(2).filter(|n| *n <= MAX_I31).unwrap_or(number);
-        let message = Channel0Message::Start { number, profiles: profiles.clone() };
+        self.next_channel = number
+            .checked_add(2)
+            .filter(|n| *n <= MAX_I31)
+            .unwrap_or(number);
+        let message = Channel0Message::Start {
+            number,
+            profiles: profiles.clone(),
+        };
         let msgno = self.send_channel0_msg(message);
-        self.requests.insert(msgno, Request::Start { channel: number });
+        self.requests
+            .insert(msgno, Request::Start { channel: number });
         self.our_starts.insert(number, profiles);
         Ok(number)
     }
 
     /// Accept the peer's start of `channel` with `profile` (one of those it asked for),
     /// optionally with a piggyback in the reply.
-    pub fn accept_start(&mut self, channel: u32, profile: &str, piggyback: Option<String>) -> Result<(), BeepError> {
+    pub fn accept_start(
+        &mut self,
+        channel: u32,
+        profile: &str,
+        piggyback: Option<String>,
+    ) -> Result<(), BeepError> {
         self.check_alive()?;
-        let pending = self.peer_starts.get(&channel).ok_or(BeepError::NoPendingStart { channel })?;
+        let pending = self
+            .peer_starts
+            .get(&channel)
+            .ok_or(BeepError::NoPendingStart { channel })?;
         if !pending.offered.iter().any(|p| p.uri == profile) {
-            return Err(BeepError::ProfileNotRequested { uri: profile.to_string() });
+            return Err(BeepError::ProfileNotRequested {
+                uri: profile.to_string(),
+            });
         }
         let msgno = pending.msgno;
         self.peer_starts.remove(&channel);
         self.generation += 1;
-        self.channels.insert(channel, Channel::new(self.generation, profile.to_string(), false));
-        let reply = Channel0Message::Profile(ProfileOffer { uri: profile.to_string(), piggyback });
-        self.queue_reply(0, msgno, FrameKind::Rpy, reply.to_payload(), Some(AfterWrite::Announce(channel)))
+        self.channels.insert(
+            channel,
+            Channel::new(self.generation, profile.to_string(), false),
+        );
+        let reply = Channel0Message::Profile(ProfileOffer {
+            uri: profile.to_string(),
+            piggyback,
+        });
+        self.queue_reply(
+            0,
+            msgno,
+            FrameKind::Rpy,
+            reply.to_payload(),
+            Some(AfterWrite::Announce(channel)),
+        )
     }
 
     /// Refuse the peer's start of `channel`, e.g. 530 "Authentication required".
@@ -441,8 +527,14 @@ impl Session {
         if !(100..1000).contains(&code) {
             return Err(BeepError::BadReplyCode { code });
         }
-        let pending = self.peer_starts.remove(&channel).ok_or(BeepError::NoPendingStart { channel })?;
-        let reply = Channel0Message::Error { code, text: text.to_string() };
+        let pending = self
+            .peer_starts
+            .remove(&channel)
+            .ok_or(BeepError::NoPendingStart { channel })?;
+        let reply = Channel0Message::Error {
+            code,
+            text: text.to_string(),
+        };
         self.queue_reply(0, pending.msgno, FrameKind::Err, reply.to_payload(), None)
     }
 
@@ -460,23 +552,44 @@ impl Session {
         }
         ch.next_msgno = if msgno == MAX_I31 { 0 } else { msgno + 1 };
         ch.awaiting.push_back(msgno);
-        ch.outgoing.push_back(Outgoing { kind: FrameKind::Msg, msgno, payload, offset: 0, after: None });
+        ch.outgoing.push_back(Outgoing {
+            kind: FrameKind::Msg,
+            msgno,
+            payload,
+            offset: 0,
+            after: None,
+        });
         Ok(msgno)
     }
 
     /// Answer the peer's MSG `msgno` with a RPY.
-    pub fn send_rpy(&mut self, channel: u32, msgno: u32, payload: Vec<u8>) -> Result<(), BeepError> {
+    pub fn send_rpy(
+        &mut self,
+        channel: u32,
+        msgno: u32,
+        payload: Vec<u8>,
+    ) -> Result<(), BeepError> {
         self.user_reply(channel, msgno, FrameKind::Rpy, payload)
     }
 
     /// Answer the peer's MSG `msgno` with an ERR.
-    pub fn send_err(&mut self, channel: u32, msgno: u32, payload: Vec<u8>) -> Result<(), BeepError> {
+    pub fn send_err(
+        &mut self,
+        channel: u32,
+        msgno: u32,
+        payload: Vec<u8>,
+    ) -> Result<(), BeepError> {
         self.user_reply(channel, msgno, FrameKind::Err, payload)
     }
 
     /// Send one ANS to the peer's MSG `msgno`; returns its ansno. End the series with
     /// [`send_nul`](Self::send_nul).
-    pub fn send_ans(&mut self, channel: u32, msgno: u32, payload: Vec<u8>) -> Result<u32, BeepError> {
+    pub fn send_ans(
+        &mut self,
+        channel: u32,
+        msgno: u32,
+        payload: Vec<u8>,
+    ) -> Result<u32, BeepError> {
         self.check_alive()?;
         let ch = self.user_channel(channel)?;
         let owed = ch
@@ -486,7 +599,13 @@ impl Session {
             .ok_or(BeepError::NoSuchMessage { channel, msgno })?;
         let ansno = owed.next_ansno;
         owed.next_ansno = owed.next_ansno.wrapping_add(1) & MAX_I31;
-        owed.held.push(Outgoing { kind: FrameKind::Ans { ansno }, msgno, payload, offset: 0, after: None });
+        owed.held.push(Outgoing {
+            kind: FrameKind::Ans { ansno },
+            msgno,
+            payload,
+            offset: 0,
+            after: None,
+        });
         ch.release_replies();
         Ok(ansno)
     }
@@ -496,7 +615,13 @@ impl Session {
         self.user_reply(channel, msgno, FrameKind::Nul, Vec::new())
     }
 
-    fn user_reply(&mut self, channel: u32, msgno: u32, kind: FrameKind, payload: Vec<u8>) -> Result<(), BeepError> {
+    fn user_reply(
+        &mut self,
+        channel: u32,
+        msgno: u32,
+        kind: FrameKind,
+        payload: Vec<u8>,
+    ) -> Result<(), BeepError> {
         self.check_alive()?;
         self.user_channel(channel)?;
         self.queue_reply(channel, msgno, kind, payload, None)
@@ -506,7 +631,9 @@ impl Session {
         if channel == 0 {
             return Err(BeepError::NoSuchChannel { channel });
         }
-        self.channels.get_mut(&channel).ok_or(BeepError::NoSuchChannel { channel })
+        self.channels
+            .get_mut(&channel)
+            .ok_or(BeepError::NoSuchChannel { channel })
     }
 
     fn queue_reply(
@@ -517,13 +644,22 @@ impl Session {
         payload: Vec<u8>,
         after: Option<AfterWrite>,
     ) -> Result<(), BeepError> {
-        let ch = self.channels.get_mut(&channel).ok_or(BeepError::NoSuchChannel { channel })?;
+        let ch = self
+            .channels
+            .get_mut(&channel)
+            .ok_or(BeepError::NoSuchChannel { channel })?;
         let owed = ch
             .owed
             .iter_mut()
             .find(|o| o.msgno == msgno && !o.finished)
             .ok_or(BeepError::NoSuchMessage { channel, msgno })?;
-        owed.held.push(Outgoing { kind, msgno, payload, offset: 0, after });
+        owed.held.push(Outgoing {
+            kind,
+            msgno,
+            payload,
+            offset: 0,
+            after,
+        });
         owed.finished = true;
         ch.release_replies();
         Ok(())
@@ -551,11 +687,19 @@ impl Session {
     }
 
     fn send_channel0_msg(&mut self, message: Channel0Message) -> u32 {
-        let Some(zero) = self.channels.get_mut(&0) else { return 0 };
+        let Some(zero) = self.channels.get_mut(&0) else {
+            return 0;
+        };
         let msgno = zero.next_msgno;
         zero.next_msgno = if msgno == MAX_I31 { 1 } else { msgno + 1 };
         zero.awaiting.push_back(msgno);
-        zero.outgoing.push_back(Outgoing { kind: FrameKind::Msg, msgno, payload: message.to_payload(), offset: 0, after: None });
+        zero.outgoing.push_back(Outgoing {
+            kind: FrameKind::Msg,
+            msgno,
+            payload: message.to_payload(),
+            offset: 0,
+            after: None,
+        });
         msgno
     }
 
@@ -581,7 +725,9 @@ impl Session {
         let window = self.config.window;
         for (number, ch) in self.channels.iter_mut() {
             // No SEQ for a channel the peer does not know of yet.
-            if ch.announced && (ch.consumed != ch.advertised_ackno || ch.advertised_window != window) {
+            if ch.announced
+                && (ch.consumed != ch.advertised_ackno || ch.advertised_window != window)
+            {
                 encode_seq(*number, ch.consumed, window, out);
                 ch.advertised_ackno = ch.consumed;
                 ch.advertised_window = window;
@@ -595,13 +741,17 @@ impl Session {
         let mut wrote = false;
         let mut done = Vec::new();
         {
-            let Some(ch) = self.channels.get_mut(&number) else { return false };
+            let Some(ch) = self.channels.get_mut(&number) else {
+                return false;
+            };
             if !ch.announced {
                 return false;
             }
             loop {
                 let window = ch.send_window() as usize;
-                let Some(front) = ch.outgoing.front_mut() else { break };
+                let Some(front) = ch.outgoing.front_mut() else {
+                    break;
+                };
                 let remaining = front.payload.len().saturating_sub(front.offset);
                 let n = remaining.min(window).min(max_frame);
                 if n == 0 && remaining > 0 {
@@ -610,7 +760,15 @@ impl Session {
                 let end = front.offset + n;
                 let more = end < front.payload.len();
                 let chunk = front.payload.get(front.offset..end).unwrap_or_default();
-                encode_data(front.kind, number, front.msgno, more, ch.send_seq, chunk, out);
+                encode_data(
+                    front.kind,
+                    number,
+                    front.msgno,
+                    more,
+                    ch.send_seq,
+                    chunk,
+                    out,
+                );
                 ch.send_seq = ch.send_seq.wrapping_add(n as u32);
                 front.offset = end;
                 wrote = true;
@@ -631,7 +789,8 @@ impl Session {
                 }
                 AfterWrite::EndSession => {
                     self.state = State::Closed;
-                    self.events.push_back((Event::SessionClosed { by_peer: true }, None));
+                    self.events
+                        .push_back((Event::SessionClosed { by_peer: true }, None));
                 }
             }
         }
@@ -657,15 +816,24 @@ impl Session {
             if let Some(ch) = self.channels.get_mut(&channel) {
                 ch.close = CloseState::Sent;
             }
-            let msgno = self.send_channel0_msg(Channel0Message::Close { number: channel, code: 200 });
+            let msgno = self.send_channel0_msg(Channel0Message::Close {
+                number: channel,
+                code: 200,
+            });
             self.requests.insert(msgno, Request::Close { channel });
             queued = true;
         }
         if self.state == State::CloseWanted
-            && self.channels.iter().all(|(n, c)| *n == 0 || c.outgoing.is_empty() || !c.announced)
+            && self
+                .channels
+                .iter()
+                .all(|(n, c)| *n == 0 || c.outgoing.is_empty() || !c.announced)
         {
             self.state = State::CloseSent;
-            let msgno = self.send_channel0_msg(Channel0Message::Close { number: 0, code: 200 });
+            let msgno = self.send_channel0_msg(Channel0Message::Close {
+                number: 0,
+                code: 200,
+            });
             self.requests.insert(msgno, Request::Close { channel: 0 });
             queued = true;
         }
@@ -676,25 +844,42 @@ impl Session {
 
     fn handle_frame(&mut self, frame: Frame) -> Result<(), BeepError> {
         let frame = match frame {
-            Frame::Seq { channel, ackno, window } => return self.handle_seq(channel, ackno, window),
+            Frame::Seq {
+                channel,
+                ackno,
+                window,
+            } => return self.handle_seq(channel, ackno, window),
             Frame::Data(frame) => frame,
         };
-        if !self.greeted
-            && !(frame.channel == 0 && frame.msgno == 0 && matches!(frame.kind, FrameKind::Rpy | FrameKind::Err))
-        {
-            return Err(BeepError::MissingGreeting { what: describe(&frame) });
+        let is_greeting = frame.channel == 0
+            && frame.msgno == 0
+            && matches!(frame.kind, FrameKind::Rpy | FrameKind::Err);
+        if !self.greeted && !is_greeting {
+            return Err(BeepError::MissingGreeting {
+                what: describe(&frame),
+            });
         }
         let max_message = self.config.max_message_size;
         let number = frame.channel;
-        let ch = self.channels.get_mut(&number).ok_or(BeepError::UnknownChannel { channel: number })?;
+        let ch = self
+            .channels
+            .get_mut(&number)
+            .ok_or(BeepError::UnknownChannel { channel: number })?;
         let size = frame.payload.len() as u32;
         if frame.seqno != ch.recv_seq {
-            return Err(BeepError::UnexpectedSeqno { channel: number, expected: ch.recv_seq, got: frame.seqno });
+            return Err(BeepError::UnexpectedSeqno {
+                channel: number,
+                expected: ch.recv_seq,
+                got: frame.seqno,
+            });
         }
         let end = frame.seqno.wrapping_add(size);
         let used = end.wrapping_sub(ch.advertised_ackno);
         if used > ch.advertised_window {
-            return Err(BeepError::WindowOverrun { channel: number, excess: used - ch.advertised_window });
+            return Err(BeepError::WindowOverrun {
+                channel: number,
+                excess: used - ch.advertised_window,
+            });
         }
         ch.recv_seq = end;
         // Frames that do not finish a message are held by the session: consumed now.
@@ -702,7 +887,13 @@ impl Session {
             ch.consumed = ch.consumed.wrapping_add(size);
         }
         let credit = (number, ch.generation, if frame.more { 0 } else { size });
-        let DataFrame { kind, msgno, more, payload, .. } = frame;
+        let DataFrame {
+            kind,
+            msgno,
+            more,
+            payload,
+            ..
+        } = frame;
         let complete = match kind {
             FrameKind::Msg => {
                 let partial = match ch.partial_msg.take() {
@@ -714,23 +905,39 @@ impl Session {
                         })
                     }
                     None if ch.owed.iter().any(|o| o.msgno == msgno) => {
-                        return Err(BeepError::MsgnoInUse { channel: number, msgno })
+                        return Err(BeepError::MsgnoInUse {
+                            channel: number,
+                            msgno,
+                        })
                     }
-                    None => Partial { kind, msgno, payload: Vec::new() },
+                    None => Partial {
+                        kind,
+                        msgno,
+                        payload: Vec::new(),
+                    },
                 };
                 let partial = append(partial, payload, number, max_message)?;
                 if more {
                     ch.partial_msg = Some(partial);
                     None
                 } else {
-                    ch.owed.push_back(Owed { msgno, held: Vec::new(), next_ansno: 0, finished: false });
+                    ch.owed.push_back(Owed {
+                        msgno,
+                        held: Vec::new(),
+                        next_ansno: 0,
+                        finished: false,
+                    });
                     Some((kind, msgno, partial.payload))
                 }
             }
             FrameKind::Rpy | FrameKind::Err => {
                 check_reply_order(ch, number, msgno)?;
                 if ch.answering {
-                    return Err(BeepError::BadReply { channel: number, msgno, reason: "RPY or ERR after ANS".into() });
+                    return Err(BeepError::BadReply {
+                        channel: number,
+                        msgno,
+                        reason: "RPY or ERR after ANS".into(),
+                    });
                 }
                 let partial = match ch.partial_reply.take() {
                     Some(p) if p.kind == kind => p,
@@ -740,7 +947,11 @@ impl Session {
                             reason: "reply changes between RPY and ERR".into(),
                         })
                     }
-                    None => Partial { kind, msgno, payload: Vec::new() },
+                    None => Partial {
+                        kind,
+                        msgno,
+                        payload: Vec::new(),
+                    },
                 };
                 let partial = append(partial, payload, number, max_message)?;
                 if more {
@@ -754,11 +965,23 @@ impl Session {
             FrameKind::Ans { ansno } => {
                 check_reply_order(ch, number, msgno)?;
                 if ch.partial_reply.is_some() {
-                    return Err(BeepError::BadContinuation { channel: number, reason: "ANS inside an unfinished RPY".into() });
+                    return Err(BeepError::BadContinuation {
+                        channel: number,
+                        reason: "ANS inside an unfinished RPY".into(),
+                    });
                 }
                 ch.answering = true;
                 let so_far = ch.partial_answers.remove(&ansno).unwrap_or_default();
-                let partial = append(Partial { kind, msgno, payload: so_far }, payload, number, max_message)?;
+                let partial = append(
+                    Partial {
+                        kind,
+                        msgno,
+                        payload: so_far,
+                    },
+                    payload,
+                    number,
+                    max_message,
+                )?;
                 if more {
                     ch.partial_answers.insert(ansno, partial.payload);
                     None
@@ -769,17 +992,27 @@ impl Session {
             FrameKind::Nul => {
                 check_reply_order(ch, number, msgno)?;
                 if !payload.is_empty() || more {
-                    return Err(BeepError::BadReply { channel: number, msgno, reason: "NUL must be a single empty frame".into() });
+                    return Err(BeepError::BadReply {
+                        channel: number,
+                        msgno,
+                        reason: "NUL must be a single empty frame".into(),
+                    });
                 }
                 if ch.partial_reply.is_some() || !ch.partial_answers.is_empty() {
-                    return Err(BeepError::BadReply { channel: number, msgno, reason: "NUL before the answers were complete".into() });
+                    return Err(BeepError::BadReply {
+                        channel: number,
+                        msgno,
+                        reason: "NUL before the answers were complete".into(),
+                    });
                 }
                 ch.answering = false;
                 ch.awaiting.pop_front();
                 Some((kind, msgno, Vec::new()))
             }
         };
-        let Some((kind, msgno, payload)) = complete else { return Ok(()) };
+        let Some((kind, msgno, payload)) = complete else {
+            return Ok(());
+        };
         if number == 0 {
             if let Some(ch) = self.channels.get_mut(&0) {
                 ch.consumed = ch.consumed.wrapping_add(credit.2);
@@ -787,11 +1020,31 @@ impl Session {
             return self.handle_channel0(kind, msgno, &payload);
         }
         let event = match kind {
-            FrameKind::Msg => Event::Message { channel: number, msgno, payload },
-            FrameKind::Rpy => Event::Reply { channel: number, msgno, payload },
-            FrameKind::Err => Event::ErrorReply { channel: number, msgno, payload },
-            FrameKind::Ans { ansno } => Event::Answer { channel: number, msgno, ansno, payload },
-            FrameKind::Nul => Event::AnswersDone { channel: number, msgno },
+            FrameKind::Msg => Event::Message {
+                channel: number,
+                msgno,
+                payload,
+            },
+            FrameKind::Rpy => Event::Reply {
+                channel: number,
+                msgno,
+                payload,
+            },
+            FrameKind::Err => Event::ErrorReply {
+                channel: number,
+                msgno,
+                payload,
+            },
+            FrameKind::Ans { ansno } => Event::Answer {
+                channel: number,
+                msgno,
+                ansno,
+                payload,
+            },
+            FrameKind::Nul => Event::AnswersDone {
+                channel: number,
+                msgno,
+            },
         };
         self.events.push_back((event, Some(credit)));
         Ok(())
@@ -799,18 +1052,29 @@ impl Session {
 
     fn handle_seq(&mut self, channel: u32, ackno: u32, window: u32) -> Result<(), BeepError> {
         // A SEQ may race with a close, so one for a channel we do not know is ignored.
-        let Some(ch) = self.channels.get_mut(&channel) else { return Ok(()) };
+        let Some(ch) = self.channels.get_mut(&channel) else {
+            return Ok(());
+        };
         let acked = ackno.wrapping_sub(ch.peer_ackno);
         let sent = ch.send_seq.wrapping_sub(ch.peer_ackno);
         if acked > sent {
-            return Err(BeepError::BadAck { channel, ackno, sent: ch.send_seq });
+            return Err(BeepError::BadAck {
+                channel,
+                ackno,
+                sent: ch.send_seq,
+            });
         }
         ch.peer_ackno = ackno;
         ch.peer_window = window;
         Ok(())
     }
 
-    fn handle_channel0(&mut self, kind: FrameKind, msgno: u32, payload: &[u8]) -> Result<(), BeepError> {
+    fn handle_channel0(
+        &mut self,
+        kind: FrameKind,
+        msgno: u32,
+        payload: &[u8],
+    ) -> Result<(), BeepError> {
         let message = channel0::parse(payload)?;
         match kind {
             FrameKind::Msg => self.handle_channel0_request(msgno, message),
@@ -821,8 +1085,12 @@ impl Session {
                     self.events.push_back((Event::Greeting { profiles }, None));
                     Ok(())
                 }
-                Channel0Message::Error { code, text } => Err(BeepError::GreetingRefused { code, text }),
-                other => Err(BeepError::BadChannelZeroMessage { reason: format!("expected a greeting, got {other:?}") }),
+                Channel0Message::Error { code, text } => {
+                    Err(BeepError::GreetingRefused { code, text })
+                }
+                other => Err(BeepError::BadChannelZeroMessage {
+                    reason: format!("expected a greeting, got {other:?}"),
+                }),
             },
             FrameKind::Rpy | FrameKind::Err => {
                 let request = self
@@ -831,13 +1099,17 @@ impl Session {
                     .ok_or(BeepError::UnexpectedReply { channel: 0, msgno })?;
                 self.handle_channel0_reply(request, kind, message)
             }
-            FrameKind::Ans { .. } | FrameKind::Nul => {
-                Err(BeepError::BadChannelZeroMessage { reason: "channel 0 does not use ANS or NUL".into() })
-            }
+            FrameKind::Ans { .. } | FrameKind::Nul => Err(BeepError::BadChannelZeroMessage {
+                reason: "channel 0 does not use ANS or NUL".into(),
+            }),
         }
     }
 
-    fn handle_channel0_request(&mut self, msgno: u32, message: Channel0Message) -> Result<(), BeepError> {
+    fn handle_channel0_request(
+        &mut self,
+        msgno: u32,
+        message: Channel0Message,
+    ) -> Result<(), BeepError> {
         match message {
             Channel0Message::Start { number, profiles } => {
                 let peer_parity = match self.role {
@@ -846,37 +1118,77 @@ impl Session {
                 };
                 let rejection = if number == 0 || number % 2 != peer_parity {
                     Some((501, BeepError::WrongChannelParity { channel: number }))
-                } else if self.channels.contains_key(&number) || self.peer_starts.contains_key(&number) {
+                } else if self.channels.contains_key(&number)
+                    || self.peer_starts.contains_key(&number)
+                {
                     Some((550, BeepError::ChannelInUse { channel: number }))
                 } else {
                     None
                 };
-                let offered: Vec<ProfileOffer> =
-                    profiles.iter().filter(|p| self.config.profiles.contains(&p.uri)).cloned().collect();
+                let offered: Vec<ProfileOffer> = profiles
+                    .iter()
+                    .filter(|p| self.config.profiles.contains(&p.uri))
+                    .cloned()
+                    .collect();
                 let rejection = rejection.or_else(|| {
                     offered.is_empty().then(|| {
                         let requested = profiles.into_iter().map(|p| p.uri).collect();
-                        (550, BeepError::NoProfileOffered { channel: number, requested })
+                        (
+                            550,
+                            BeepError::NoProfileOffered {
+                                channel: number,
+                                requested,
+                            },
+                        )
                     })
                 });
                 if let Some((code, error)) = rejection {
-                    let reply = Channel0Message::Error { code, text: error.to_string() };
+                    let reply = Channel0Message::Error {
+                        code,
+                        text: error.to_string(),
+                    };
                     self.queue_reply(0, msgno, FrameKind::Err, reply.to_payload(), None)?;
-                    self.events.push_back((Event::StartRejected { channel: number, error }, None));
+                    self.events.push_back((
+                        Event::StartRejected {
+                            channel: number,
+                            error,
+                        },
+                        None,
+                    ));
                     return Ok(());
                 }
-                self.peer_starts.insert(number, PendingStart { msgno, offered: offered.clone() });
-                self.events.push_back((Event::StartRequested { channel: number, profiles: offered }, None));
+                self.peer_starts.insert(
+                    number,
+                    PendingStart {
+                        msgno,
+                        offered: offered.clone(),
+                    },
+                );
+                self.events.push_back((
+                    Event::StartRequested {
+                        channel: number,
+                        profiles: offered,
+                    },
+                    None,
+                ));
                 Ok(())
             }
             Channel0Message::Close { number: 0, .. } => {
                 // Xgrid clients close the session with channels still open: always agree.
-                self.queue_reply(0, msgno, FrameKind::Rpy, Channel0Message::Ok.to_payload(), Some(AfterWrite::EndSession))
+                self.queue_reply(
+                    0,
+                    msgno,
+                    FrameKind::Rpy,
+                    Channel0Message::Ok.to_payload(),
+                    Some(AfterWrite::EndSession),
+                )
             }
             Channel0Message::Close { number, .. } => {
                 let verdict = match self.channels.get(&number) {
                     None => Some((550, format!("channel {number} is not open"))),
-                    Some(ch) if !ch.idle() => Some((550, format!("channel {number} is still in use"))),
+                    Some(ch) if !ch.idle() => {
+                        Some((550, format!("channel {number} is still in use")))
+                    }
                     Some(_) => None,
                 };
                 if let Some((code, text)) = verdict {
@@ -884,15 +1196,34 @@ impl Session {
                     return self.queue_reply(0, msgno, FrameKind::Err, reply.to_payload(), None);
                 }
                 self.channels.remove(&number);
-                self.queue_reply(0, msgno, FrameKind::Rpy, Channel0Message::Ok.to_payload(), None)?;
-                self.events.push_back((Event::ChannelClosed { channel: number, by_peer: true }, None));
+                self.queue_reply(
+                    0,
+                    msgno,
+                    FrameKind::Rpy,
+                    Channel0Message::Ok.to_payload(),
+                    None,
+                )?;
+                self.events.push_back((
+                    Event::ChannelClosed {
+                        channel: number,
+                        by_peer: true,
+                    },
+                    None,
+                ));
                 Ok(())
             }
-            other => Err(BeepError::BadChannelZeroMessage { reason: format!("a MSG cannot carry {other:?}") }),
+            other => Err(BeepError::BadChannelZeroMessage {
+                reason: format!("a MSG cannot carry {other:?}"),
+            }),
         }
     }
 
-    fn handle_channel0_reply(&mut self, request: Request, kind: FrameKind, message: Channel0Message) -> Result<(), BeepError> {
+    fn handle_channel0_reply(
+        &mut self,
+        request: Request,
+        kind: FrameKind,
+        message: Channel0Message,
+    ) -> Result<(), BeepError> {
         match (request, kind, message) {
             (Request::Start { channel }, FrameKind::Rpy, Channel0Message::Profile(p)) => {
                 self.our_starts.remove(&channel);
@@ -900,38 +1231,76 @@ impl Session {
                 let ch = Channel::new(self.generation, p.uri.clone(), true);
                 self.channels.insert(channel, ch);
                 self.events.push_back((
-                    Event::ChannelStarted { channel, profile: p.uri, piggyback: p.piggyback },
+                    Event::ChannelStarted {
+                        channel,
+                        profile: p.uri,
+                        piggyback: p.piggyback,
+                    },
                     None,
                 ));
             }
             (Request::Start { channel }, FrameKind::Err, Channel0Message::Error { code, text }) => {
                 self.our_starts.remove(&channel);
-                self.events.push_back((Event::StartRefused { channel, code, text }, None));
+                self.events.push_back((
+                    Event::StartRefused {
+                        channel,
+                        code,
+                        text,
+                    },
+                    None,
+                ));
             }
             (Request::Close { channel: 0 }, FrameKind::Rpy, Channel0Message::Ok) => {
                 self.state = State::Closed;
-                self.events.push_back((Event::SessionClosed { by_peer: false }, None));
+                self.events
+                    .push_back((Event::SessionClosed { by_peer: false }, None));
             }
-            (Request::Close { channel: 0 }, FrameKind::Err, Channel0Message::Error { code, text }) => {
+            (
+                Request::Close { channel: 0 },
+                FrameKind::Err,
+                Channel0Message::Error { code, text },
+            ) => {
                 if self.state == State::CloseSent {
                     self.state = State::Open;
                 }
-                self.events.push_back((Event::CloseRefused { channel: 0, code, text }, None));
+                self.events.push_back((
+                    Event::CloseRefused {
+                        channel: 0,
+                        code,
+                        text,
+                    },
+                    None,
+                ));
             }
             (Request::Close { channel }, FrameKind::Rpy, Channel0Message::Ok) => {
                 // Gone already if the peer's own close of it crossed ours.
                 if self.channels.remove(&channel).is_some() {
-                    self.events.push_back((Event::ChannelClosed { channel, by_peer: false }, None));
+                    self.events.push_back((
+                        Event::ChannelClosed {
+                            channel,
+                            by_peer: false,
+                        },
+                        None,
+                    ));
                 }
             }
             (Request::Close { channel }, FrameKind::Err, Channel0Message::Error { code, text }) => {
                 if let Some(ch) = self.channels.get_mut(&channel) {
                     ch.close = CloseState::Open;
                 }
-                self.events.push_back((Event::CloseRefused { channel, code, text }, None));
+                self.events.push_back((
+                    Event::CloseRefused {
+                        channel,
+                        code,
+                        text,
+                    },
+                    None,
+                ));
             }
             (_, _, other) => {
-                return Err(BeepError::BadChannelZeroMessage { reason: format!("unexpected reply {other:?}") })
+                return Err(BeepError::BadChannelZeroMessage {
+                    reason: format!("unexpected reply {other:?}"),
+                })
             }
         }
         Ok(())
@@ -952,10 +1321,18 @@ impl Session {
 }
 
 fn describe(frame: &DataFrame) -> String {
-    format!("{:?} on channel {} (msgno {})", frame.kind, frame.channel, frame.msgno)
+    format!(
+        "{:?} on channel {} (msgno {})",
+        frame.kind, frame.channel, frame.msgno
+    )
 }
 
-fn append(mut partial: Partial, payload: Vec<u8>, channel: u32, limit: usize) -> Result<Partial, BeepError> {
+fn append(
+    mut partial: Partial,
+    payload: Vec<u8>,
+    channel: u32,
+    limit: usize,
+) -> Result<Partial, BeepError> {
     if partial.payload.len() + payload.len() > limit {
         return Err(BeepError::MessageTooLarge { channel, limit });
     }
@@ -971,9 +1348,11 @@ fn append(mut partial: Partial, payload: Vec<u8>, channel: u32, limit: usize) ->
 fn check_reply_order(ch: &Channel, channel: u32, msgno: u32) -> Result<(), BeepError> {
     match ch.awaiting.front() {
         Some(&front) if front == msgno => Ok(()),
-        Some(&front) if ch.awaiting.contains(&msgno) => {
-            Err(BeepError::ReplyOutOfOrder { channel, expected: front, got: msgno })
-        }
+        Some(&front) if ch.awaiting.contains(&msgno) => Err(BeepError::ReplyOutOfOrder {
+            channel,
+            expected: front,
+            got: msgno,
+        }),
         _ => Err(BeepError::UnexpectedReply { channel, msgno }),
     }
 }

@@ -9,7 +9,13 @@ const CLIENT: &str = profile::CLIENT;
 const AUTH: &str = profile::TWO_WAY_RANDOM;
 
 fn listener_config() -> Config {
-    Config { profiles: profile::CONTROLLER_GREETING.iter().map(|s| s.to_string()).collect(), ..Config::default() }
+    Config {
+        profiles: profile::CONTROLLER_GREETING
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        ..Config::default()
+    }
 }
 
 /// Two sessions and everything that crossed between them.
@@ -38,7 +44,12 @@ impl Pair {
     fn greeted() -> Pair {
         let mut p = Pair::new(Config::default(), listener_config());
         p.run();
-        assert_eq!(p.take_client(), vec![Event::Greeting { profiles: listener_config().profiles }]);
+        assert_eq!(
+            p.take_client(),
+            vec![Event::Greeting {
+                profiles: listener_config().profiles
+            }]
+        );
         assert_eq!(p.take_server(), vec![Event::Greeting { profiles: vec![] }]);
         p
     }
@@ -77,18 +88,30 @@ impl Pair {
 
     /// Start a channel from the client with `profile`, accepted by the server.
     fn open(&mut self, profile: &str) -> u32 {
-        let channel = self.client.start_channel(vec![ProfileOffer::new(profile)]).expect("start");
+        let channel = self
+            .client
+            .start_channel(vec![ProfileOffer::new(profile)])
+            .expect("start");
         self.run();
         assert_eq!(
             self.take_server(),
-            vec![Event::StartRequested { channel, profiles: vec![ProfileOffer::new(profile)] }]
+            vec![Event::StartRequested {
+                channel,
+                profiles: vec![ProfileOffer::new(profile)]
+            }]
         );
-        self.server.accept_start(channel, profile, None).expect("accept");
+        self.server
+            .accept_start(channel, profile, None)
+            .expect("accept");
         self.run();
         // An accept with no piggyback writes `<profile uri='…'/>`.
         assert_eq!(
             self.take_client(),
-            vec![Event::ChannelStarted { channel, profile: profile.into(), piggyback: None }]
+            vec![Event::ChannelStarted {
+                channel,
+                profile: profile.into(),
+                piggyback: None
+            }]
         );
         channel
     }
@@ -117,41 +140,98 @@ fn whole_conversation_between_two_sessions() {
     let mut p = Pair::greeted();
 
     // A start the server refuses, as a controller does before authentication.
-    let refused = p.client.start_channel(vec![ProfileOffer::new(CLIENT)]).expect("start");
+    let refused = p
+        .client
+        .start_channel(vec![ProfileOffer::new(CLIENT)])
+        .expect("start");
     assert_eq!(refused, 1, "the initiator opens odd channels");
     p.run();
-    assert_eq!(p.take_server(), vec![Event::StartRequested { channel: 1, profiles: vec![ProfileOffer::new(CLIENT)] }]);
-    p.server.refuse_start(1, 530, "Authentication required").expect("refuse");
+    assert_eq!(
+        p.take_server(),
+        vec![Event::StartRequested {
+            channel: 1,
+            profiles: vec![ProfileOffer::new(CLIENT)]
+        }]
+    );
+    p.server
+        .refuse_start(1, 530, "Authentication required")
+        .expect("refuse");
     p.run();
-    assert_eq!(p.take_client(), vec![Event::StartRefused { channel: 1, code: 530, text: "Authentication required".into() }]);
-    let last_err = data_frames(&p.server_frames, 0).last().map(|f| (f.kind, f.payload.clone()));
+    assert_eq!(
+        p.take_client(),
+        vec![Event::StartRefused {
+            channel: 1,
+            code: 530,
+            text: "Authentication required".into()
+        }]
+    );
+    let last_err = data_frames(&p.server_frames, 0)
+        .last()
+        .map(|f| (f.kind, f.payload.clone()));
     assert_eq!(
         last_err,
         Some((FrameKind::Err, b"Content-Type: application/beep+xml\r\n\r\n<error code='530'>Authentication required</error>".to_vec()))
     );
 
     // A start with a piggyback, answered with a piggyback.
-    let auth = p.client.start_channel(vec![ProfileOffer::with_piggyback(AUTH, "")]).expect("start");
-    assert_eq!(auth, 3, "channel 1 was refused, so the next odd number is used");
+    let auth = p
+        .client
+        .start_channel(vec![ProfileOffer::with_piggyback(AUTH, "")])
+        .expect("start");
+    assert_eq!(
+        auth, 3,
+        "channel 1 was refused, so the next odd number is used"
+    );
     p.run();
-    assert_eq!(p.take_server(), vec![Event::StartRequested { channel: 3, profiles: vec![ProfileOffer::with_piggyback(AUTH, "")] }]);
-    p.server.accept_start(3, AUTH, Some("<blob>QUFF</blob>".into())).expect("accept");
+    assert_eq!(
+        p.take_server(),
+        vec![Event::StartRequested {
+            channel: 3,
+            profiles: vec![ProfileOffer::with_piggyback(AUTH, "")]
+        }]
+    );
+    p.server
+        .accept_start(3, AUTH, Some("<blob>QUFF</blob>".into()))
+        .expect("accept");
     p.run();
     assert_eq!(
         p.take_client(),
-        vec![Event::ChannelStarted { channel: 3, profile: AUTH.into(), piggyback: Some("<blob>QUFF</blob>".into()) }]
+        vec![Event::ChannelStarted {
+            channel: 3,
+            profile: AUTH.into(),
+            piggyback: Some("<blob>QUFF</blob>".into())
+        }]
     );
     assert_eq!(p.client.channel_profile(3), Some(AUTH));
 
     // Several MSG/RPY exchanges; replies carry the msgno of their MSG.
     for i in 0..3u32 {
-        let msgno = p.client.send_msg(3, format!("\r\nrequest {i}").into_bytes()).expect("msg");
+        let msgno = p
+            .client
+            .send_msg(3, format!("\r\nrequest {i}").into_bytes())
+            .expect("msg");
         assert_eq!(msgno, i);
         p.run();
-        assert_eq!(p.take_server(), vec![Event::Message { channel: 3, msgno, payload: format!("\r\nrequest {i}").into_bytes() }]);
-        p.server.send_rpy(3, msgno, format!("\r\nreply {i}").into_bytes()).expect("rpy");
+        assert_eq!(
+            p.take_server(),
+            vec![Event::Message {
+                channel: 3,
+                msgno,
+                payload: format!("\r\nrequest {i}").into_bytes()
+            }]
+        );
+        p.server
+            .send_rpy(3, msgno, format!("\r\nreply {i}").into_bytes())
+            .expect("rpy");
         p.run();
-        assert_eq!(p.take_client(), vec![Event::Reply { channel: 3, msgno, payload: format!("\r\nreply {i}").into_bytes() }]);
+        assert_eq!(
+            p.take_client(),
+            vec![Event::Reply {
+                channel: 3,
+                msgno,
+                payload: format!("\r\nreply {i}").into_bytes()
+            }]
+        );
     }
 
     // A message larger than the 4096 window has to wait for SEQs.
@@ -159,21 +239,55 @@ fn whole_conversation_between_two_sessions() {
     let sent_before = p.client_frames.len();
     let msgno = p.client.send_msg(3, big.clone()).expect("msg");
     p.run();
-    assert_eq!(p.take_server(), vec![Event::Message { channel: 3, msgno, payload: big.clone() }]);
+    assert_eq!(
+        p.take_server(),
+        vec![Event::Message {
+            channel: 3,
+            msgno,
+            payload: big.clone()
+        }]
+    );
     let frames: Vec<&DataFrame> = data_frames(&p.client_frames[sent_before..], 3);
-    assert!(frames.len() >= 3, "10000 octets need at least three frames in a 4096 window");
+    assert!(
+        frames.len() >= 3,
+        "10000 octets need at least three frames in a 4096 window"
+    );
     assert!(frames.iter().all(|f| f.payload.len() <= 4096));
-    assert_eq!(frames.iter().map(|f| f.payload.len()).sum::<usize>(), 10_000);
-    let server_seqs = p.server_frames.iter().filter(|f| matches!(f, Frame::Seq { channel: 3, .. })).count();
-    assert!(server_seqs >= 2, "the server granted window with SEQ frames");
+    assert_eq!(
+        frames.iter().map(|f| f.payload.len()).sum::<usize>(),
+        10_000
+    );
+    let server_seqs = p
+        .server_frames
+        .iter()
+        .filter(|f| matches!(f, Frame::Seq { channel: 3, .. }))
+        .count();
+    assert!(
+        server_seqs >= 2,
+        "the server granted window with SEQ frames"
+    );
     p.server.send_rpy(3, msgno, Vec::new()).expect("rpy");
     p.run();
-    assert_eq!(p.take_client(), vec![Event::Reply { channel: 3, msgno, payload: vec![] }]);
+    assert_eq!(
+        p.take_client(),
+        vec![Event::Reply {
+            channel: 3,
+            msgno,
+            payload: vec![]
+        }]
+    );
 
     // ANS/NUL, the other way round: the server asks, the client answers twice.
     let msgno = p.server.send_msg(3, b"\r\nlist".to_vec()).expect("msg");
     p.run();
-    assert_eq!(p.take_client(), vec![Event::Message { channel: 3, msgno, payload: b"\r\nlist".to_vec() }]);
+    assert_eq!(
+        p.take_client(),
+        vec![Event::Message {
+            channel: 3,
+            msgno,
+            payload: b"\r\nlist".to_vec()
+        }]
+    );
     assert_eq!(p.client.send_ans(3, msgno, b"one".to_vec()), Ok(0));
     assert_eq!(p.client.send_ans(3, msgno, b"two".to_vec()), Ok(1));
     p.client.send_nul(3, msgno).expect("nul");
@@ -181,8 +295,18 @@ fn whole_conversation_between_two_sessions() {
     assert_eq!(
         p.take_server(),
         vec![
-            Event::Answer { channel: 3, msgno, ansno: 0, payload: b"one".to_vec() },
-            Event::Answer { channel: 3, msgno, ansno: 1, payload: b"two".to_vec() },
+            Event::Answer {
+                channel: 3,
+                msgno,
+                ansno: 0,
+                payload: b"one".to_vec()
+            },
+            Event::Answer {
+                channel: 3,
+                msgno,
+                ansno: 1,
+                payload: b"two".to_vec()
+            },
             Event::AnswersDone { channel: 3, msgno },
         ]
     );
@@ -190,45 +314,110 @@ fn whole_conversation_between_two_sessions() {
     // Close the channel, then the session.
     p.client.close_channel(3).expect("close");
     p.run();
-    assert_eq!(p.take_client(), vec![Event::ChannelClosed { channel: 3, by_peer: false }]);
-    assert_eq!(p.take_server(), vec![Event::ChannelClosed { channel: 3, by_peer: true }]);
-    assert_eq!(p.client.send_msg(3, vec![]), Err(BeepError::NoSuchChannel { channel: 3 }));
+    assert_eq!(
+        p.take_client(),
+        vec![Event::ChannelClosed {
+            channel: 3,
+            by_peer: false
+        }]
+    );
+    assert_eq!(
+        p.take_server(),
+        vec![Event::ChannelClosed {
+            channel: 3,
+            by_peer: true
+        }]
+    );
+    assert_eq!(
+        p.client.send_msg(3, vec![]),
+        Err(BeepError::NoSuchChannel { channel: 3 })
+    );
     p.client.close_session().expect("close session");
     p.run();
-    assert_eq!(p.take_client(), vec![Event::SessionClosed { by_peer: false }]);
-    assert_eq!(p.take_server(), vec![Event::SessionClosed { by_peer: true }]);
+    assert_eq!(
+        p.take_client(),
+        vec![Event::SessionClosed { by_peer: false }]
+    );
+    assert_eq!(
+        p.take_server(),
+        vec![Event::SessionClosed { by_peer: true }]
+    );
     assert!(p.client.is_closed() && p.server.is_closed());
     assert_eq!(p.client.send_msg(3, vec![]), Err(BeepError::SessionClosed));
 }
 
 #[test]
 fn listener_opens_even_channels_and_its_close_waits_for_owed_replies() {
-    let mut p = Pair::new(Config { profiles: vec![CLIENT.into()], ..Config::default() }, listener_config());
+    let mut p = Pair::new(
+        Config {
+            profiles: vec![CLIENT.into()],
+            ..Config::default()
+        },
+        listener_config(),
+    );
     p.run();
     p.take_client();
     p.take_server();
-    let ch = p.server.start_channel(vec![ProfileOffer::new(CLIENT)]).expect("start");
+    let ch = p
+        .server
+        .start_channel(vec![ProfileOffer::new(CLIENT)])
+        .expect("start");
     assert_eq!(ch, 2);
     p.run();
-    assert_eq!(p.take_client(), vec![Event::StartRequested { channel: 2, profiles: vec![ProfileOffer::new(CLIENT)] }]);
+    assert_eq!(
+        p.take_client(),
+        vec![Event::StartRequested {
+            channel: 2,
+            profiles: vec![ProfileOffer::new(CLIENT)]
+        }]
+    );
     p.client.accept_start(2, CLIENT, None).expect("accept");
     p.run();
-    assert!(matches!(p.take_server().as_slice(), [Event::ChannelStarted { channel: 2, .. }]));
+    assert!(matches!(
+        p.take_server().as_slice(),
+        [Event::ChannelStarted { channel: 2, .. }]
+    ));
     // The server owes the client a reply on channel 2, so its close waits for that reply.
     let msgno = p.client.send_msg(2, b"x".to_vec()).expect("msg");
     p.run();
-    assert_eq!(p.take_server(), vec![Event::Message { channel: 2, msgno, payload: b"x".to_vec() }]);
+    assert_eq!(
+        p.take_server(),
+        vec![Event::Message {
+            channel: 2,
+            msgno,
+            payload: b"x".to_vec()
+        }]
+    );
     p.server.close_channel(2).expect("close");
     p.run();
     let early = p.take_client();
-    assert!(early.is_empty(), "the close waits for the reply the server owes: {early:?}");
+    assert!(
+        early.is_empty(),
+        "the close waits for the reply the server owes: {early:?}"
+    );
     p.server.send_rpy(2, msgno, b"y".to_vec()).expect("rpy");
     p.run();
     assert_eq!(
         p.take_client(),
-        vec![Event::Reply { channel: 2, msgno, payload: b"y".to_vec() }, Event::ChannelClosed { channel: 2, by_peer: true }]
+        vec![
+            Event::Reply {
+                channel: 2,
+                msgno,
+                payload: b"y".to_vec()
+            },
+            Event::ChannelClosed {
+                channel: 2,
+                by_peer: true
+            }
+        ]
     );
-    assert_eq!(p.take_server(), vec![Event::ChannelClosed { channel: 2, by_peer: false }]);
+    assert_eq!(
+        p.take_server(),
+        vec![Event::ChannelClosed {
+            channel: 2,
+            by_peer: false
+        }]
+    );
 }
 
 #[test]
@@ -245,41 +434,87 @@ fn replies_go_out_in_msgno_order() {
     p.server.send_err(ch, m1, b"B".to_vec()).expect("err");
     p.run();
     assert!(p.take_client().is_empty(), "replies to later MSGs wait");
-    assert_eq!(p.server.send_rpy(ch, m1, vec![]), Err(BeepError::NoSuchMessage { channel: ch, msgno: m1 }));
+    assert_eq!(
+        p.server.send_rpy(ch, m1, vec![]),
+        Err(BeepError::NoSuchMessage {
+            channel: ch,
+            msgno: m1
+        })
+    );
     p.server.send_rpy(ch, m0, b"A".to_vec()).expect("rpy");
     p.run();
     assert_eq!(
         p.take_client(),
         vec![
-            Event::Reply { channel: ch, msgno: m0, payload: b"A".to_vec() },
-            Event::ErrorReply { channel: ch, msgno: m1, payload: b"B".to_vec() },
-            Event::Reply { channel: ch, msgno: m2, payload: b"C".to_vec() },
+            Event::Reply {
+                channel: ch,
+                msgno: m0,
+                payload: b"A".to_vec()
+            },
+            Event::ErrorReply {
+                channel: ch,
+                msgno: m1,
+                payload: b"B".to_vec()
+            },
+            Event::Reply {
+                channel: ch,
+                msgno: m2,
+                payload: b"C".to_vec()
+            },
         ]
     );
 }
 
 #[test]
 fn larger_window_is_announced_and_used() {
-    let big = Config { window: 65536, ..listener_config() };
+    let big = Config {
+        window: 65536,
+        ..listener_config()
+    };
     let mut p = Pair::new(Config::default(), big);
     p.run();
-    assert!(p.server_frames.contains(&Frame::Seq { channel: 0, ackno: 0, window: 65536 }));
+    assert!(p.server_frames.contains(&Frame::Seq {
+        channel: 0,
+        ackno: 0,
+        window: 65536
+    }));
     p.take_client();
     p.take_server();
     let ch = p.open(CLIENT);
-    assert!(p.server_frames.contains(&Frame::Seq { channel: ch, ackno: 0, window: 65536 }));
+    assert!(p.server_frames.contains(&Frame::Seq {
+        channel: ch,
+        ackno: 0,
+        window: 65536
+    }));
     let before = p.client_frames.len();
     let payload = vec![7u8; 20_000];
     let msgno = p.client.send_msg(ch, payload.clone()).expect("msg");
     p.run();
     let frames = data_frames(&p.client_frames[before..], ch);
-    assert_eq!(frames.len(), 1, "20000 octets fit the 65536 window in one frame");
-    assert_eq!(p.take_server(), vec![Event::Message { channel: ch, msgno, payload }]);
+    assert_eq!(
+        frames.len(),
+        1,
+        "20000 octets fit the 65536 window in one frame"
+    );
+    assert_eq!(
+        p.take_server(),
+        vec![Event::Message {
+            channel: ch,
+            msgno,
+            payload
+        }]
+    );
 }
 
 #[test]
 fn frames_respect_the_configured_frame_size() {
-    let mut p = Pair::new(Config { max_frame_size: 1000, ..Config::default() }, listener_config());
+    let mut p = Pair::new(
+        Config {
+            max_frame_size: 1000,
+            ..Config::default()
+        },
+        listener_config(),
+    );
     p.run();
     p.take_client();
     p.take_server();
@@ -287,7 +522,10 @@ fn frames_respect_the_configured_frame_size() {
     let before = p.client_frames.len();
     p.client.send_msg(ch, vec![1u8; 2500]).expect("msg");
     p.run();
-    let sizes: Vec<usize> = data_frames(&p.client_frames[before..], ch).iter().map(|f| f.payload.len()).collect();
+    let sizes: Vec<usize> = data_frames(&p.client_frames[before..], ch)
+        .iter()
+        .map(|f| f.payload.len())
+        .collect();
     assert_eq!(sizes, vec![1000, 1000, 500]);
 }
 
@@ -302,10 +540,23 @@ fn sequence_numbers_wrap_at_2_pow_32() {
     let payload: Vec<u8> = (0..9000u32).map(|i| i as u8).collect();
     let msgno = p.client.send_msg(ch, payload.clone()).expect("msg");
     p.run();
-    assert_eq!(p.take_server(), vec![Event::Message { channel: ch, msgno, payload }]);
-    let seqnos: Vec<u32> = data_frames(&p.client_frames[before..], ch).iter().map(|f| f.seqno).collect();
+    assert_eq!(
+        p.take_server(),
+        vec![Event::Message {
+            channel: ch,
+            msgno,
+            payload
+        }]
+    );
+    let seqnos: Vec<u32> = data_frames(&p.client_frames[before..], ch)
+        .iter()
+        .map(|f| f.seqno)
+        .collect();
     assert_eq!(seqnos.first(), Some(&start));
-    assert!(seqnos.iter().any(|s| *s < 9000), "seqnos wrapped past 2^32: {seqnos:?}");
+    assert!(
+        seqnos.iter().any(|s| *s < 9000),
+        "seqnos wrapped past 2^32: {seqnos:?}"
+    );
     let acks: Vec<u32> = p
         .server_frames
         .iter()
@@ -318,7 +569,14 @@ fn sequence_numbers_wrap_at_2_pow_32() {
     // The channel still works after the wrap.
     p.server.send_rpy(ch, msgno, b"ok".to_vec()).expect("rpy");
     p.run();
-    assert_eq!(p.take_client(), vec![Event::Reply { channel: ch, msgno, payload: b"ok".to_vec() }]);
+    assert_eq!(
+        p.take_client(),
+        vec![Event::Reply {
+            channel: ch,
+            msgno,
+            payload: b"ok".to_vec()
+        }]
+    );
 }
 
 #[test]
@@ -326,7 +584,10 @@ fn seq_before_greeting_is_tolerated_and_server_greets_at_once() {
     let mut server = Session::new(Role::Listener, listener_config());
     let mut out = Vec::new();
     server.poll_transmit(&mut out);
-    assert!(out.starts_with(b"RPY 0 0 . 0 "), "the listener greets before hearing anything");
+    assert!(
+        out.starts_with(b"RPY 0 0 . 0 "),
+        "the listener greets before hearing anything"
+    );
     server.handle_input(b"SEQ 0 0 4096\r\n");
     assert_eq!(server.poll_event(), None);
     assert!(!server.is_closed());
@@ -341,10 +602,19 @@ struct RawPeer {
 
 impl RawPeer {
     fn new() -> Self {
-        RawPeer { seq: HashMap::new() }
+        RawPeer {
+            seq: HashMap::new(),
+        }
     }
 
-    fn frame(&mut self, kind: FrameKind, channel: u32, msgno: u32, more: bool, payload: &[u8]) -> Vec<u8> {
+    fn frame(
+        &mut self,
+        kind: FrameKind,
+        channel: u32,
+        msgno: u32,
+        more: bool,
+        payload: &[u8],
+    ) -> Vec<u8> {
         let seq = self.seq.entry(channel).or_insert(0);
         let mut out = Vec::new();
         encode_data(kind, channel, msgno, more, *seq, payload, &mut out);
@@ -357,7 +627,11 @@ impl RawPeer {
     }
 
     fn greeting(&mut self) -> Vec<u8> {
-        self.channel0(FrameKind::Rpy, 0, Channel0Message::Greeting { profiles: vec![] })
+        self.channel0(
+            FrameKind::Rpy,
+            0,
+            Channel0Message::Greeting { profiles: vec![] },
+        )
     }
 }
 
@@ -378,7 +652,10 @@ fn greeted_listener(config: Config) -> (Session, RawPeer) {
     let mut server = Session::new(Role::Listener, config);
     let mut peer = RawPeer::new();
     server.handle_input(&peer.greeting());
-    assert_eq!(drain(&mut server), vec![Event::Greeting { profiles: vec![] }]);
+    assert_eq!(
+        drain(&mut server),
+        vec![Event::Greeting { profiles: vec![] }]
+    );
     output(&mut server);
     (server, peer)
 }
@@ -386,9 +663,15 @@ fn greeted_listener(config: Config) -> (Session, RawPeer) {
 /// A listener with channel 1 open on the client profile.
 fn listener_with_channel(config: Config) -> (Session, RawPeer) {
     let (mut server, mut peer) = greeted_listener(config);
-    let start = Channel0Message::Start { number: 1, profiles: vec![ProfileOffer::new(CLIENT)] };
+    let start = Channel0Message::Start {
+        number: 1,
+        profiles: vec![ProfileOffer::new(CLIENT)],
+    };
     server.handle_input(&peer.channel0(FrameKind::Msg, 1, start));
-    assert!(matches!(drain(&mut server).as_slice(), [Event::StartRequested { channel: 1, .. }]));
+    assert!(matches!(
+        drain(&mut server).as_slice(),
+        [Event::StartRequested { channel: 1, .. }]
+    ));
     server.accept_start(1, CLIENT, None).expect("accept");
     output(&mut server);
     (server, peer)
@@ -396,7 +679,10 @@ fn listener_with_channel(config: Config) -> (Session, RawPeer) {
 
 fn failure(session: &mut Session) -> Option<BeepError> {
     let events = drain(session);
-    assert!(session.is_closed(), "the session must be closed after a violation: {events:?}");
+    assert!(
+        session.is_closed(),
+        "the session must be closed after a violation: {events:?}"
+    );
     match events.last() {
         Some(Event::Failed(e)) => Some(e.clone()),
         _ => None,
@@ -408,8 +694,14 @@ fn violation_bad_header() {
     let (mut s, _) = greeted_listener(listener_config());
     s.handle_input(b"MSG 0 one . 0 0\r\nEND\r\n");
     assert!(matches!(failure(&mut s), Some(BeepError::BadHeader { .. })));
-    assert_eq!(s.start_channel(vec![ProfileOffer::new(CLIENT)]), Err(BeepError::SessionClosed));
-    assert!(output(&mut s).is_empty(), "nothing is sent after a violation");
+    assert_eq!(
+        s.start_channel(vec![ProfileOffer::new(CLIENT)]),
+        Err(BeepError::SessionClosed)
+    );
+    assert!(
+        output(&mut s).is_empty(),
+        "nothing is sent after a violation"
+    );
 }
 
 #[test]
@@ -433,7 +725,14 @@ fn violation_wrong_seqno() {
     let mut bytes = Vec::new();
     encode_data(FrameKind::Msg, 0, 1, false, expected + 7, b"", &mut bytes);
     s.handle_input(&bytes);
-    assert_eq!(failure(&mut s), Some(BeepError::UnexpectedSeqno { channel: 0, expected, got: expected + 7 }));
+    assert_eq!(
+        failure(&mut s),
+        Some(BeepError::UnexpectedSeqno {
+            channel: 0,
+            expected,
+            got: expected + 7
+        })
+    );
 }
 
 #[test]
@@ -443,7 +742,13 @@ fn violation_window_overrun() {
     s.handle_input(&peer.frame(FrameKind::Msg, 1, 0, true, &[0u8; 4000]));
     assert!(!s.is_closed());
     s.handle_input(&peer.frame(FrameKind::Msg, 1, 0, true, &[0u8; 100]));
-    assert_eq!(failure(&mut s), Some(BeepError::WindowOverrun { channel: 1, excess: 4 }));
+    assert_eq!(
+        failure(&mut s),
+        Some(BeepError::WindowOverrun {
+            channel: 1,
+            excess: 4
+        })
+    );
 }
 
 #[test]
@@ -453,93 +758,181 @@ fn violation_reply_out_of_order_and_unexpected_reply() {
     assert_eq!(s.send_msg(1, b"b".to_vec()), Ok(1));
     output(&mut s);
     s.handle_input(&peer.frame(FrameKind::Rpy, 1, 1, false, b""));
-    assert_eq!(failure(&mut s), Some(BeepError::ReplyOutOfOrder { channel: 1, expected: 0, got: 1 }));
+    assert_eq!(
+        failure(&mut s),
+        Some(BeepError::ReplyOutOfOrder {
+            channel: 1,
+            expected: 0,
+            got: 1
+        })
+    );
 
     let (mut s, mut peer) = listener_with_channel(listener_config());
     s.handle_input(&peer.frame(FrameKind::Rpy, 1, 5, false, b""));
-    assert_eq!(failure(&mut s), Some(BeepError::UnexpectedReply { channel: 1, msgno: 5 }));
+    assert_eq!(
+        failure(&mut s),
+        Some(BeepError::UnexpectedReply {
+            channel: 1,
+            msgno: 5
+        })
+    );
 }
 
 #[test]
 fn violation_channel_of_wrong_parity_is_refused_with_501() {
     let (mut s, mut peer) = greeted_listener(listener_config());
-    let start = Channel0Message::Start { number: 2, profiles: vec![ProfileOffer::new(CLIENT)] };
+    let start = Channel0Message::Start {
+        number: 2,
+        profiles: vec![ProfileOffer::new(CLIENT)],
+    };
     s.handle_input(&peer.channel0(FrameKind::Msg, 1, start));
     assert_eq!(
         drain(&mut s),
-        vec![Event::StartRejected { channel: 2, error: BeepError::WrongChannelParity { channel: 2 } }]
+        vec![Event::StartRejected {
+            channel: 2,
+            error: BeepError::WrongChannelParity { channel: 2 }
+        }]
     );
     let frames = output(&mut s);
-    let Some(Frame::Data(reply)) = frames.first() else { panic!("no reply: {frames:?}") };
-    assert_eq!((reply.kind, reply.channel, reply.msgno), (FrameKind::Err, 0, 1));
-    assert!(matches!(channel0::parse(&reply.payload), Ok(Channel0Message::Error { code: 501, .. })));
+    let Some(Frame::Data(reply)) = frames.first() else {
+        panic!("no reply: {frames:?}")
+    };
+    assert_eq!(
+        (reply.kind, reply.channel, reply.msgno),
+        (FrameKind::Err, 0, 1)
+    );
+    assert!(matches!(
+        channel0::parse(&reply.payload),
+        Ok(Channel0Message::Error { code: 501, .. })
+    ));
     // Data on the refused channel is then a frame on an unknown channel.
     s.handle_input(&peer.frame(FrameKind::Msg, 2, 0, false, b"x"));
-    assert_eq!(failure(&mut s), Some(BeepError::UnknownChannel { channel: 2 }));
+    assert_eq!(
+        failure(&mut s),
+        Some(BeepError::UnknownChannel { channel: 2 })
+    );
 }
 
 #[test]
 fn violation_unknown_profile_is_refused_with_550_by_the_session() {
     let (mut s, mut peer) = greeted_listener(listener_config());
-    let start = Channel0Message::Start { number: 1, profiles: vec![ProfileOffer::new("http://example.com/nope")] };
+    let start = Channel0Message::Start {
+        number: 1,
+        profiles: vec![ProfileOffer::new("http://example.com/nope")],
+    };
     s.handle_input(&peer.channel0(FrameKind::Msg, 1, start));
     assert_eq!(
         drain(&mut s),
         vec![Event::StartRejected {
             channel: 1,
-            error: BeepError::NoProfileOffered { channel: 1, requested: vec!["http://example.com/nope".into()] }
+            error: BeepError::NoProfileOffered {
+                channel: 1,
+                requested: vec!["http://example.com/nope".into()]
+            }
         }]
     );
     let frames = output(&mut s);
-    let Some(Frame::Data(reply)) = frames.first() else { panic!("no reply: {frames:?}") };
-    assert!(matches!(channel0::parse(&reply.payload), Ok(Channel0Message::Error { code: 550, .. })));
+    let Some(Frame::Data(reply)) = frames.first() else {
+        panic!("no reply: {frames:?}")
+    };
+    assert!(matches!(
+        channel0::parse(&reply.payload),
+        Ok(Channel0Message::Error { code: 550, .. })
+    ));
     assert!(!s.is_closed());
 }
 
 #[test]
 fn violation_oversize_frame() {
-    let (mut s, mut peer) = listener_with_channel(Config { max_frame_size: 1000, ..listener_config() });
+    let (mut s, mut peer) = listener_with_channel(Config {
+        max_frame_size: 1000,
+        ..listener_config()
+    });
     s.handle_input(&peer.frame(FrameKind::Msg, 1, 0, false, &[0u8; 1001]));
-    assert_eq!(failure(&mut s), Some(BeepError::FrameTooLarge { size: 1001, limit: 1000 }));
+    assert_eq!(
+        failure(&mut s),
+        Some(BeepError::FrameTooLarge {
+            size: 1001,
+            limit: 1000
+        })
+    );
 }
 
 #[test]
 fn violation_oversize_message() {
-    let (mut s, mut peer) = listener_with_channel(Config { max_message_size: 3000, ..listener_config() });
+    let (mut s, mut peer) = listener_with_channel(Config {
+        max_message_size: 3000,
+        ..listener_config()
+    });
     s.handle_input(&peer.frame(FrameKind::Msg, 1, 0, true, &[0u8; 2000]));
     s.handle_input(&peer.frame(FrameKind::Msg, 1, 0, false, &[0u8; 1001]));
-    assert_eq!(failure(&mut s), Some(BeepError::MessageTooLarge { channel: 1, limit: 3000 }));
+    assert_eq!(
+        failure(&mut s),
+        Some(BeepError::MessageTooLarge {
+            channel: 1,
+            limit: 3000
+        })
+    );
 }
 
 #[test]
 fn violation_data_before_greeting() {
     let mut s = Session::new(Role::Listener, listener_config());
     let mut peer = RawPeer::new();
-    let start = Channel0Message::Start { number: 1, profiles: vec![ProfileOffer::new(CLIENT)] };
+    let start = Channel0Message::Start {
+        number: 1,
+        profiles: vec![ProfileOffer::new(CLIENT)],
+    };
     s.handle_input(&peer.channel0(FrameKind::Msg, 1, start));
-    assert!(matches!(failure(&mut s), Some(BeepError::MissingGreeting { .. })));
+    assert!(matches!(
+        failure(&mut s),
+        Some(BeepError::MissingGreeting { .. })
+    ));
 }
 
 #[test]
 fn violation_greeting_refused_by_peer() {
     let mut s = Session::new(Role::Initiator, Config::default());
     let mut peer = RawPeer::new();
-    s.handle_input(&peer.channel0(FrameKind::Err, 0, Channel0Message::Error { code: 421, text: "busy".into() }));
-    assert_eq!(failure(&mut s), Some(BeepError::GreetingRefused { code: 421, text: "busy".into() }));
+    s.handle_input(&peer.channel0(
+        FrameKind::Err,
+        0,
+        Channel0Message::Error {
+            code: 421,
+            text: "busy".into(),
+        },
+    ));
+    assert_eq!(
+        failure(&mut s),
+        Some(BeepError::GreetingRefused {
+            code: 421,
+            text: "busy".into()
+        })
+    );
 }
 
 #[test]
 fn violation_bad_channel_zero_message() {
     let (mut s, mut peer) = greeted_listener(listener_config());
     s.handle_input(&peer.frame(FrameKind::Msg, 0, 1, false, b"<start number='1'>"));
-    assert!(matches!(failure(&mut s), Some(BeepError::BadChannelZeroMessage { .. })));
+    assert!(matches!(
+        failure(&mut s),
+        Some(BeepError::BadChannelZeroMessage { .. })
+    ));
 }
 
 #[test]
 fn violation_ack_of_octets_never_sent() {
     let (mut s, _) = greeted_listener(listener_config());
     s.handle_input(b"SEQ 0 999999 4096\r\n");
-    assert!(matches!(failure(&mut s), Some(BeepError::BadAck { channel: 0, ackno: 999_999, .. })));
+    assert!(matches!(
+        failure(&mut s),
+        Some(BeepError::BadAck {
+            channel: 0,
+            ackno: 999_999,
+            ..
+        })
+    ));
 }
 
 #[test]
@@ -547,12 +940,21 @@ fn violation_msgno_in_use_and_bad_continuation() {
     let (mut s, mut peer) = listener_with_channel(listener_config());
     s.handle_input(&peer.frame(FrameKind::Msg, 1, 0, false, b"a"));
     s.handle_input(&peer.frame(FrameKind::Msg, 1, 0, false, b"b"));
-    assert_eq!(failure(&mut s), Some(BeepError::MsgnoInUse { channel: 1, msgno: 0 }));
+    assert_eq!(
+        failure(&mut s),
+        Some(BeepError::MsgnoInUse {
+            channel: 1,
+            msgno: 0
+        })
+    );
 
     let (mut s, mut peer) = listener_with_channel(listener_config());
     s.handle_input(&peer.frame(FrameKind::Msg, 1, 0, true, b"a"));
     s.handle_input(&peer.frame(FrameKind::Msg, 1, 1, false, b"b"));
-    assert!(matches!(failure(&mut s), Some(BeepError::BadContinuation { channel: 1, .. })));
+    assert!(matches!(
+        failure(&mut s),
+        Some(BeepError::BadContinuation { channel: 1, .. })
+    ));
 }
 
 #[test]
@@ -569,14 +971,28 @@ fn eof_before_close_is_connection_lost() {
 fn listener_stream(messages: &[Vec<u8>], frame_sizes: &[usize]) -> Vec<u8> {
     let mut peer = RawPeer::new();
     let mut out = peer.greeting();
-    out.extend(peer.channel0(FrameKind::Rpy, 1, Channel0Message::Profile(ProfileOffer::new(CLIENT))));
+    out.extend(peer.channel0(
+        FrameKind::Rpy,
+        1,
+        Channel0Message::Profile(ProfileOffer::new(CLIENT)),
+    ));
     let mut sizes = frame_sizes.iter().cycle();
     for (msgno, m) in messages.iter().enumerate() {
         let mut offset = 0;
         loop {
-            let n = sizes.next().copied().unwrap_or(m.len()).min(m.len() - offset);
+            let n = sizes
+                .next()
+                .copied()
+                .unwrap_or(m.len())
+                .min(m.len() - offset);
             let more = offset + n < m.len();
-            out.extend(peer.frame(FrameKind::Msg, 1, msgno as u32, more, &m[offset..offset + n]));
+            out.extend(peer.frame(
+                FrameKind::Msg,
+                1,
+                msgno as u32,
+                more,
+                &m[offset..offset + n],
+            ));
             offset += n;
             if !more {
                 break;
@@ -588,7 +1004,8 @@ fn listener_stream(messages: &[Vec<u8>], frame_sizes: &[usize]) -> Vec<u8> {
 
 fn initiator_events(stream: &[u8], cuts: &[usize]) -> Vec<Event> {
     let mut s = Session::new(Role::Initiator, Config::default());
-    s.start_channel(vec![ProfileOffer::new(CLIENT)]).expect("start");
+    s.start_channel(vec![ProfileOffer::new(CLIENT)])
+        .expect("start");
     let mut sink = Vec::new();
     s.poll_transmit(&mut sink);
     let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (stream.len() + 1)).collect();
