@@ -62,84 +62,81 @@ struct Waiters {
 }
 
 impl Waiters {
-    // Answer a waiting command from `event`; true if the event was only that answer.
-    fn route(&mut self, event: &Event) -> bool {
+    // Whether `event` answers a command that is waiting.
+    fn wants(&self, event: &Event) -> bool {
+        match event {
+            Event::ChannelStarted { channel, .. } | Event::StartRefused { channel, .. } => {
+                self.starts.contains_key(channel)
+            }
+            Event::ChannelClosed {
+                channel,
+                by_peer: false,
+            }
+            | Event::CloseRefused { channel, .. } => self.closes.contains_key(channel),
+            _ => false,
+        }
+    }
+
+    fn answer(&mut self, event: Event) {
         match event {
             Event::ChannelStarted {
                 channel,
                 profile,
                 piggyback,
-            } => self.answer_start(
-                *channel,
-                StartOutcome::Started {
-                    channel: *channel,
-                    profile: profile.clone(),
-                    piggyback: piggyback.clone(),
-                },
-            ),
+            } => {
+                if let Some(tx) = self.starts.remove(&channel) {
+                    let _ = tx.send(Ok(StartOutcome::Started {
+                        channel,
+                        profile,
+                        piggyback,
+                    }));
+                }
+            }
             Event::StartRefused {
                 channel,
                 code,
                 text,
-            } => self.answer_start(
-                *channel,
-                StartOutcome::Refused {
-                    channel: *channel,
-                    code: *code,
-                    text: text.clone(),
-                },
-            ),
-            Event::ChannelClosed {
-                channel,
-                by_peer: false,
-            } => self.answer_close(*channel, CloseOutcome::Closed),
+            } => {
+                if let Some(tx) = self.starts.remove(&channel) {
+                    let _ = tx.send(Ok(StartOutcome::Refused {
+                        channel,
+                        code,
+                        text,
+                    }));
+                }
+            }
+            Event::ChannelClosed { channel, .. } => {
+                if let Some(tx) = self.closes.remove(&channel) {
+                    let _ = tx.send(Ok(CloseOutcome::Closed));
+                }
+            }
             Event::CloseRefused {
                 channel,
                 code,
                 text,
-            } => self.answer_close(
-                *channel,
-                CloseOutcome::Refused {
-                    code: *code,
-                    text: text.clone(),
-                },
-            ),
-            Event::SessionClosed { by_peer } => {
-                // The application's event loop must see the end too, so this is not consumed.
-                let outcome = if *by_peer {
-                    Err(DriverError::Closed)
-                } else {
-                    Ok(CloseOutcome::Closed)
-                };
-                if let Some(tx) = self.closes.remove(&0) {
-                    let _ = tx.send(outcome);
+            } => {
+                if let Some(tx) = self.closes.remove(&channel) {
+                    let _ = tx.send(Ok(CloseOutcome::Refused { code, text }));
                 }
-                self.fail_all(&DriverError::Closed);
-                false
             }
-            Event::Failed(e) => {
-                self.fail_all(&DriverError::Beep(e.clone()));
-                false
-            }
-            _ => false,
+            _ => {}
         }
     }
 
-    fn answer_start(&mut self, channel: u32, outcome: StartOutcome) -> bool {
-        self.starts
-            .remove(&channel)
-            .map(|tx| tx.send(Ok(outcome)))
-            .is_some()
-    }
-
-    fn answer_close(&mut self, channel: u32, outcome: CloseOutcome) -> bool {
-        self.closes
-            .remove(&channel)
-            .map(|tx| tx.send(Ok(outcome)))
-            .is_some()
-    }
-
-    fn fail_all(&mut self, error: &DriverError) {
+    // The session has ended: a waiting session close succeeded if it ended in order;
+    // everything else fails.
+    fn finish(&mut self, session: &Session) {
+        let error = match session.failure() {
+            Some(e) => DriverError::Beep(e.clone()),
+            None => DriverError::Closed,
+        };
+        if let Some(tx) = self.closes.remove(&0) {
+            let outcome = match session.failure() {
+                Some(_) => Err(error.clone()),
+                None => Ok(CloseOutcome::Closed),
+            };
+            let _ = tx.send(outcome);
+        }
         for (_, tx) in self.starts.drain() {
             let _ = tx.send(Err(error.clone()));
         }
@@ -154,7 +151,9 @@ type Command = Box<dyn FnOnce(&mut Session, &mut Waiters) + Send>;
 
 /// Sends commands to a connection's driver task. Cheap to clone; every method waits only
 /// for the driver to take the command, except `start_channel` and the closes, which wait
-/// for the peer's answer.
+/// for the peer's answer. Those answers come back as return values only: the matching
+/// `ChannelStarted`, `StartRefused`, `ChannelClosed { by_peer: false }` and `CloseRefused`
+/// events are not also put in the event channel (`SessionClosed` always is).
 #[derive(Clone)]
 pub struct ConnectionHandle {
     commands: mpsc::Sender<Command>,
@@ -364,13 +363,14 @@ async fn drive<S>(
     let mut commands_open = true;
     let mut writer_alive = true;
     loop {
-        // Answers to waiting commands leave the queue at once; the rest wait for room.
-        while let Some(event) = session.peek_event() {
-            let consumed = waiters.route(event);
-            if !consumed && !events.is_closed() {
-                break;
-            }
-            session.poll_event();
+        // Answers to waiting commands leave the queue at once, ahead of events the
+        // application has not taken yet; with nobody taking events, they are dropped.
+        while let Some(event) = session.poll_event_where(|e| waiters.wants(e) || events.is_closed())
+        {
+            waiters.answer(event);
+        }
+        if session.is_closed() {
+            waiters.finish(&session);
         }
         let mut out = Vec::new();
         session.poll_transmit(&mut out);
@@ -405,7 +405,7 @@ async fn drive<S>(
             },
         }
     }
-    waiters.fail_all(&DriverError::Closed);
+    waiters.finish(&session);
     drop(write_tx);
     let _ = write_task.await;
 }
@@ -577,6 +577,65 @@ mod tests {
             channel: 3,
             by_peer: true
         }));
+    }
+
+    #[tokio::test]
+    async fn answers_reach_a_command_while_events_pile_up_unread() {
+        let (a, b) = tokio::io::duplex(1 << 16);
+        let client_config = Config {
+            profiles: vec![profile::AGENT.into()],
+            ..Config::default()
+        };
+        let (client, mut client_events) = spawn(a, Role::Initiator, client_config);
+        let (server, mut server_events) = spawn(b, Role::Listener, controller_config());
+        // The controller asks for many channels the client's application never answers:
+        // more events than the event channel holds.
+        for _ in 0..(EVENT_QUEUE + 30) {
+            let server = server.clone();
+            tokio::spawn(async move {
+                let _ = server
+                    .start_channel(vec![ProfileOffer::new(profile::AGENT)])
+                    .await;
+            });
+        }
+        let server_app = tokio::spawn(async move {
+            loop {
+                match next(&mut server_events).await {
+                    Event::StartRequested { channel, profiles } => {
+                        server
+                            .accept_start(channel, &profiles[0].uri, None)
+                            .await
+                            .expect("accept");
+                    }
+                    Event::Failed(_) | Event::SessionClosed { .. } => return,
+                    _ => {}
+                }
+            }
+        });
+        assert!(matches!(
+            next(&mut client_events).await,
+            Event::Greeting { .. }
+        ));
+        // Let the requests arrive before asking, so the answer queues behind them.
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let started = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            client.start_channel(vec![ProfileOffer::new(profile::CLIENT)]),
+        )
+        .await
+        .expect("the answer must not wait behind unread events");
+        assert!(
+            matches!(started, Ok(StartOutcome::Started { channel: 1, .. })),
+            "{started:?}"
+        );
+        let first = next(&mut client_events).await;
+        assert!(
+            matches!(first, Event::StartRequested { channel: 2, .. }),
+            "{first:?}"
+        );
+        drop(client_events);
+        drop(client);
+        server_app.await.expect("server app");
     }
 
     #[tokio::test]

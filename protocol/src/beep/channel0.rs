@@ -98,7 +98,8 @@ impl Channel0Message {
 }
 
 // Piggybacks are written as CDATA, as beepcore-based peers do, unless the text itself holds
-// the CDATA terminator; then it is escaped as ordinary text.
+// the CDATA terminator; then it is escaped as ordinary text. An empty piggyback is an element
+// with no content, `<profile uri='…'></profile>`, which reads back as `Some("")`.
 fn write_profile(p: &ProfileOffer, out: &mut String) {
     out.push_str("<profile uri='");
     escape_attribute_into(&p.uri, out);
@@ -108,7 +109,7 @@ fn write_profile(p: &ProfileOffer, out: &mut String) {
             out.push_str("'>");
             if text.contains("]]>") {
                 escape_text_into(text, out);
-            } else {
+            } else if !text.is_empty() {
                 out.push_str("<![CDATA[");
                 out.push_str(text);
                 out.push_str("]]>");

@@ -291,6 +291,7 @@ pub struct Session {
     peer_starts: HashMap<u32, PendingStart>,
     // Each event with the window credit (channel, generation, octets) its taking releases.
     events: VecDeque<(Event, Option<Credit>)>,
+    failure: Option<BeepError>,
 }
 
 impl Session {
@@ -315,6 +316,7 @@ impl Session {
             our_starts: HashMap::new(),
             peer_starts: HashMap::new(),
             events: VecDeque::new(),
+            failure: None,
             config,
         };
         let mut zero = Channel::new(0, String::new(), true);
@@ -372,14 +374,17 @@ impl Session {
         !self.events.is_empty()
     }
 
-    /// The next event, left in place (and its octets not yet granted back).
-    pub fn peek_event(&self) -> Option<&Event> {
-        self.events.front().map(|(event, _)| event)
-    }
-
     /// Take the next event; taking a message event grants its octets back to the peer.
     pub fn poll_event(&mut self) -> Option<Event> {
-        let (event, credit) = self.events.pop_front()?;
+        self.poll_event_where(|_| true)
+    }
+
+    /// Take the first event that `wanted` picks, leaving the others in order. A driver uses
+    /// this to hand answers to the commands waiting for them while the application is not
+    /// yet taking its other events.
+    pub fn poll_event_where(&mut self, mut wanted: impl FnMut(&Event) -> bool) -> Option<Event> {
+        let index = self.events.iter().position(|(event, _)| wanted(event))?;
+        let (event, credit) = self.events.remove(index)?;
         if let Some((channel, generation, octets)) = credit {
             if let Some(ch) = self
                 .channels
@@ -390,6 +395,11 @@ impl Session {
             }
         }
         Some(event)
+    }
+
+    /// The error that ended the session, if it ended on one.
+    pub fn failure(&self) -> Option<&BeepError> {
+        self.failure.as_ref()
     }
 
     /// Feed bytes received from the peer. A broken rule ends the session with an
@@ -431,6 +441,7 @@ impl Session {
 
     fn fail(&mut self, error: BeepError) {
         self.state = State::Failed;
+        self.failure = Some(error.clone());
         self.events.push_back((Event::Failed(error), None));
     }
 

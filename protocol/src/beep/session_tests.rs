@@ -958,6 +958,98 @@ fn violation_msgno_in_use_and_bad_continuation() {
 }
 
 #[test]
+fn close_of_a_busy_channel_is_refused_both_ways() {
+    // The peer closes channel 1 while we still owe it a reply: we refuse with 550.
+    let (mut s, mut peer) = listener_with_channel(listener_config());
+    s.handle_input(&peer.frame(FrameKind::Msg, 1, 0, false, b"job"));
+    assert!(matches!(
+        drain(&mut s).as_slice(),
+        [Event::Message {
+            channel: 1,
+            msgno: 0,
+            ..
+        }]
+    ));
+    output(&mut s);
+    let close = Channel0Message::Close {
+        number: 1,
+        code: 200,
+    };
+    s.handle_input(&peer.channel0(FrameKind::Msg, 2, close));
+    assert!(drain(&mut s).is_empty());
+    let frames = output(&mut s);
+    let replies: Vec<_> = data_frames(&frames, 0)
+        .into_iter()
+        .map(|f| (f.kind, f.msgno, channel0::parse(&f.payload)))
+        .collect();
+    assert!(
+        matches!(
+            replies.as_slice(),
+            [(
+                FrameKind::Err,
+                2,
+                Ok(Channel0Message::Error { code: 550, .. })
+            )]
+        ),
+        "{replies:?}"
+    );
+    // The channel still works.
+    s.send_rpy(1, 0, b"done".to_vec()).expect("rpy");
+
+    // We close channel 1 and the peer refuses: the channel is ours to use again.
+    s.close_channel(1).expect("close");
+    let frames = output(&mut s);
+    let close_msg = data_frames(&frames, 0)
+        .into_iter()
+        .find(|f| f.kind == FrameKind::Msg)
+        .map(|f| (f.msgno, channel0::parse(&f.payload)));
+    let Some((
+        msgno,
+        Ok(Channel0Message::Close {
+            number: 1,
+            code: 200,
+        }),
+    )) = close_msg
+    else {
+        panic!("no close sent: {frames:?}")
+    };
+    let refusal = Channel0Message::Error {
+        code: 550,
+        text: "still working".into(),
+    };
+    s.handle_input(&peer.channel0(FrameKind::Err, msgno, refusal));
+    assert_eq!(
+        drain(&mut s),
+        vec![Event::CloseRefused {
+            channel: 1,
+            code: 550,
+            text: "still working".into()
+        }]
+    );
+    assert!(s.send_msg(1, b"more".to_vec()).is_ok());
+}
+
+#[test]
+fn peer_may_close_the_session_with_channels_open() {
+    let (mut s, mut peer) = listener_with_channel(listener_config());
+    let close = Channel0Message::Close {
+        number: 0,
+        code: 200,
+    };
+    s.handle_input(&peer.channel0(FrameKind::Msg, 2, close));
+    let frames = output(&mut s);
+    let reply = data_frames(&frames, 0)
+        .first()
+        .map(|f| (f.kind, f.msgno, channel0::parse(&f.payload)));
+    assert_eq!(reply, Some((FrameKind::Rpy, 2, Ok(Channel0Message::Ok))));
+    assert_eq!(drain(&mut s), vec![Event::SessionClosed { by_peer: true }]);
+    assert!(s.is_closed());
+    // The peer then drops the connection; that is no error any more.
+    s.handle_eof();
+    assert!(drain(&mut s).is_empty());
+}
+
+#[test]
 fn eof_before_close_is_connection_lost() {
     let (mut s, _) = greeted_listener(listener_config());
     s.handle_eof();
