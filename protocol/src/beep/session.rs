@@ -7,6 +7,18 @@
 //! when the application takes the message's event from [`Session::poll_event`]. The SEQ
 //! frames that grant more window go out with the next [`Session::poll_transmit`], so several
 //! events taken in a row cost one SEQ.
+//!
+//! What the session decides by itself, where RFC 3080 or Xgrid's peers leave room:
+//! - A peer's start of a channel with the wrong parity (or 0) gets ERR 501, of a channel in
+//!   use ERR 550, naming no profile we offer ERR 550; the session goes on and reports each
+//!   as [`Event::StartRejected`].
+//! - A peer's close of a channel we still use (data queued, replies owed or awaited) gets
+//!   ERR 550. A peer's close of the session is always accepted, open channels or not
+//!   (Xgrid clients close that way).
+//! - A SEQ for a channel we do not know is ignored (it may cross a close); a malformed
+//!   channel-0 message ends the session.
+//! - Our own channel close waits until our queued data is out and every MSG we sent on the
+//!   channel and every MSG we received on it has its reply.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
@@ -35,7 +47,8 @@ pub struct Config {
     /// Receive window per channel; values below 4096 are raised to 4096. A larger window is
     /// announced with a SEQ as soon as the channel exists.
     pub window: u32,
-    /// Largest frame payload we accept, and largest we send.
+    /// Largest frame payload we accept, and largest we send. Keep it at least `window`: a
+    /// peer may send a frame as large as the window we grant.
     pub max_frame_size: u32,
     /// Largest reassembled message (or single answer) we accept.
     pub max_message_size: usize,
