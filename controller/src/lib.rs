@@ -2,5 +2,5 @@
 //! and decides which agent runs which task (the scheduler) and which running task moves
 //! where (the balancer).
 
-pub mod scheduler;
 pub mod predicate;
+pub mod scheduler;

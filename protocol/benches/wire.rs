@@ -40,7 +40,15 @@ fn frames() {
     let mut stream = Vec::with_capacity(count * (FRAME_PAYLOAD + 40));
     let mut seqno = 0u32;
     for msgno in 0..count as u32 {
-        encode_data(FrameKind::Msg, 1, msgno, false, seqno, &payload, &mut stream);
+        encode_data(
+            FrameKind::Msg,
+            1,
+            msgno,
+            false,
+            seqno,
+            &payload,
+            &mut stream,
+        );
         seqno = seqno.wrapping_add(FRAME_PAYLOAD as u32);
     }
     let mut samples = Vec::new();
@@ -50,7 +58,10 @@ fn frames() {
         let start = Instant::now();
         for chunk in stream.chunks(CHUNK) {
             decoder.push(chunk);
-            while let Some(frame) = decoder.next_frame().expect("benchmark stream is well formed") {
+            while let Some(frame) = decoder
+                .next_frame()
+                .expect("benchmark stream is well formed")
+            {
                 if let Frame::Data(f) = black_box(frame) {
                     decoded += f.payload.len();
                 }
@@ -103,9 +114,16 @@ fn envelopes() {
             total += black_box(envelope.encode()).len();
         }
         let elapsed: Duration = start.elapsed();
-        assert_eq!(total, batch * bytes.len(), "re-encoding gives the same size");
+        assert_eq!(
+            total,
+            batch * bytes.len(),
+            "re-encoding gives the same size"
+        );
         samples.push(batch as f64 / elapsed.as_secs_f64());
     }
-    println!("envelopes: a jobAttributes reply of {} octets, decoded then encoded", bytes.len());
+    println!(
+        "envelopes: a jobAttributes reply of {} octets, decoded then encoded",
+        bytes.len()
+    );
     report("envelope decode+encode", "per second", 100_000.0, samples);
 }

@@ -33,3 +33,13 @@ fn replay(target: &str, harness: fn(&[u8])) {
 fn old_style_plist_corpus() {
     replay("old_style_plist", xgrid_protocol::fuzzing::old_style_plist);
 }
+
+#[test]
+fn frame_decoder_corpus() {
+    replay("frame_decoder", xgrid_protocol::fuzzing::frame_decoder);
+}
+
+#[test]
+fn channel0_xml_corpus() {
+    replay("channel0_xml", xgrid_protocol::fuzzing::channel0_xml);
+}
