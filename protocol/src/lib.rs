@@ -18,3 +18,5 @@ pub mod xml;
 
 #[cfg(feature = "tokio")]
 pub mod driver;
+#[cfg(feature = "tokio")]
+pub mod peer;
