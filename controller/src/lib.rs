@@ -3,3 +3,4 @@
 //! where (the balancer).
 
 pub mod scheduler;
+pub mod store;
