@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use sqlx::SqliteConnection;
 
 use super::jobs::job_exists;
-use super::tasks::{attached_tasks_where, requeue_where, OnAgents};
+use super::tasks::{attached_tasks_where, requeue_where, OnAgents, ON_AGENTS};
 use super::{
     date, db_id, now, small_count, wire_id, AgentId, AgentLoad, AgentRecord, AgentRegistration,
     AgentState, ArtVerdict, AttachedTask, GridId, JobId, Result, Store, StoreError,
@@ -357,8 +357,7 @@ pub(super) async fn load_agents(
     let placed: Vec<(i64, i64)> = fetch_filtered(
         conn,
         &format!(
-            "SELECT agent_id, count(*) FROM tasks
-             WHERE state IN ('Assigned', 'Running', 'Stopped') AND agent_id IS NOT NULL {}
+            "SELECT agent_id, count(*) FROM tasks WHERE {ON_AGENTS} {}
              GROUP BY agent_id
              UNION ALL
              SELECT agent_id, count(*) FROM art_results WHERE verdict = 'Measuring' {}

@@ -15,8 +15,7 @@ use super::{
 
 use TaskState::{Assigned, Pending, Running, Stopped};
 
-/// Which tasks on agents a query is about. Each condition repeats the `tasks_on_agents` index's
-/// WHERE clause word for word, which is what lets SQLite use that partial index.
+/// Which tasks on agents a query is about.
 #[derive(Debug, Clone, Copy)]
 pub(super) enum OnAgents {
     All,
@@ -25,7 +24,10 @@ pub(super) enum OnAgents {
     Task(i64),
 }
 
-const ON_AGENTS: &str = "state IN ('Assigned', 'Running', 'Stopped') AND agent_id IS NOT NULL";
+/// Tasks placed on an agent. It repeats the `tasks_on_agents` index's WHERE clause word for
+/// word, which is what lets SQLite use that partial index.
+pub(super) const ON_AGENTS: &str =
+    "state IN ('Assigned', 'Running', 'Stopped') AND agent_id IS NOT NULL";
 
 impl OnAgents {
     /// A condition on the `tasks` table (no alias), binding at most one value.
@@ -272,8 +274,7 @@ impl Store {
         task_ref: &str,
     ) -> Result<Option<(JobId, String)>> {
         let row: Option<(i64, String)> = sqlx::query_as(&format!(
-            "SELECT job_id, name FROM tasks WHERE {} AND task_ref = ?",
-            OnAgents::Agent(0).condition()
+            "SELECT job_id, name FROM tasks WHERE agent_id = ? AND task_ref = ? AND {ON_AGENTS}"
         ))
         .bind(db_id(agent))
         .bind(task_ref)

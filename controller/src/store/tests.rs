@@ -1170,9 +1170,10 @@ async fn snapshot_queries_do_not_scan_all_tasks() {
     for sql in [
         snapshot::TASK_ROWS,
         snapshot::TASK_DEPENDENCY_ROWS,
-        "SELECT agent_id, count(*) FROM tasks
-         WHERE state IN ('Assigned', 'Running', 'Stopped') AND agent_id IS NOT NULL
-         GROUP BY agent_id",
+        &format!(
+            "SELECT agent_id, count(*) FROM tasks WHERE {} GROUP BY agent_id",
+            tasks::ON_AGENTS
+        ),
     ] {
         let plan: Vec<(i64, i64, i64, String)> =
             sqlx::query_as(&format!("EXPLAIN QUERY PLAN {sql}"))
