@@ -13,7 +13,10 @@
 //! - Xgrid has no resume message: the controller sends `start` again after `stop`, so
 //!   [`Task::start`] on a stopped task resumes it.
 //! - `terminationStatus` is the exit code, or 128 + the signal number for a task killed by a
-//!   signal (the shell's convention), so a cancelled task ends with 137.
+//!   signal (the shell's convention), so a cancelled task ends with 137. In a namespace the
+//!   status comes through `unshare`, which passes exit codes and most signals on, but not
+//!   SIGKILL from elsewhere (e.g. the OOM killer): it then exits with 1 and says so on the
+//!   task's stderr.
 //! - A command that cannot be found fails the task (`Failed`, "command not found: X") rather
 //!   than terminating it with the shell's 127.
 //! - Without CAP_SYS_ADMIN (or without `unshare`) tasks run without a PID namespace, in a
@@ -189,6 +192,8 @@ impl std::fmt::Display for Isolation {
 #[derive(Debug)]
 pub struct Executor {
     config: ExecutorConfig,
+    /// `DATA/tasks`, absolute.
+    tasks: PathBuf,
     run_as: RunAs,
     /// The task user differs from the agent's: use setpriv and hand files over.
     switch_user: bool,
@@ -198,6 +203,8 @@ pub struct Executor {
 
 impl Executor {
     /// Work out who tasks run as and how they are isolated, and create `DATA/tasks`.
+    /// Blocks briefly: it runs `unshare` once to learn whether PID namespaces work here,
+    /// so call it at startup rather than on a busy async thread.
     pub fn new(config: ExecutorConfig) -> Result<Executor, ExecError> {
         let credentials = Credentials::read().ok_or(ExecError::Credentials)?;
         let run_as = match &config.task_user {
@@ -229,8 +236,13 @@ impl Executor {
             .mode(0o711)
             .create(&tasks)
             .map_err(|e| ExecError::io("create the task directory", &tasks, e))?;
+        // Absolute, because the task's command, HOME and working directory are derived
+        // from it and used from inside the working directory.
+        let tasks = std::fs::canonicalize(&tasks)
+            .map_err(|e| ExecError::io("find the absolute path of", &tasks, e))?;
         Ok(Executor {
             config,
+            tasks,
             run_as,
             switch_user,
             isolation,
@@ -248,9 +260,9 @@ impl Executor {
         self.run_as
     }
 
-    /// `DATA/tasks`, where every task's directory lives.
-    pub fn tasks_dir(&self) -> PathBuf {
-        self.config.data_dir.join("tasks")
+    /// `DATA/tasks` (made absolute), where every task's directory lives.
+    pub fn tasks_dir(&self) -> &Path {
+        &self.tasks
     }
 
     /// Set up a task from a `taskSubmission`: create its directory and write its input
@@ -972,6 +984,11 @@ impl Drop for Task {
 fn kill_tree(active: &mut Active, leader_alive: bool) -> Result<(), nix::errno::Errno> {
     match (&active.membership, active.leader) {
         (Some(Membership::Namespace(_)), Some(init)) if leader_alive => {
+            // `unshare` goes first: seeing its child die of SIGKILL, it would try to re-raise
+            // SIGKILL on itself, fail, write a complaint into the task's stderr and exit 1.
+            // Killed first, it reports the signal itself. The init is still alive meanwhile
+            // (merely reparented), so its pid still names it.
+            let _ = active.child.start_kill();
             procs::send(init, Signal::SIGKILL)
         }
         (Some(membership @ Membership::Session(_)), _) if leader_alive => {

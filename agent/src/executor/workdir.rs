@@ -239,6 +239,95 @@ mod tests {
         }
     }
 
+    /// A scratch directory holding `work/` and `outside/`, removed at the end.
+    struct Scratch(PathBuf);
+
+    impl Scratch {
+        fn new(name: &str) -> Scratch {
+            let root =
+                std::env::temp_dir().join(format!("xgrid-workdir-{}-{name}", std::process::id()));
+            let _ = fs::remove_dir_all(&root);
+            fs::create_dir_all(root.join("work")).expect("work");
+            fs::create_dir_all(root.join("outside")).expect("outside");
+            Scratch(root)
+        }
+        fn work(&self) -> PathBuf {
+            self.0.join("work")
+        }
+        fn outside(&self) -> PathBuf {
+            self.0.join("outside")
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn symbolic_links_are_never_followed_when_writing() {
+        let scratch = Scratch::new("symlink-write");
+        std::os::unix::fs::symlink(scratch.outside(), scratch.work().join("link")).expect("link");
+        std::os::unix::fs::symlink(
+            scratch.outside().join("target"),
+            scratch.work().join("dangling"),
+        )
+        .expect("link");
+        let mut snapshot = Snapshot::default();
+        for path in ["link/escaped", "dangling"] {
+            let result = write_input_file(
+                &scratch.work(),
+                Path::new(path),
+                b"x",
+                false,
+                None,
+                &mut snapshot,
+            );
+            assert!(
+                matches!(result, Err(ExecError::InputFile { .. })),
+                "{path}: {result:?}"
+            );
+        }
+        assert_eq!(fs::read_dir(scratch.outside()).expect("outside").count(), 0);
+    }
+
+    #[test]
+    fn changes_are_found_and_links_ignored() {
+        let scratch = Scratch::new("changes");
+        let work = scratch.work();
+        let mut snapshot = Snapshot::default();
+        for (path, data, executable) in [("a.txt", &b"one"[..], false), ("d/b.sh", b"two", true)] {
+            write_input_file(
+                &work,
+                Path::new(path),
+                data,
+                executable,
+                None,
+                &mut snapshot,
+            )
+            .expect("write");
+        }
+        let mode = fs::metadata(work.join("d/b.sh"))
+            .expect("meta")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o755);
+        assert_eq!(changed_files(&work, &snapshot), OutputFiles::default());
+
+        fs::write(work.join("d/b.sh"), b"three").expect("change");
+        fs::write(work.join("d/new.txt"), b"new").expect("create");
+        fs::write(scratch.outside().join("secret"), b"secret").expect("secret");
+        std::os::unix::fs::symlink(scratch.outside().join("secret"), work.join("link"))
+            .expect("link");
+        std::os::unix::fs::symlink(scratch.outside(), work.join("dirlink")).expect("link");
+        let out = changed_files(&work, &snapshot);
+        let names: Vec<&str> = out.files.keys().map(String::as_str).collect();
+        assert_eq!(names, ["d/b.sh", "d/new.txt"]);
+        assert_eq!(out.files["d/b.sh"], b"three");
+        assert!(out.skipped.is_empty());
+    }
+
     #[test]
     fn fnv1a_known_values() {
         // Published FNV-1a 64-bit test vectors.
