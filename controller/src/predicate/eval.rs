@@ -74,25 +74,25 @@ fn compare(comparison: &Comparison, attributes: &Dictionary) -> bool {
     let left = operand(&comparison.left, attributes);
     let right = operand(&comparison.right, attributes);
     let options = comparison.options;
-    let order = || order(&left, &right, options);
-    let texts = || texts(&left, &right, options);
+    let ordering = || order(&left, &right, options);
+    let strings = || texts(&left, &right, options);
     match comparison.operator {
         Operator::Equal => equal(&left, &right, options),
         Operator::NotEqual => !equal(&left, &right, options),
-        Operator::Less => order() == Some(Ordering::Less),
-        Operator::LessOrEqual => matches!(order(), Some(Ordering::Less | Ordering::Equal)),
-        Operator::Greater => order() == Some(Ordering::Greater),
-        Operator::GreaterOrEqual => matches!(order(), Some(Ordering::Greater | Ordering::Equal)),
-        Operator::BeginsWith => texts().is_some_and(|(text, start)| text.starts_with(&*start)),
-        Operator::EndsWith => texts().is_some_and(|(text, end)| text.ends_with(&*end)),
-        Operator::Like => texts().is_some_and(|(text, pattern)| like(&text, &pattern)),
+        Operator::Less => ordering() == Some(Ordering::Less),
+        Operator::LessOrEqual => matches!(ordering(), Some(Ordering::Less | Ordering::Equal)),
+        Operator::Greater => ordering() == Some(Ordering::Greater),
+        Operator::GreaterOrEqual => matches!(ordering(), Some(Ordering::Greater | Ordering::Equal)),
+        Operator::BeginsWith => strings().is_some_and(|(text, start)| text.starts_with(&*start)),
+        Operator::EndsWith => strings().is_some_and(|(text, end)| text.ends_with(&*end)),
+        Operator::Like => strings().is_some_and(|(text, pattern)| like(&text, &pattern)),
         Operator::Contains => match &left {
             Operand::List(items) => items.iter().any(|item| equal(item, &right, options)),
-            _ => texts().is_some_and(|(text, part)| text.contains(&*part)),
+            _ => strings().is_some_and(|(text, part)| text.contains(&*part)),
         },
         Operator::In => match &right {
             Operand::List(items) => items.iter().any(|item| equal(&left, item, options)),
-            _ => texts().is_some_and(|(part, text)| text.contains(&*part)),
+            _ => strings().is_some_and(|(part, text)| text.contains(&*part)),
         },
     }
 }
@@ -118,12 +118,11 @@ fn order(left: &Operand, right: &Operand, options: StringOptions) -> Option<Orde
             Some(truth(left)?.cmp(&truth(right)?))
         }
         (Operand::Date(_), _) | (_, Operand::Date(_)) => moment(left)?.partial_cmp(&moment(right)?),
-        (Operand::Integer(_) | Operand::Real(_), _) | (_, Operand::Integer(_) | Operand::Real(_)) => {
-            match (number(left)?, number(right)?) {
-                (Number::Integer(a), Number::Integer(b)) => Some(a.cmp(&b)),
-                (a, b) => a.real().partial_cmp(&b.real()),
-            }
-        }
+        (Operand::Integer(_) | Operand::Real(_), _)
+        | (_, Operand::Integer(_) | Operand::Real(_)) => match (number(left)?, number(right)?) {
+            (Number::Integer(a), Number::Integer(b)) => Some(a.cmp(&b)),
+            (a, b) => a.real().partial_cmp(&b.real()),
+        },
         _ => None,
     }
 }
@@ -172,7 +171,9 @@ fn numeric_text(text: &str) -> Option<Number> {
         return Some(Number::Integer(number));
     }
     let decimal = text.contains(|c: char| c.is_ascii_digit())
-        && text.chars().all(|c| c.is_ascii_digit() || "+-.eE".contains(c));
+        && text
+            .chars()
+            .all(|c| c.is_ascii_digit() || "+-.eE".contains(c));
     if !decimal {
         return None;
     }
@@ -187,9 +188,15 @@ fn truth(operand: &Operand) -> Option<bool> {
         Operand::Boolean(flag) => Some(*flag),
         Operand::Text(text) => {
             let text = text.trim();
-            if ["YES", "TRUE"].iter().any(|word| word.eq_ignore_ascii_case(text)) {
+            if ["YES", "TRUE"]
+                .iter()
+                .any(|word| word.eq_ignore_ascii_case(text))
+            {
                 Some(true)
-            } else if ["NO", "FALSE"].iter().any(|word| word.eq_ignore_ascii_case(text)) {
+            } else if ["NO", "FALSE"]
+                .iter()
+                .any(|word| word.eq_ignore_ascii_case(text))
+            {
                 Some(false)
             } else {
                 numeric_text(text).map(|number| number.real() != 0.0)

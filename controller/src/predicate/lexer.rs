@@ -87,12 +87,21 @@ const KEYWORDS: &[(&str, Keyword)] = &[
     ("NO", Keyword::False),
     ("NIL", Keyword::Nil),
     ("NULL", Keyword::Nil),
-    ("MATCHES", Keyword::Unsupported("MATCHES (regular expressions)")),
+    (
+        "MATCHES",
+        Keyword::Unsupported("MATCHES (regular expressions)"),
+    ),
     ("BETWEEN", Keyword::Unsupported("BETWEEN")),
     ("ANY", Keyword::Unsupported("ANY (collection quantifiers)")),
-    ("SOME", Keyword::Unsupported("SOME (collection quantifiers)")),
+    (
+        "SOME",
+        Keyword::Unsupported("SOME (collection quantifiers)"),
+    ),
     ("ALL", Keyword::Unsupported("ALL (collection quantifiers)")),
-    ("NONE", Keyword::Unsupported("NONE (collection quantifiers)")),
+    (
+        "NONE",
+        Keyword::Unsupported("NONE (collection quantifiers)"),
+    ),
     ("SELF", Keyword::Unsupported("SELF")),
     ("SUBQUERY", Keyword::Unsupported("SUBQUERY")),
     ("FUNCTION", Keyword::Unsupported("FUNCTION")),
@@ -228,9 +237,9 @@ impl<'a> Lexer<'a> {
         let bytes = self.rest().as_bytes();
         let digits_from = |index: usize| {
             index
-                + bytes
-                    .get(index..)
-                    .map_or(0, |tail| tail.iter().take_while(|b| b.is_ascii_digit()).count())
+                + bytes.get(index..).map_or(0, |tail| {
+                    tail.iter().take_while(|b| b.is_ascii_digit()).count()
+                })
         };
         let sign = usize::from(bytes.first() == Some(&b'-'));
         let mut end = digits_from(sign);
@@ -335,14 +344,20 @@ impl<'a> Lexer<'a> {
                     .is_some_and(|c| c != '!' && run_end(text.len()) > text.len());
                 if continues {
                     let end = run_end(0);
-                    (end, Token::Unknown(rest.get(..end).unwrap_or("").to_string()))
+                    (
+                        end,
+                        Token::Unknown(rest.get(..end).unwrap_or("").to_string()),
+                    )
                 } else {
                     (text.len(), Token::Symbol(symbol))
                 }
             }
             None => {
                 let end = run_end(0).max(1);
-                (end, Token::Unknown(rest.get(..end).unwrap_or("").to_string()))
+                (
+                    end,
+                    Token::Unknown(rest.get(..end).unwrap_or("").to_string()),
+                )
             }
         };
         self.position += length;

@@ -136,7 +136,10 @@ impl Parser<'_> {
             let inner = self.nested(&open, Self::or)?;
             let close = self.advance()?;
             if close.token != Token::RightParen {
-                let wanted = format!("`)` to close the `(` at column {}", column(input, open.start));
+                let wanted = format!(
+                    "`)` to close the `(` at column {}",
+                    column(input, open.start)
+                );
                 return Err(expected(input, &close, wanted));
             }
             return Ok(inner);
@@ -223,18 +226,16 @@ impl Parser<'_> {
                 };
                 return self.nested(&opener, Self::aggregate);
             }
-            Token::Word { text, escaped } => {
-                match keyword(&text).filter(|_| !escaped) {
-                    None => return self.key_path(text),
-                    Some(Keyword::True) => return Ok(Expression::Boolean(true)),
-                    Some(Keyword::False) => return Ok(Expression::Boolean(false)),
-                    Some(Keyword::Nil) => return Ok(Expression::Nil),
-                    Some(Keyword::Unsupported(feature)) => {
-                        return Err(unsupported(self.input, next.start, feature))
-                    }
-                    Some(_) => Token::Word { text, escaped },
+            Token::Word { text, escaped } => match keyword(&text).filter(|_| !escaped) {
+                None => return self.key_path(text),
+                Some(Keyword::True) => return Ok(Expression::Boolean(true)),
+                Some(Keyword::False) => return Ok(Expression::Boolean(false)),
+                Some(Keyword::Nil) => return Ok(Expression::Nil),
+                Some(Keyword::Unsupported(feature)) => {
+                    return Err(unsupported(self.input, next.start, feature))
                 }
-            }
+                Some(_) => Token::Word { text, escaped },
+            },
             Token::Unknown(text) if text == "$" => {
                 return Err(unsupported(self.input, next.start, "a $variable"))
             }

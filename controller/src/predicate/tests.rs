@@ -44,7 +44,10 @@ fn job() -> Dictionary {
             Value::Dictionary(dictionary([
                 ("tasksMustStartSimultaneously", text("NO")),
                 ("minimumTaskCount", text("2")),
-                ("nested", Value::Dictionary(dictionary([("depth", text("3"))]))),
+                (
+                    "nested",
+                    Value::Dictionary(dictionary([("depth", text("3"))])),
+                ),
             ])),
         ),
     ])
@@ -143,8 +146,14 @@ fn booleans() {
         ("isDefault == 0", false),
         ("isDefault > NO", true),
         ("isDefault < NO", false),
-        ("schedulerParameters.tasksMustStartSimultaneously == NO", true),
-        ("schedulerParameters.tasksMustStartSimultaneously == FALSE", true),
+        (
+            "schedulerParameters.tasksMustStartSimultaneously == NO",
+            true,
+        ),
+        (
+            "schedulerParameters.tasksMustStartSimultaneously == FALSE",
+            true,
+        ),
         ("name == YES", false),
         ("name != YES", true),
     ]);
@@ -318,7 +327,10 @@ fn constants_and_keywords_in_any_case() {
         ("no", false),
         ("(FALSE)", false),
         (r#"FALSE OR name == "Render Frames""#, true),
-        (r#"name beginswith "R" and not (jobStatus == "Failed")"#, true),
+        (
+            r#"name beginswith "R" and not (jobStatus == "Failed")"#,
+            true,
+        ),
         (r#"name Contains[C] "FRAMES" oR FALSE"#, true),
         (r#"jobStatus in {"Running"}"#, true),
         (r#"name like "R*""#, true),
@@ -351,8 +363,14 @@ fn logic_and_precedence() {
         ("NOT (FALSE OR TRUE)", false),
         ("TRUE && FALSE || TRUE", true),
         ("TRUE && (FALSE || FALSE)", false),
-        (r#"taskCount > 10 AND jobStatus == "Running" AND NOT suspended == NO"#, true),
-        (r#"jobStatus == "Failed" OR jobStatus == "Finished" OR taskCount < 2"#, false),
+        (
+            r#"taskCount > 10 AND jobStatus == "Running" AND NOT suspended == NO"#,
+            true,
+        ),
+        (
+            r#"jobStatus == "Failed" OR jobStatus == "Finished" OR taskCount < 2"#,
+            false,
+        ),
     ]);
 }
 
@@ -389,10 +407,7 @@ fn parsed_shape_follows_precedence() {
             "a == 1 AND (b == 2 AND c == 3)",
             Predicate::And(vec![a.clone(), Predicate::And(vec![b.clone(), c.clone()])]),
         ),
-        (
-            "((a == 1))",
-            a.clone(),
-        ),
+        ("((a == 1))", a.clone()),
     ];
     for (source, expected) in cases {
         assert_eq!(Predicate::parse(source), Ok(expected), "{source}");
@@ -454,7 +469,10 @@ fn always_matches_everything() {
     assert!(Predicate::always().matches(&Dictionary::new()));
     assert!(Predicate::always().matches(&job()));
     assert_eq!(Predicate::always().to_string(), "TRUEPREDICATE");
-    assert_eq!("TRUEPREDICATE".parse::<Predicate>(), Ok(Predicate::always()));
+    assert_eq!(
+        "TRUEPREDICATE".parse::<Predicate>(),
+        Ok(Predicate::always())
+    );
 }
 
 #[test]
@@ -657,8 +675,7 @@ fn errors_say_where_and_what() {
             "schedulerParameters.minimumTaskCount",
             PredicateError::Expected {
                 column: 37,
-                expected: "an operator such as == after `schedulerParameters.minimumTas…`"
-                    .into(),
+                expected: "an operator such as == after `schedulerParameters.minimumTas…`".into(),
                 found: "the end of the predicate".into(),
             },
             "at column 37: expected an operator such as == after \
@@ -754,8 +771,7 @@ fn errors_say_where_and_what() {
             "a.in == 1",
             PredicateError::Expected {
                 column: 3,
-                expected: "a key name after `.` (write #name for a key that is a keyword)"
-                    .into(),
+                expected: "a key name after `.` (write #name for a key that is a keyword)".into(),
                 found: "`in`".into(),
             },
             "found `in`",
@@ -764,8 +780,7 @@ fn errors_say_where_and_what() {
             "tasks.0.command == 1",
             PredicateError::Expected {
                 column: 7,
-                expected: "a key name after `.` (write #name for a key that is a keyword)"
-                    .into(),
+                expected: "a key name after `.` (write #name for a key that is a keyword)".into(),
                 found: "`0`".into(),
             },
             "found `0`",
@@ -819,7 +834,10 @@ fn errors_say_where_and_what() {
 #[test]
 fn nesting_is_bounded() {
     let parens = |depth: usize| format!("{}TRUE{}", "(".repeat(depth), ")".repeat(depth));
-    assert_eq!(Predicate::parse(&parens(MAX_NESTING)), Ok(Predicate::always()));
+    assert_eq!(
+        Predicate::parse(&parens(MAX_NESTING)),
+        Ok(Predicate::always())
+    );
     assert_eq!(
         Predicate::parse(&parens(MAX_NESTING + 1)),
         Err(PredicateError::TooDeep {
