@@ -1,1 +1,230 @@
-//! (in progress)
+//! What the agent tells the controller about its machine: how many processors, how fast
+//! each is (for `XGRID_PROCESSOR_SPEED` and `maximumCPUPower`), and how loaded it is.
+//! The parsers take file text so they can be tested on samples; `read_*` read the real files.
+
+use std::path::{Path, PathBuf};
+
+/// Per-core speed assumed when neither cpufreq nor `/proc/cpuinfo` gives one (some ARM
+/// boards and VMs): a round, modest figure, so a grid neither starves nor floods the agent.
+pub const FALLBACK_MHZ: u32 = 1000;
+
+const CPUINFO: &str = "/proc/cpuinfo";
+const CPU0_MAX_FREQ: &str = "/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq";
+const LOADAVG: &str = "/proc/loadavg";
+
+/// Why the machine's figures could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error("could not read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{} does not look like a Linux load-average file: {text:?}", path.display())]
+    Malformed { path: PathBuf, text: String },
+}
+
+/// The machine's processors as the agent advertises them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Processors {
+    pub count: u32,
+    /// Megahertz of one core.
+    pub mhz_per_core: u32,
+}
+
+impl Processors {
+    /// `maximumCPUPower`: every core at full speed.
+    pub fn total_mhz(&self) -> u64 {
+        u64::from(self.count) * u64::from(self.mhz_per_core)
+    }
+}
+
+/// The kernel's run-queue averages over 1, 5 and 15 minutes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LoadAverage {
+    pub one: f64,
+    pub five: f64,
+    pub fifteen: f64,
+}
+
+/// What `/proc/cpuinfo` says: the number of `processor` entries and the highest `cpu MHz`.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct CpuInfo {
+    pub processors: u32,
+    pub mhz: Option<f64>,
+}
+
+/// Read `/proc/cpuinfo` text. The highest `cpu MHz` is kept because the field shows each
+/// core's current, frequency-scaled speed, and the advertised power should be the peak.
+pub fn parse_cpuinfo(text: &str) -> CpuInfo {
+    let mut info = CpuInfo::default();
+    for line in text.lines() {
+        let Some((key, value)) = line.split_once(':') else {
+            continue;
+        };
+        match key.trim() {
+            "processor" => info.processors += 1,
+            "cpu MHz" => {
+                if let Ok(mhz) = value.trim().parse::<f64>() {
+                    if mhz.is_finite() && mhz > 0.0 && info.mhz.is_none_or(|m| mhz > m) {
+                        info.mhz = Some(mhz);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    info
+}
+
+/// Read a cpufreq `cpuinfo_max_freq` file (kilohertz) as megahertz.
+pub fn parse_max_freq_khz(text: &str) -> Option<u32> {
+    let khz: u64 = text.trim().parse().ok()?;
+    let mhz = u32::try_from(khz / 1000).ok()?;
+    (mhz > 0).then_some(mhz)
+}
+
+/// Read `/proc/loadavg` text (`0.52 0.58 0.59 2/467 12345`).
+pub fn parse_loadavg(text: &str) -> Option<LoadAverage> {
+    let mut fields = text.split_whitespace().map(|f| f.parse::<f64>().ok());
+    let one = fields.next()??;
+    let five = fields.next()??;
+    let fifteen = fields.next()??;
+    Some(LoadAverage { one, five, fifteen })
+}
+
+/// Combine the sources: cpufreq's nominal maximum is preferred because it does not move
+/// with frequency scaling; then `/proc/cpuinfo`; then [`FALLBACK_MHZ`]. A count of zero
+/// (no `processor` lines) falls back to `fallback_count`.
+pub fn processors_from(cpuinfo: &str, max_freq: Option<&str>, fallback_count: u32) -> Processors {
+    let info = parse_cpuinfo(cpuinfo);
+    let mhz_per_core = max_freq
+        .and_then(parse_max_freq_khz)
+        .or_else(|| info.mhz.map(|m| m.round() as u32).filter(|m| *m > 0))
+        .unwrap_or(FALLBACK_MHZ);
+    let count = if info.processors > 0 {
+        info.processors
+    } else {
+        fallback_count.max(1)
+    };
+    Processors {
+        count,
+        mhz_per_core,
+    }
+}
+
+/// The real machine's processors. Missing files are not errors: each figure has a fallback
+/// (the count falls back to what the standard library sees, then 1).
+pub fn read_processors() -> Processors {
+    let cpuinfo = std::fs::read_to_string(CPUINFO).unwrap_or_default();
+    let max_freq = std::fs::read_to_string(CPU0_MAX_FREQ).ok();
+    let fallback_count = std::thread::available_parallelism()
+        .map(|n| u32::try_from(n.get()).unwrap_or(u32::MAX))
+        .unwrap_or(1);
+    processors_from(&cpuinfo, max_freq.as_deref(), fallback_count)
+}
+
+/// The real machine's load average.
+pub fn read_load_average() -> Result<LoadAverage, ProbeError> {
+    let path = Path::new(LOADAVG);
+    let text = std::fs::read_to_string(path).map_err(|source| ProbeError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse_loadavg(&text).ok_or_else(|| ProbeError::Malformed {
+        path: path.to_path_buf(),
+        text: text.trim().to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const X86_CPUINFO: &str =
+        "processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: Intel(R) Xeon(R)\n\
+cpu MHz\t\t: 2596.120\ncache size\t: 33792 KB\n\nprocessor\t: 1\nvendor_id\t: GenuineIntel\n\
+cpu MHz\t\t: 3100.501\ncache size\t: 33792 KB\n\n";
+
+    // A Raspberry Pi style file: processors but no speed at all.
+    const ARM_CPUINFO: &str = "processor\t: 0\nBogoMIPS\t: 108.00\nFeatures\t: fp asimd\n\n\
+processor\t: 1\nBogoMIPS\t: 108.00\n\nprocessor\t: 2\nBogoMIPS\t: 108.00\n\n\
+processor\t: 3\nBogoMIPS\t: 108.00\n\nHardware\t: BCM2835\n";
+
+    #[test]
+    fn cpuinfo_counts_processors_and_keeps_the_fastest_core() {
+        let info = parse_cpuinfo(X86_CPUINFO);
+        assert_eq!(info.processors, 2);
+        assert_eq!(info.mhz, Some(3100.501));
+    }
+
+    #[test]
+    fn cpuinfo_without_speed() {
+        assert_eq!(
+            parse_cpuinfo(ARM_CPUINFO),
+            CpuInfo {
+                processors: 4,
+                mhz: None
+            }
+        );
+    }
+
+    #[test]
+    fn max_freq_is_kilohertz() {
+        assert_eq!(parse_max_freq_khz("3500000\n"), Some(3500));
+        assert_eq!(parse_max_freq_khz("0\n"), None);
+        assert_eq!(parse_max_freq_khz("fast\n"), None);
+    }
+
+    #[test]
+    fn loadavg_fields() {
+        assert_eq!(
+            parse_loadavg("1.77 1.38 0.70 7/123 5729\n"),
+            Some(LoadAverage {
+                one: 1.77,
+                five: 1.38,
+                fifteen: 0.70
+            })
+        );
+        assert_eq!(parse_loadavg("1.77 1.38\n"), None);
+        assert_eq!(parse_loadavg(""), None);
+    }
+
+    #[test]
+    fn sources_in_order_of_preference() {
+        let cpufreq = processors_from(X86_CPUINFO, Some("3500000\n"), 8);
+        assert_eq!(
+            cpufreq,
+            Processors {
+                count: 2,
+                mhz_per_core: 3500
+            }
+        );
+        assert_eq!(cpufreq.total_mhz(), 7000);
+
+        let cpuinfo = processors_from(X86_CPUINFO, None, 8);
+        assert_eq!(cpuinfo.mhz_per_core, 3101);
+
+        let neither = processors_from(ARM_CPUINFO, None, 8);
+        assert_eq!(neither.mhz_per_core, FALLBACK_MHZ);
+        assert_eq!(neither.count, 4);
+        assert_eq!(neither.total_mhz(), 4 * u64::from(FALLBACK_MHZ));
+    }
+
+    #[test]
+    fn count_falls_back_when_cpuinfo_is_missing() {
+        assert_eq!(processors_from("", None, 6).count, 6);
+        assert_eq!(processors_from("", None, 0).count, 1);
+    }
+
+    #[test]
+    fn real_machine_figures_are_plausible() {
+        let processors = read_processors();
+        assert!(processors.count >= 1);
+        assert!(processors.mhz_per_core >= 1);
+        if Path::new(LOADAVG).exists() {
+            let load = read_load_average().expect("loadavg readable");
+            assert!(load.one >= 0.0 && load.five >= 0.0 && load.fifteen >= 0.0);
+        }
+    }
+}

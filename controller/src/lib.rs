@@ -4,3 +4,4 @@
 
 pub mod predicate;
 pub mod scheduler;
+pub mod store;

@@ -1,0 +1,1069 @@
+//! Runs one Xgrid task on Linux, shaped so CRIU can later checkpoint it (checkpoint.md):
+//! a fresh working directory holding the job's input files, an unprivileged user, a PID
+//! namespace of its own with the task as init and session leader, standard input from a
+//! file or `/dev/null`, standard output and error to files beside the working directory
+//! (never pipes to the agent).
+//!
+//! Layout of a task's directory, `DATA/tasks/<taskRef>/`:
+//! `work/` (the working directory, owned by the task's user), `stdin` (when the job gives
+//! standard input), `stdout`, `stderr`. The streams live outside `work/` so they are never
+//! taken for output files.
+//!
+//! Decisions the controller side should know:
+//! - Xgrid has no resume message: the controller sends `start` again after `stop`, so
+//!   [`Task::start`] on a stopped task resumes it.
+//! - `terminationStatus` is the exit code, or 128 + the signal number for a task killed by a
+//!   signal (the shell's convention), so a cancelled task ends with 137. In a namespace the
+//!   status comes through `unshare`, which passes exit codes and most signals on, but not
+//!   SIGKILL from elsewhere (e.g. the OOM killer): it then exits with 1 and says so on the
+//!   task's stderr.
+//! - A command that cannot be found fails the task (`Failed`, "command not found: X") rather
+//!   than terminating it with the shell's 127.
+//! - Without CAP_SYS_ADMIN (or without `unshare`) tasks run without a PID namespace, in a
+//!   session of their own; [`Executor::isolation`] says so and why.
+//! - `/proc` is not remounted in the namespace (that would need a mount namespace too), so a
+//!   task reading `/proc/self/stat` sees the host's numbers; its `getpid()` is 1, and the
+//!   `NSpid`/`NSsid` lines of `/proc/self/status` end in 1.
+
+mod control;
+mod identity;
+mod launch;
+mod procs;
+mod workdir;
+
+use std::collections::BTreeMap;
+use std::fs::{DirBuilder, File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use xgrid_protocol::messages::{TaskState, TaskSubmission};
+use xgrid_protocol::plist::Value;
+
+pub use control::{MalformedControl, MAX_BLOCK};
+pub use identity::RunAs;
+pub use workdir::OutputFiles;
+
+use control::{ControlFilter, Filtered};
+use identity::Credentials;
+use launch::{Tools, Wrappers};
+use procs::Membership;
+
+/// The input file key that names standard input (xgrid-wire.md §4.2, agent facts).
+pub const STDIN_INPUT_FILE: &str = "__stdin";
+
+/// PATH given to tasks whose job does not set one.
+pub const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+
+/// [`Task::read_new_output`] returns at most this much of each stream per call, so a
+/// chatty task cannot make one `taskResults` reply arbitrarily large; the rest waits for
+/// the next call.
+pub const MAX_STREAM_CHUNK: u64 = 4 << 20;
+
+/// How long `start` waits for `unshare` to fork the task before giving up on knowing its
+/// pid (the task still runs; it just cannot be stopped until it is found).
+const LEADER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why the executor could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    #[error(
+        "task reference {0:?} cannot name a directory: use only letters, digits, `.`, `_` and `-`"
+    )]
+    InvalidTaskRef(String),
+    #[error("a directory for task {0} already exists: remove it before reusing the reference")]
+    TaskExists(String),
+    #[error("invalid task: {0}")]
+    InvalidTask(String),
+    #[error("input file {path:?} refused: {reason}")]
+    InputFile { path: String, reason: String },
+    #[error("could not {action} {}: {source}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("no user {0:?} in /etc/passwd: configure an existing unprivileged user for tasks")]
+    UnknownUser(String),
+    #[error("could not read the agent's own user and capabilities from /proc/self/status")]
+    Credentials,
+    #[error(
+        "the agent cannot run tasks as uid {uid}: it lacks CAP_SETUID, CAP_SETGID or CAP_CHOWN \
+         (run it as root, or leave the task user unset to run tasks as the agent's own user)"
+    )]
+    CannotSwitchUser { uid: u32 },
+    #[error("{tool} (from util-linux) is not installed; it is needed {purpose}")]
+    ToolMissing {
+        tool: &'static str,
+        purpose: &'static str,
+    },
+    #[error("cannot {action} a task that is {state}")]
+    InvalidState {
+        action: &'static str,
+        state: TaskState,
+    },
+    #[error("the task failed: {0}")]
+    TaskFailed(String),
+    #[error("could not {action} the task's processes: {source}")]
+    Signal {
+        action: &'static str,
+        source: nix::errno::Errno,
+    },
+    #[error("could not learn whether the task is still running: {0}")]
+    Wait(#[source] std::io::Error),
+}
+
+impl ExecError {
+    fn io(action: &'static str, path: &Path, source: std::io::Error) -> ExecError {
+        ExecError::Io {
+            action,
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+/// How the executor is set up; the agent fills it from its configuration and the probe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecutorConfig {
+    /// The agent's data directory; tasks go under `tasks/`. It should be traversable
+    /// (mode 711 or wider) so the task's user can reach its working directory by path.
+    pub data_dir: PathBuf,
+    /// `XGRID_AGENT_NAME`.
+    pub agent_name: String,
+    /// `XGRID_PROCESSOR_COUNT`.
+    pub processor_count: u32,
+    /// `XGRID_PROCESSOR_SPEED`, megahertz of one processor.
+    pub processor_speed_mhz: u32,
+    /// The user tasks run as. `None`: `nobody` when the agent is root, else the agent's
+    /// own user.
+    pub task_user: Option<String>,
+    /// Use a PID namespace when the machine allows it (the default); `false` forces the
+    /// plain fallback.
+    pub pid_namespace: bool,
+}
+
+impl ExecutorConfig {
+    pub fn new(
+        data_dir: impl Into<PathBuf>,
+        agent_name: impl Into<String>,
+        processor_count: u32,
+        processor_speed_mhz: u32,
+    ) -> ExecutorConfig {
+        ExecutorConfig {
+            data_dir: data_dir.into(),
+            agent_name: agent_name.into(),
+            processor_count,
+            processor_speed_mhz,
+            task_user: None,
+            pid_namespace: true,
+        }
+    }
+}
+
+/// How tasks are separated from the agent and from each other.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Isolation {
+    /// Each task is init and session leader of its own PID namespace: checkpointable.
+    PidNamespace,
+    /// Each task leads a session of its own in the agent's PID namespace: it can be
+    /// stopped and cancelled as a whole, but not checkpointed.
+    Plain { reason: String },
+}
+
+impl std::fmt::Display for Isolation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Isolation::PidNamespace => f.write_str("tasks run in their own PID namespace"),
+            Isolation::Plain { reason } => {
+                write!(
+                    f,
+                    "tasks run without a PID namespace ({reason}); they cannot be checkpointed"
+                )
+            }
+        }
+    }
+}
+
+/// Prepares tasks; one per agent.
+#[derive(Debug)]
+pub struct Executor {
+    config: ExecutorConfig,
+    /// `DATA/tasks`, absolute.
+    tasks: PathBuf,
+    run_as: RunAs,
+    /// The task user differs from the agent's: use setpriv and hand files over.
+    switch_user: bool,
+    isolation: Isolation,
+    tools: Tools,
+}
+
+impl Executor {
+    /// Work out who tasks run as and how they are isolated, and create `DATA/tasks`.
+    /// Blocks briefly: it runs `unshare` once to learn whether PID namespaces work here,
+    /// so call it at startup rather than on a busy async thread.
+    pub fn new(config: ExecutorConfig) -> Result<Executor, ExecError> {
+        let credentials = Credentials::read().ok_or(ExecError::Credentials)?;
+        let run_as = match &config.task_user {
+            Some(name) => lookup_user(name)?,
+            None if credentials.effective.uid == 0 => lookup_user("nobody")?,
+            None => credentials.effective,
+        };
+        let switch_user = run_as != credentials.effective;
+        if switch_user && !credentials.can_switch_user() {
+            return Err(ExecError::CannotSwitchUser { uid: run_as.uid });
+        }
+        let tools = Tools::find();
+        if switch_user && tools.setpriv.is_none() {
+            return Err(ExecError::ToolMissing {
+                tool: "setpriv",
+                purpose: "to run tasks as another user",
+            });
+        }
+        if tools.setsid.is_none() {
+            return Err(ExecError::ToolMissing {
+                tool: "setsid",
+                purpose: "to give each task a session of its own",
+            });
+        }
+        let isolation = choose_isolation(&config, &credentials, &tools);
+        let tasks = config.data_dir.join("tasks");
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o711)
+            .create(&tasks)
+            .map_err(|e| ExecError::io("create the task directory", &tasks, e))?;
+        // Absolute, because the task's command, HOME and working directory are derived
+        // from it and used from inside the working directory.
+        let tasks = std::fs::canonicalize(&tasks)
+            .map_err(|e| ExecError::io("find the absolute path of", &tasks, e))?;
+        Ok(Executor {
+            config,
+            tasks,
+            run_as,
+            switch_user,
+            isolation,
+            tools,
+        })
+    }
+
+    /// Whether tasks get a PID namespace, and if not, why not (for the agent's log).
+    pub fn isolation(&self) -> &Isolation {
+        &self.isolation
+    }
+
+    /// The user and group tasks run as.
+    pub fn run_as(&self) -> RunAs {
+        self.run_as
+    }
+
+    /// `DATA/tasks` (made absolute), where every task's directory lives.
+    pub fn tasks_dir(&self) -> &Path {
+        &self.tasks
+    }
+
+    /// Set up a task from a `taskSubmission`: create its directory and write its input
+    /// files. Nothing runs until [`Task::start`]. On an error nothing is left behind.
+    pub fn prepare(&self, task_ref: &str, submission: &TaskSubmission) -> Result<Task, ExecError> {
+        if !valid_task_ref(task_ref) {
+            return Err(ExecError::InvalidTaskRef(task_ref.to_string()));
+        }
+        let root = self.tasks_dir().join(task_ref);
+        let environment = self.environment(submission, &root.join("work"))?;
+        for argument in std::iter::once(&submission.command).chain(&submission.arguments) {
+            if argument.contains('\0') {
+                return Err(ExecError::InvalidTask(format!(
+                    "the command line holds a NUL byte: {argument:?}"
+                )));
+            }
+        }
+        // Check every path before writing anything.
+        let mut inputs = Vec::new();
+        for (path, file) in &submission.input_files {
+            if path == STDIN_INPUT_FILE {
+                continue;
+            }
+            let relative =
+                workdir::checked_relative(path).map_err(|reason| ExecError::InputFile {
+                    path: path.clone(),
+                    reason: reason.to_string(),
+                })?;
+            inputs.push((relative, file));
+        }
+
+        DirBuilder::new().mode(0o711).create(&root).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                ExecError::TaskExists(task_ref.to_string())
+            } else {
+                ExecError::io("create the task's directory", &root, e)
+            }
+        })?;
+        let filled = self.fill_task_dir(&root, submission, &inputs);
+        let (snapshot, stdin) = match filled {
+            Ok(filled) => filled,
+            Err(e) => {
+                // Best effort: the error that matters is the one being returned.
+                let _ = std::fs::remove_dir_all(&root);
+                return Err(e);
+            }
+        };
+        let search_path = environment
+            .get("PATH")
+            .cloned()
+            .unwrap_or_else(|| DEFAULT_PATH.to_string());
+        Ok(Task {
+            task_ref: task_ref.to_string(),
+            work: root.join("work"),
+            stdin,
+            stdout: Cursor::new(root.join("stdout")),
+            stderr: Cursor::new(root.join("stderr")),
+            root,
+            command: submission.command.clone(),
+            arguments: submission.arguments.clone(),
+            environment,
+            search_path,
+            namespace: self.isolation == Isolation::PidNamespace,
+            unshare: self.tools.unshare.clone(),
+            setpriv: self
+                .switch_user
+                .then(|| self.tools.setpriv.clone().map(|p| (p, self.run_as)))
+                .flatten(),
+            setsid: self.tools.setsid.clone(),
+            snapshot,
+            run: Run::Pending,
+            filter: ControlFilter::default(),
+            stdout_finished: false,
+        })
+    }
+
+    /// Defaults (PATH, HOME = the working directory) that the job's environment may
+    /// override, then the grid's variables, which it may not.
+    fn environment(
+        &self,
+        submission: &TaskSubmission,
+        work: &Path,
+    ) -> Result<BTreeMap<String, String>, ExecError> {
+        let mut environment = BTreeMap::new();
+        environment.insert("PATH".to_string(), DEFAULT_PATH.to_string());
+        environment.insert("HOME".to_string(), work.to_string_lossy().into_owned());
+        for (key, value) in &submission.environment {
+            if key.is_empty() || key.contains('=') || key.contains('\0') || value.contains('\0') {
+                return Err(ExecError::InvalidTask(format!(
+                    "environment variable {key:?} cannot be set: names must be non-empty without \
+                     `=` or NUL, values without NUL"
+                )));
+            }
+            environment.insert(key.clone(), value.clone());
+        }
+        let config = &self.config;
+        environment.insert("XGRID_AGENT_NAME".into(), config.agent_name.clone());
+        environment.insert(
+            "XGRID_PROCESSOR_COUNT".into(),
+            config.processor_count.to_string(),
+        );
+        environment.insert(
+            "XGRID_PROCESSOR_SPEED".into(),
+            config.processor_speed_mhz.to_string(),
+        );
+        Ok(environment)
+    }
+
+    /// Create `work/`, the input files, the stream files and `stdin`.
+    fn fill_task_dir(
+        &self,
+        root: &Path,
+        submission: &TaskSubmission,
+        inputs: &[(PathBuf, &xgrid_protocol::messages::InputFile)],
+    ) -> Result<(workdir::Snapshot, Option<PathBuf>), ExecError> {
+        let owner = self.switch_user.then_some(self.run_as);
+        let work = root.join("work");
+        DirBuilder::new()
+            .mode(0o700)
+            .create(&work)
+            .map_err(|e| ExecError::io("create the working directory", &work, e))?;
+        if let Some(owner) = owner {
+            std::os::unix::fs::lchown(&work, Some(owner.uid), Some(owner.gid))
+                .map_err(|e| ExecError::io("hand over the working directory", &work, e))?;
+        }
+        let mut snapshot = workdir::Snapshot::default();
+        for (relative, file) in inputs {
+            workdir::write_input_file(
+                &work,
+                relative,
+                &file.file_data,
+                file.is_executable,
+                owner,
+                &mut snapshot,
+            )?;
+        }
+        for stream in ["stdout", "stderr"] {
+            create_private(&root.join(stream), b"")?;
+        }
+        let stdin = match stdin_bytes(submission) {
+            Some(bytes) => {
+                let path = root.join("stdin");
+                create_private(&path, bytes)?;
+                Some(path)
+            }
+            None => None,
+        };
+        Ok((snapshot, stdin))
+    }
+}
+
+/// Decide between a PID namespace and the plain fallback, checking once that `unshare`
+/// really works here (a container may forbid it even to root).
+fn choose_isolation(
+    config: &ExecutorConfig,
+    credentials: &Credentials,
+    tools: &Tools,
+) -> Isolation {
+    let plain = |reason: &str| Isolation::Plain {
+        reason: reason.to_string(),
+    };
+    if !config.pid_namespace {
+        return plain("PID namespaces are turned off in the agent's configuration");
+    }
+    if !credentials.can_create_pid_namespace() {
+        return plain("the agent lacks CAP_SYS_ADMIN; run it as root");
+    }
+    let Some(unshare) = &tools.unshare else {
+        return plain("unshare (util-linux) is not installed");
+    };
+    let trial = std::process::Command::new(unshare)
+        .args(["--pid", "--fork", "--kill-child", "--"])
+        .arg(unshare)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    match trial {
+        Ok(status) if status.success() => Isolation::PidNamespace,
+        Ok(status) => Isolation::Plain {
+            reason: format!("`unshare --pid --fork` does not work here ({status})"),
+        },
+        Err(e) => Isolation::Plain {
+            reason: format!("`unshare` could not be run ({e})"),
+        },
+    }
+}
+
+fn lookup_user(name: &str) -> Result<RunAs, ExecError> {
+    let passwd = std::fs::read_to_string("/etc/passwd")
+        .map_err(|e| ExecError::io("read", Path::new("/etc/passwd"), e))?;
+    identity::lookup_user(&passwd, name).ok_or_else(|| ExecError::UnknownUser(name.to_string()))
+}
+
+/// A task reference becomes a directory name, so only tame characters pass.
+fn valid_task_ref(task_ref: &str) -> bool {
+    !task_ref.is_empty()
+        && task_ref.len() <= 128
+        && !task_ref.starts_with('.')
+        && task_ref
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// Standard input: the input file `inputStream` names, else the `__stdin` input file.
+/// An `inputStream` that names no input file is taken as the text itself [guess: tolerant
+/// of a peer that sends the data inline].
+fn stdin_bytes(submission: &TaskSubmission) -> Option<&[u8]> {
+    match submission.input_stream.as_deref() {
+        Some(name) if !name.is_empty() => Some(
+            submission
+                .input_files
+                .get(name)
+                .map_or(name.as_bytes(), |f| f.file_data.as_slice()),
+        ),
+        _ => submission
+            .input_files
+            .get(STDIN_INPUT_FILE)
+            .map(|f| f.file_data.as_slice()),
+    }
+}
+
+/// A file only the agent may read: the streams and standard input. The task gets them as
+/// open descriptors, so it needs no permission on the paths.
+fn create_private(path: &Path, contents: &[u8]) -> Result<(), ExecError> {
+    use std::io::Write;
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| ExecError::io("create", path, e))?;
+    file.write_all(contents)
+        .map_err(|e| ExecError::io("write", path, e))
+}
+
+/// How a task ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Termination {
+    /// `terminationStatus`: the exit code, or 128 + the signal number.
+    pub status: i32,
+    /// The signal that killed the task, if one did.
+    pub signal: Option<i32>,
+    /// Whether the task ended because it was cancelled.
+    pub cancelled: bool,
+}
+
+impl Termination {
+    fn from_exit(status: ExitStatus, cancelled: bool) -> Termination {
+        use std::os::unix::process::ExitStatusExt;
+        let signal = status.signal();
+        Termination {
+            status: status.code().unwrap_or(128 + signal.unwrap_or(0)),
+            signal,
+            cancelled,
+        }
+    }
+}
+
+/// What a task wrote since the last [`Task::read_new_output`]: the `readData` and
+/// `errData` of `taskResults`, and the task-control blocks taken out of stdout (each one a
+/// `taskControl` notification for the controller).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TaskOutput {
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub controls: Vec<Value>,
+    pub malformed_controls: Vec<MalformedControl>,
+}
+
+/// A read position in one of the stream files.
+#[derive(Debug)]
+struct Cursor {
+    path: PathBuf,
+    offset: u64,
+}
+
+impl Cursor {
+    fn new(path: PathBuf) -> Cursor {
+        Cursor { path, offset: 0 }
+    }
+
+    fn unread(&self) -> u64 {
+        std::fs::metadata(&self.path).map_or(0, |m| m.len().saturating_sub(self.offset))
+    }
+
+    /// Up to `MAX_STREAM_CHUNK` new bytes, and whether the end of the file was reached.
+    fn read_new(&mut self) -> Result<(Vec<u8>, bool), ExecError> {
+        let io = |e| ExecError::io("read", &self.path, e);
+        let mut file = File::open(&self.path).map_err(io)?;
+        let len = file.metadata().map_err(io)?.len();
+        let wanted = len.saturating_sub(self.offset).min(MAX_STREAM_CHUNK);
+        file.seek(SeekFrom::Start(self.offset)).map_err(io)?;
+        let mut data = Vec::new();
+        file.take(wanted).read_to_end(&mut data).map_err(io)?;
+        self.offset += data.len() as u64;
+        Ok((data, self.offset >= len))
+    }
+}
+
+/// Where a task is in its life.
+#[derive(Debug)]
+enum Run {
+    Pending,
+    Active(Active),
+    Terminated(Termination),
+    Failed(String),
+}
+
+/// A task whose processes were started and not yet reaped.
+#[derive(Debug)]
+struct Active {
+    /// `unshare` with a namespace, else the task's first process itself.
+    child: tokio::process::Child,
+    /// The task's first process as the agent numbers it: the namespace's init, or the
+    /// session leader. `None` when it ended before it could be found.
+    leader: Option<i32>,
+    membership: Option<Membership>,
+    stopped: bool,
+    cancelled: bool,
+}
+
+/// One task: prepared, then started, stopped, resumed, cancelled, waited for, its streams
+/// read as they grow and its output files collected at the end. Dropping a running task
+/// kills it.
+#[derive(Debug)]
+pub struct Task {
+    task_ref: String,
+    root: PathBuf,
+    work: PathBuf,
+    stdin: Option<PathBuf>,
+    stdout: Cursor,
+    stderr: Cursor,
+    command: String,
+    arguments: Vec<String>,
+    environment: BTreeMap<String, String>,
+    search_path: String,
+    namespace: bool,
+    unshare: Option<PathBuf>,
+    setpriv: Option<(PathBuf, RunAs)>,
+    setsid: Option<PathBuf>,
+    snapshot: workdir::Snapshot,
+    run: Run,
+    filter: ControlFilter,
+    stdout_finished: bool,
+}
+
+impl Task {
+    pub fn task_ref(&self) -> &str {
+        &self.task_ref
+    }
+
+    /// `DATA/tasks/<taskRef>`.
+    pub fn task_dir(&self) -> &Path {
+        &self.root
+    }
+
+    /// The task's working directory, `DATA/tasks/<taskRef>/work`.
+    pub fn work_dir(&self) -> &Path {
+        &self.work
+    }
+
+    pub fn stdout_path(&self) -> &Path {
+        &self.stdout.path
+    }
+
+    pub fn stderr_path(&self) -> &Path {
+        &self.stderr.path
+    }
+
+    /// The current `taskState`; notices an exit that happened since the last look.
+    pub fn state(&mut self) -> Result<TaskState, ExecError> {
+        self.refresh()?;
+        Ok(self.known_state())
+    }
+
+    fn known_state(&self) -> TaskState {
+        match &self.run {
+            Run::Pending => TaskState::Pending,
+            Run::Active(active) if active.stopped => TaskState::Stopped,
+            Run::Active(_) => TaskState::Running,
+            Run::Terminated(_) => TaskState::Terminated,
+            Run::Failed(_) => TaskState::Failed,
+        }
+    }
+
+    /// Why the task failed, once it has.
+    pub fn failure(&self) -> Option<&str> {
+        match &self.run {
+            Run::Failed(message) => Some(message),
+            _ => None,
+        }
+    }
+
+    /// How the task ended, once it has terminated.
+    pub fn termination(&self) -> Option<Termination> {
+        match &self.run {
+            Run::Terminated(termination) => Some(*termination),
+            _ => None,
+        }
+    }
+
+    /// The agent-side pid of the task's first process (the namespace's init: the root of
+    /// the tree CRIU dumps), while it runs.
+    pub fn leader_pid(&self) -> Option<i32> {
+        match &self.run {
+            Run::Active(active) => active.leader,
+            _ => None,
+        }
+    }
+
+    /// The agent-side pids of all the task's processes now.
+    pub fn process_ids(&self) -> Vec<i32> {
+        match &self.run {
+            Run::Active(active) if self.leader_alive(active) => active
+                .membership
+                .as_ref()
+                .map(Membership::members)
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// `taskControl start`. A pending task starts (or fails, with the reason in
+    /// [`Task::failure`]: that is a task state, not an error of this call); a stopped task
+    /// resumes, since the controller resends `start` after `stop`; a running task is left
+    /// alone.
+    pub async fn start(&mut self) -> Result<(), ExecError> {
+        self.refresh()?;
+        match &self.run {
+            Run::Pending => {}
+            Run::Active(active) if active.stopped => return self.resume(),
+            Run::Active(_) => return Ok(()),
+            Run::Terminated(_) | Run::Failed(_) => {
+                return Err(ExecError::InvalidState {
+                    action: "start",
+                    state: self.known_state(),
+                })
+            }
+        }
+        self.run = match self.spawn().await {
+            Ok(active) => Run::Active(active),
+            Err(message) => Run::Failed(message),
+        };
+        Ok(())
+    }
+
+    /// Start the processes; the error is the message the task fails with.
+    async fn spawn(&mut self) -> Result<Active, String> {
+        let program = launch::resolve_command(&self.command, &self.work, &self.search_path)?;
+        let wrappers = Wrappers {
+            unshare: self.unshare.as_deref().filter(|_| self.namespace),
+            setpriv: self
+                .setpriv
+                .as_ref()
+                .map(|(path, user)| (path.as_path(), *user)),
+            setsid: self.setsid.as_deref(),
+        };
+        let argv = launch::command_line(wrappers, &program, &self.arguments);
+        let (first, rest) = argv.split_first().ok_or("empty command line")?;
+        let open = |path: &Path, write: bool| {
+            OpenOptions::new()
+                .read(!write)
+                .write(write)
+                .open(path)
+                .map_err(|e| format!("could not open {}: {e}", path.display()))
+        };
+        let stdin = open(
+            self.stdin.as_deref().unwrap_or(Path::new("/dev/null")),
+            false,
+        )?;
+        let stdout = open(&self.stdout.path, true)?;
+        let stderr = open(&self.stderr.path, true)?;
+        let mut child = tokio::process::Command::new(first)
+            .args(rest)
+            .env_clear()
+            .envs(&self.environment)
+            .current_dir(&self.work)
+            .stdin(Stdio::from(stdin))
+            .stdout(Stdio::from(stdout))
+            .stderr(Stdio::from(stderr))
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("could not start {}: {e}", self.command))?;
+        let child_pid = child.id().and_then(|id| i32::try_from(id).ok());
+        let (leader, membership) = match child_pid {
+            Some(pid) if self.namespace => match find_namespace_init(&mut child, pid).await {
+                Some(init) => (
+                    Some(init),
+                    procs::pid_namespace(init).map(Membership::Namespace),
+                ),
+                None => (None, None),
+            },
+            Some(pid) => (Some(pid), Some(Membership::Session(pid))),
+            None => (None, None),
+        };
+        Ok(Active {
+            child,
+            leader,
+            membership,
+            stopped: false,
+            cancelled: false,
+        })
+    }
+
+    /// `taskControl stop`: suspend every process of the task with SIGSTOP.
+    pub fn stop(&mut self) -> Result<(), ExecError> {
+        self.refresh()?;
+        let state = self.known_state();
+        let alive = self.active_leader_alive();
+        match &mut self.run {
+            Run::Active(active) if !active.stopped => {
+                if alive {
+                    if let Some(membership) = &active.membership {
+                        membership.signal_all(Signal::SIGSTOP).map_err(|source| {
+                            ExecError::Signal {
+                                action: "stop",
+                                source,
+                            }
+                        })?;
+                    }
+                }
+                active.stopped = true;
+                Ok(())
+            }
+            Run::Active(_) => Ok(()),
+            _ => Err(ExecError::InvalidState {
+                action: "stop",
+                state,
+            }),
+        }
+    }
+
+    /// Continue a stopped task with SIGCONT (Xgrid itself resumes through `start`).
+    pub fn resume(&mut self) -> Result<(), ExecError> {
+        self.refresh()?;
+        let state = self.known_state();
+        let alive = self.active_leader_alive();
+        match &mut self.run {
+            Run::Active(active) if active.stopped => {
+                if alive {
+                    if let Some(membership) = &active.membership {
+                        membership.signal_all(Signal::SIGCONT).map_err(|source| {
+                            ExecError::Signal {
+                                action: "resume",
+                                source,
+                            }
+                        })?;
+                    }
+                }
+                active.stopped = false;
+                Ok(())
+            }
+            Run::Active(_) => Ok(()),
+            _ => Err(ExecError::InvalidState {
+                action: "resume",
+                state,
+            }),
+        }
+    }
+
+    /// `taskControl cancel`: kill the task and everything it started. In a namespace,
+    /// killing its init makes the kernel kill every other process in it. A pending task
+    /// fails without running; an ended task is left as it is. The task is Terminated once
+    /// [`Task::wait`] (or [`Task::state`]) sees the exit.
+    pub fn cancel(&mut self) -> Result<(), ExecError> {
+        self.refresh()?;
+        let alive = self.active_leader_alive();
+        match &mut self.run {
+            Run::Pending => {
+                self.run = Run::Failed("cancelled before it started".into());
+                Ok(())
+            }
+            Run::Active(active) => {
+                active.cancelled = true;
+                kill_tree(active, alive).map_err(|source| ExecError::Signal {
+                    action: "cancel",
+                    source,
+                })
+            }
+            Run::Terminated(_) | Run::Failed(_) => Ok(()),
+        }
+    }
+
+    /// Wait for the task to end. Cancel-safe, so it can sit in a `tokio::select!` beside the
+    /// controller's messages. A failed task gives [`ExecError::TaskFailed`].
+    pub async fn wait(&mut self) -> Result<Termination, ExecError> {
+        if let Run::Active(active) = &mut self.run {
+            let status = active.child.wait().await.map_err(ExecError::Wait)?;
+            self.finish(status);
+        }
+        match &self.run {
+            Run::Terminated(termination) => Ok(*termination),
+            Run::Failed(message) => Err(ExecError::TaskFailed(message.clone())),
+            Run::Pending | Run::Active(_) => Err(ExecError::InvalidState {
+                action: "wait for",
+                state: self.known_state(),
+            }),
+        }
+    }
+
+    /// Whether stdout or stderr hold bytes not yet returned by
+    /// [`Task::read_new_output`] (`dataAvailable`).
+    pub fn has_new_output(&self) -> bool {
+        let ended = matches!(self.run, Run::Terminated(_) | Run::Failed(_));
+        self.stdout.unread() > 0 || self.stderr.unread() > 0 || (ended && !self.stdout_finished)
+    }
+
+    /// The stdout and stderr bytes written since the last call (at most
+    /// [`MAX_STREAM_CHUNK`] of each), with `<xgrid>` control blocks taken out of stdout.
+    /// The files themselves are left untouched.
+    pub fn read_new_output(&mut self) -> Result<TaskOutput, ExecError> {
+        self.refresh()?;
+        // Decided before reading: once the task has ended, reading to the end of the file
+        // means the stream is complete and held-back bytes can be released.
+        let ended = matches!(self.run, Run::Terminated(_) | Run::Failed(_));
+        let (stdout, stdout_at_end) = self.stdout.read_new()?;
+        let (stderr, _) = self.stderr.read_new()?;
+        let mut filtered = Filtered::default();
+        self.filter.feed(&stdout, &mut filtered);
+        if ended && stdout_at_end && !self.stdout_finished {
+            self.filter.finish(&mut filtered);
+            self.stdout_finished = true;
+        }
+        Ok(TaskOutput {
+            stdout: filtered.data,
+            stderr,
+            controls: filtered.controls,
+            malformed_controls: filtered.malformed,
+        })
+    }
+
+    /// The files the task created or changed in its working directory (`outputFiles` of
+    /// `taskFinalResults`), once it has ended.
+    pub fn output_files(&mut self) -> Result<OutputFiles, ExecError> {
+        self.refresh()?;
+        match self.run {
+            Run::Terminated(_) | Run::Failed(_) => {
+                Ok(workdir::changed_files(&self.work, &self.snapshot))
+            }
+            Run::Pending | Run::Active(_) => Err(ExecError::InvalidState {
+                action: "collect the output files of",
+                state: self.known_state(),
+            }),
+        }
+    }
+
+    /// Delete the task's directory, cancelling the task first if it still runs.
+    pub async fn remove(mut self) -> Result<(), ExecError> {
+        if matches!(self.run, Run::Active(_)) {
+            self.cancel()?;
+            // Only the exit matters here, not how it went.
+            let _ = self.wait().await;
+        }
+        std::fs::remove_dir_all(&self.root).map_err(|e| ExecError::io("remove", &self.root, e))
+    }
+
+    /// Notice an exit without blocking.
+    fn refresh(&mut self) -> Result<(), ExecError> {
+        if let Run::Active(active) = &mut self.run {
+            if let Some(status) = active.child.try_wait().map_err(ExecError::Wait)? {
+                self.finish(status);
+            }
+        }
+        Ok(())
+    }
+
+    /// Record the exit of the agent's child. Without a namespace, processes the task left
+    /// behind in its session are killed, so nothing of it outlives it.
+    fn finish(&mut self, status: ExitStatus) {
+        if let Run::Active(active) = &self.run {
+            if !self.namespace {
+                if let Some(membership) = &active.membership {
+                    // Best effort: the leader is gone, so these are leftovers.
+                    let _ = membership.signal_all(Signal::SIGKILL);
+                }
+            }
+            self.run = Run::Terminated(Termination::from_exit(status, active.cancelled));
+        }
+    }
+
+    fn active_leader_alive(&self) -> bool {
+        match &self.run {
+            Run::Active(active) => self.leader_alive(active),
+            _ => false,
+        }
+    }
+
+    /// Whether the leader's pid still means the task's process. In a namespace, the init
+    /// is `unshare`'s child until `unshare` reaps it; after that its pid (and the
+    /// namespace's name) may be reused, so nothing is signalled by them.
+    fn leader_alive(&self, active: &Active) -> bool {
+        let Some(leader) = active.leader else {
+            return false;
+        };
+        if self.namespace {
+            let unshare = active.child.id().and_then(|id| i32::try_from(id).ok());
+            unshare.is_some() && procs::parent_of(leader) == unshare
+        } else {
+            // Our own unreaped child: its pid cannot be reused yet.
+            procs::exists(leader)
+        }
+    }
+}
+
+impl Drop for Task {
+    fn drop(&mut self) {
+        let alive = self.active_leader_alive();
+        if let Run::Active(active) = &mut self.run {
+            // Best effort; `kill_on_drop` also kills the agent's direct child.
+            let _ = kill_tree(active, alive);
+        }
+    }
+}
+
+/// SIGKILL the whole task: the namespace's init (the kernel takes the rest with it), or
+/// every process of the session.
+fn kill_tree(active: &mut Active, leader_alive: bool) -> Result<(), nix::errno::Errno> {
+    match (&active.membership, active.leader) {
+        (Some(Membership::Namespace(_)), Some(init)) if leader_alive => {
+            // `unshare` goes first: seeing its child die of SIGKILL, it would try to re-raise
+            // SIGKILL on itself, fail, write a complaint into the task's stderr and exit 1.
+            // Killed first, it reports the signal itself. The init is still alive meanwhile
+            // (merely reparented), so its pid still names it.
+            let _ = active.child.start_kill();
+            procs::send(init, Signal::SIGKILL)
+        }
+        (Some(membership @ Membership::Session(_)), _) if leader_alive => {
+            membership.signal_all(Signal::SIGKILL).map(|_| ())
+        }
+        _ => {
+            // The leader is gone or unknown: killing the agent's child ends what is left.
+            let _ = active.child.start_kill();
+            Ok(())
+        }
+    }
+}
+
+/// Find the process `unshare` forked: it is PID 1 of the new namespace and, after the
+/// wrappers exec, the task itself. `None` if `unshare` ended first.
+async fn find_namespace_init(child: &mut tokio::process::Child, unshare: i32) -> Option<i32> {
+    let deadline = Instant::now() + LEADER_TIMEOUT;
+    loop {
+        if let Some(init) = procs::children_of(unshare).into_iter().next() {
+            return Some(init);
+        }
+        if !matches!(child.try_wait(), Ok(None)) || Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use xgrid_protocol::messages::InputFile;
+
+    #[test]
+    fn task_refs_that_can_be_directories() {
+        for good in ["1", "42", "task-7", "a.b_c"] {
+            assert!(valid_task_ref(good), "{good}");
+        }
+        for bad in ["", ".", "..", ".hidden", "a/b", "a b", "ü"] {
+            assert!(!valid_task_ref(bad), "{bad:?}");
+        }
+    }
+
+    fn file(data: &[u8]) -> InputFile {
+        InputFile {
+            file_data: data.to_vec(),
+            is_executable: false,
+        }
+    }
+
+    #[test]
+    fn standard_input_sources() {
+        let mut s = TaskSubmission::default();
+        assert_eq!(stdin_bytes(&s), None);
+        s.input_files
+            .insert(STDIN_INPUT_FILE.into(), file(b"from __stdin"));
+        assert_eq!(stdin_bytes(&s), Some(&b"from __stdin"[..]));
+        s.input_files.insert("data.txt".into(), file(b"from data"));
+        s.input_stream = Some("data.txt".into());
+        assert_eq!(stdin_bytes(&s), Some(&b"from data"[..]));
+        s.input_stream = Some("inline text\n".into());
+        assert_eq!(stdin_bytes(&s), Some(&b"inline text\n"[..]));
+        s.input_stream = Some(String::new());
+        assert_eq!(stdin_bytes(&s), Some(&b"from __stdin"[..]));
+    }
+
+    #[test]
+    fn termination_status_convention() {
+        use std::os::unix::process::ExitStatusExt;
+        let exited = Termination::from_exit(ExitStatus::from_raw(3 << 8), false);
+        assert_eq!((exited.status, exited.signal), (3, None));
+        let killed = Termination::from_exit(ExitStatus::from_raw(9), true);
+        assert_eq!(
+            (killed.status, killed.signal, killed.cancelled),
+            (137, Some(9), true)
+        );
+    }
+}

@@ -1,0 +1,191 @@
+//! The read a scheduling round starts from: agents, ART results and the open jobs with their
+//! tasks, in one read transaction with one query per table. Jobs that ended are left out
+//! with all their tasks, so the cost follows the work still open, not the history stored.
+
+use std::collections::{BTreeMap, HashMap};
+
+use xgrid_protocol::jobspec::ArtCondition;
+
+use super::agents::load_agents;
+use super::{
+    wire_id, ArtResultRecord, ArtVerdict, JobDependency, JobStatus, Result, SchedulingSnapshot,
+    SnapshotJob, SnapshotTask, Store, TaskState,
+};
+
+/// Jobs (as `j`) that may still get tasks started; the `jobs_by_status` index finds them.
+macro_rules! open_jobs {
+    () => {
+        "j.status IN ('Pending', 'Prepared', 'Running')"
+    };
+}
+
+const JOB_ROWS: &str = concat!(
+    "SELECT j.id, j.grid_id, j.status, j.suspended, j.tasks_must_start_simultaneously,
+            j.minimum_task_count
+     FROM jobs j WHERE ",
+    open_jobs!(),
+    " ORDER BY j.id"
+);
+
+// A dependency names a job by its decimal identifier; anything else names no job.
+const JOB_DEPENDENCY_ROWS: &str = concat!(
+    "SELECT d.job_id, d.depends_on, other.status
+     FROM jobs j
+     JOIN job_dependencies d ON d.job_id = j.id
+     LEFT JOIN jobs other ON other.id = CAST(d.depends_on AS INTEGER)
+                         AND CAST(other.id AS TEXT) = d.depends_on
+     WHERE ",
+    open_jobs!(),
+    " ORDER BY d.job_id, d.position"
+);
+
+const ART_CONDITION_ROWS: &str = concat!(
+    "SELECT a.job_id, a.art, a.art_min, a.art_max, a.art_equal
+     FROM jobs j JOIN job_arts a ON a.job_id = j.id
+     WHERE a.has_condition = 1 AND ",
+    open_jobs!()
+);
+
+const ART_RESULT_ROWS: &str = concat!(
+    "SELECT r.job_id, r.agent_id, r.art, r.verdict, r.score
+     FROM jobs j JOIN art_results r ON r.job_id = j.id
+     WHERE ",
+    open_jobs!(),
+    " ORDER BY r.job_id, r.agent_id, r.art"
+);
+
+pub(super) const TASK_ROWS: &str = concat!(
+    "SELECT t.job_id, t.name, t.state, t.agent_id, h.agent_name
+     FROM jobs j
+     JOIN tasks t ON t.job_id = j.id
+     LEFT JOIN job_scheduler_hints h ON h.job_id = t.job_id AND h.task_name = t.name
+     WHERE ",
+    open_jobs!(),
+    " ORDER BY t.job_id, t.name"
+);
+
+pub(super) const TASK_DEPENDENCY_ROWS: &str = concat!(
+    "SELECT t.job_id, t.name, d.depends_on
+     FROM jobs j
+     JOIN tasks t ON t.job_id = j.id
+     JOIN task_dependencies d ON d.task_id = t.id
+     WHERE ",
+    open_jobs!(),
+    " ORDER BY t.job_id, t.name, d.position"
+);
+
+impl Store {
+    /// Everything a scheduling round reads (see [`SchedulingSnapshot`]).
+    pub async fn scheduling_snapshot(&self) -> Result<SchedulingSnapshot> {
+        let mut tx = self.readers.begin().await?;
+        let agents = load_agents(&mut tx, None).await?;
+
+        type JobRow = (i64, i64, String, bool, bool, Option<i64>);
+        type ConditionRow = (i64, String, Option<f64>, Option<f64>, Option<f64>);
+        type TaskRow = (i64, String, String, Option<i64>, Option<String>);
+        let job_rows: Vec<JobRow> = sqlx::query_as(JOB_ROWS).fetch_all(&mut *tx).await?;
+
+        let dependencies: Vec<(i64, String, Option<String>)> = sqlx::query_as(JOB_DEPENDENCY_ROWS)
+            .fetch_all(&mut *tx)
+            .await?;
+
+        let conditions: Vec<ConditionRow> = sqlx::query_as(ART_CONDITION_ROWS)
+            .fetch_all(&mut *tx)
+            .await?;
+
+        let art_rows: Vec<(i64, i64, String, String, Option<f64>)> =
+            sqlx::query_as(ART_RESULT_ROWS).fetch_all(&mut *tx).await?;
+
+        let task_rows: Vec<TaskRow> = sqlx::query_as(TASK_ROWS).fetch_all(&mut *tx).await?;
+
+        let task_dependencies: Vec<(i64, String, String)> = sqlx::query_as(TASK_DEPENDENCY_ROWS)
+            .fetch_all(&mut *tx)
+            .await?;
+        tx.commit().await?;
+
+        let mut jobs = Vec::with_capacity(job_rows.len());
+        let mut job_index: HashMap<i64, usize> = HashMap::with_capacity(job_rows.len());
+        for (id, grid, status, suspended, simultaneous, minimum) in job_rows {
+            job_index.insert(id, jobs.len());
+            jobs.push(SnapshotJob {
+                id: wire_id(id)?,
+                grid: wire_id(grid)?,
+                status: JobStatus::parse(&status)?,
+                suspended,
+                depends_on_jobs: Vec::new(),
+                tasks_must_start_simultaneously: simultaneous,
+                minimum_task_count: minimum.and_then(|n| u64::try_from(n).ok()),
+                art_conditions: BTreeMap::new(),
+                tasks: Vec::new(),
+            });
+        }
+
+        for (job, depends_on, status) in dependencies {
+            if let Some(job) = job_mut(&mut jobs, &job_index, job) {
+                let status = status.as_deref().map(JobStatus::parse).transpose()?;
+                job.depends_on_jobs.push(JobDependency {
+                    job: depends_on,
+                    status,
+                });
+            }
+        }
+        for (job, art, min, max, equal) in conditions {
+            if let Some(job) = job_mut(&mut jobs, &job_index, job) {
+                job.art_conditions
+                    .insert(art, ArtCondition { min, max, equal });
+            }
+        }
+
+        // Each dependency row finds its task through (job, task name), so matching stays
+        // linear in the rows read.
+        let mut task_index: HashMap<(i64, String), usize> = HashMap::new();
+        for (job_id, name, state, agent, hint) in task_rows {
+            if let Some(job) = job_mut(&mut jobs, &job_index, job_id) {
+                task_index.insert((job_id, name.clone()), job.tasks.len());
+                job.tasks.push(SnapshotTask {
+                    id: name,
+                    state: TaskState::parse(&state)?,
+                    depends_on_tasks: Vec::new(),
+                    scheduler_hint: hint,
+                    agent: agent.map(wire_id).transpose()?,
+                });
+            }
+        }
+        for (job_id, name, depends_on) in task_dependencies {
+            let position = task_index.get(&(job_id, name)).copied();
+            let task = position.and_then(|p| {
+                job_mut(&mut jobs, &job_index, job_id).and_then(|job| job.tasks.get_mut(p))
+            });
+            if let Some(task) = task {
+                task.depends_on_tasks.push(depends_on);
+            }
+        }
+
+        let art_results = art_rows
+            .into_iter()
+            .map(|(job, agent, art, verdict, score)| {
+                Ok(ArtResultRecord {
+                    job: wire_id(job)?,
+                    agent: wire_id(agent)?,
+                    art,
+                    verdict: ArtVerdict::parse(&verdict)?,
+                    score,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+
+        Ok(SchedulingSnapshot {
+            agents,
+            art_results,
+            jobs,
+        })
+    }
+}
+
+fn job_mut<'a>(
+    jobs: &'a mut [SnapshotJob],
+    index: &HashMap<i64, usize>,
+    id: i64,
+) -> Option<&'a mut SnapshotJob> {
+    index.get(&id).and_then(|&i| jobs.get_mut(i))
+}

@@ -1,0 +1,1197 @@
+//! Tests against real SQLite files in a fresh temporary directory per test.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use xgrid_protocol::jobspec::JobSpecification;
+use xgrid_protocol::plist::{Dictionary, Value};
+
+use super::*;
+
+/// A directory of its own for one test, removed when the test ends.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(test: &str) -> TempDir {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "xgrid-store-{}-{}-{}",
+            std::process::id(),
+            test,
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create the test directory");
+        TempDir(dir)
+    }
+
+    fn database(&self) -> PathBuf {
+        self.0.join("controller.sqlite")
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+macro_rules! dict {
+    ($($key:expr => $value:expr),* $(,)?) => {{
+        #[allow(unused_mut)]
+        let mut d = Dictionary::new();
+        $(d.insert($key.to_string(), Value::from($value));)*
+        d
+    }};
+}
+
+fn array(items: &[&str]) -> Value {
+    Value::Array(items.iter().map(|s| Value::from(*s)).collect())
+}
+
+fn file(bytes: &[u8], executable: &str) -> Dictionary {
+    dict! { "fileData" => Value::Data(bytes.to_vec()), "isExecutable" => executable }
+}
+
+/// A job using every part of a specification the store keeps.
+fn rich_spec() -> JobSpecification {
+    let job = dict! {
+        "name" => "render",
+        "applicationIdentifier" => "com.apple.xgrid.cli",
+        "submissionIdentifier" => "sub-1",
+        "notificationEmail" => "someone@example.org",
+        "gridIdentifier" => "0",
+        "schedulerParameters" => dict! {
+            "dependsOnJobs" => array(&["7", "x"]),
+            "tasksMustStartSimultaneously" => "YES",
+            "minimumTaskCount" => "2",
+        },
+        "schedulerHints" => dict! { "0" => "fast-mac" },
+        "inputFiles" => dict! {
+            "bin/render" => file(b"#!/bin/sh\necho render\n", "YES"),
+            "scene.pov" => file(b"\x00\x01scene\xff", "NO"),
+        },
+        "artSpecifications" => dict! {
+            "speed.sh" => dict! {
+                "artData" => Value::Data(b"#!/bin/sh\necho 5\n".to_vec()),
+                "isExecutable" => "YES",
+                "artArguments" => array(&["-q", "fast"]),
+            },
+            "plain" => dict! { "artData" => Value::Data(b"x".to_vec()) },
+        },
+        "artConditions" => dict! { "speed.sh" => dict! { "artMin" => "2.5", "artMax" => "10" } },
+        "taskPrototypes" => dict! {
+            "frame" => dict! {
+                "command" => "bin/render",
+                "environment" => dict! { "THREADS" => "2", "MODE" => "final" },
+            },
+        },
+        "taskSpecifications" => dict! {
+            "0" => dict! {
+                "taskPrototypeIdentifier" => "frame",
+                "arguments" => array(&["--frame", "0", "--frame"]),
+                "inputFileMap" => dict! { "input.pov" => "scene.pov", "bin/render" => "scene.pov" },
+            },
+            "1" => dict! {
+                "taskPrototypeIdentifier" => "frame",
+                "arguments" => array(&["--frame", "1"]),
+                "dependsOnTasks" => array(&["0"]),
+                "inputStream" => "scene.pov",
+            },
+            "10" => dict! { "command" => "/bin/echo", "dependsOnTasks" => array(&["1", "0"]) },
+        },
+    };
+    JobSpecification::from_plist(&job).expect("a valid specification")
+}
+
+/// `count` independent tasks, each with a few arguments and an environment variable.
+fn wide_spec(count: usize) -> JobSpecification {
+    let tasks: Dictionary = (0..count)
+        .map(|i| {
+            let n = i.to_string();
+            let task = dict! {
+                "command" => "/usr/bin/env",
+                "arguments" => array(&["-i", "N", &n]),
+                "environment" => dict! { "TASK" => n.as_str() },
+            };
+            (n, Value::from(task))
+        })
+        .collect();
+    let job = dict! { "name" => "wide", "taskSpecifications" => tasks };
+    JobSpecification::from_plist(&job).expect("a valid specification")
+}
+
+async fn open(dir: &TempDir) -> Store {
+    Store::open(dir.database()).await.expect("open the store")
+}
+
+async fn count_rows(store: &Store, table: &str) -> i64 {
+    sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
+        .fetch_one(&store.readers)
+        .await
+        .expect("count rows")
+}
+
+/// Rows per table, for every table of the schema except SQLite's and sqlx's bookkeeping.
+async fn all_row_counts(store: &Store) -> BTreeMap<String, i64> {
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_master WHERE type = 'table'
+         AND name NOT LIKE 'sqlite_%' AND name NOT LIKE '_sqlx%'",
+    )
+    .fetch_all(&store.readers)
+    .await
+    .expect("list tables");
+    let mut counts = BTreeMap::new();
+    for table in tables {
+        let n = count_rows(store, &table).await;
+        counts.insert(table, n);
+    }
+    counts
+}
+
+fn agent_named(name: &str) -> AgentRegistration {
+    AgentRegistration {
+        cookie: None,
+        name: name.to_string(),
+        hostnames: vec![format!("{name}.local")],
+        addresses: vec!["192.0.2.7".into(), "fe80::1".into()],
+        maximum_task_count: 2,
+        maximum_cpu_power: 4000,
+        core_megahertz: Some(2000),
+        custom: None,
+        extensions: Some("migration".into()),
+    }
+}
+
+#[tokio::test]
+async fn migrations_apply_on_a_fresh_file() {
+    let dir = TempDir::new("fresh");
+    let store = open(&dir).await;
+    assert!(dir.database().exists());
+    let applied: Vec<(i64, bool)> =
+        sqlx::query_as("SELECT version, success FROM _sqlx_migrations ORDER BY version")
+            .fetch_all(&store.readers)
+            .await
+            .expect("read the migration table");
+    assert_eq!(applied, vec![(1, true)]);
+    let journal: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(&store.writer)
+        .await
+        .expect("read the journal mode");
+    assert_eq!(journal, "wal");
+    let grids = store.grids().await.expect("list grids");
+    assert_eq!(
+        grids,
+        vec![Grid {
+            id: 0,
+            name: "Xgrid".into(),
+            is_default: true
+        }]
+    );
+    assert_eq!(store.default_grid().await.expect("default grid"), 0);
+    for table in ["jobs", "tasks", "agents", "task_output_chunks", "job_log"] {
+        assert_eq!(count_rows(&store, table).await, 0, "{table}");
+    }
+    // Opening again applies nothing twice.
+    drop(store);
+    let store = open(&dir).await;
+    assert_eq!(store.grids().await.expect("list grids").len(), 1);
+}
+
+#[tokio::test]
+async fn a_submitted_job_reads_back_whole() {
+    let dir = TempDir::new("submit");
+    let store = open(&dir).await;
+    let spec = rich_spec();
+    let job = store.submit_job(&spec, 0).await.expect("submit");
+    assert_eq!(store.job_specification(job).await.expect("read back"), spec);
+
+    let attributes = store.job_attributes(job).await.expect("attributes");
+    assert_eq!(attributes.id, job);
+    assert_eq!(attributes.grid, 0);
+    assert_eq!(attributes.name.as_deref(), Some("render"));
+    assert_eq!(
+        attributes.application_identifier.as_deref(),
+        Some("com.apple.xgrid.cli")
+    );
+    assert_eq!(attributes.status, JobStatus::Pending);
+    assert!(!attributes.suspended);
+    assert_eq!(
+        (attributes.task_count, attributes.undone_task_count),
+        (3, 3)
+    );
+    assert_eq!(attributes.percent_done, 0.0);
+    assert!(attributes.date_started.is_none() && attributes.date_stopped.is_none());
+
+    let tasks = store.tasks(job).await.expect("tasks");
+    let names: Vec<&str> = tasks.iter().map(|t| t.id.as_str()).collect();
+    assert_eq!(names, ["0", "1", "10"]);
+    assert!(tasks
+        .iter()
+        .all(|t| t.state == TaskState::Pending && t.agent.is_none() && t.attempts == 0));
+
+    // Task 0 gets every job file, with its inputFileMap entries winning on a clash.
+    let launch = store.task_launch(job, "0").await.expect("launch");
+    let expected = spec.task_input_files("0");
+    assert_eq!(launch.command, "bin/render");
+    assert_eq!(launch.arguments, ["--frame", "0", "--frame"]);
+    assert_eq!(
+        launch.environment.get("THREADS").map(String::as_str),
+        Some("2")
+    );
+    assert_eq!(launch.input_files.len(), expected.len());
+    for (path, file) in expected {
+        assert_eq!(launch.input_files.get(path), Some(file), "{path}");
+    }
+    assert_eq!(
+        launch.input_files["bin/render"].data.as_ref(),
+        b"\x00\x01scene\xff"
+    );
+    let launch = store.task_launch(job, "1").await.expect("launch");
+    assert_eq!(launch.input_stream.as_deref(), Some("scene.pov"));
+
+    assert!(matches!(
+        store.task_launch(job, "nope").await,
+        Err(StoreError::NoSuchTask { .. })
+    ));
+    assert!(matches!(
+        store.submit_job(&spec, 42).await,
+        Err(StoreError::NoSuchGrid(42))
+    ));
+    assert!(matches!(
+        store.job_attributes(job + 1).await,
+        Err(StoreError::NoSuchJob(_))
+    ));
+}
+
+#[tokio::test]
+async fn job_identifiers_are_never_reused() {
+    let dir = TempDir::new("ids");
+    let store = open(&dir).await;
+    let spec = wide_spec(2);
+    let first = store.submit_job(&spec, 0).await.expect("submit");
+    let second = store.submit_job(&spec, 0).await.expect("submit");
+    assert!(second > first);
+    store.delete_job(second).await.expect("delete");
+    let third = store.submit_job(&spec, 0).await.expect("submit");
+    assert!(third > second, "{third} must be above the deleted {second}");
+    store.delete_job(third).await.expect("delete");
+    drop(store);
+
+    let store = open(&dir).await;
+    let fourth = store.submit_job(&spec, 0).await.expect("submit");
+    assert!(fourth > third, "{fourth} must be above the deleted {third}");
+    assert_eq!(store.job_ids(0).await.expect("list"), vec![first, fourth]);
+}
+
+#[tokio::test]
+async fn deleting_a_job_removes_all_its_rows() {
+    let dir = TempDir::new("delete");
+    let store = open(&dir).await;
+    let (agent, _) = store
+        .register_agent(&agent_named("a"))
+        .await
+        .expect("register");
+    let kept = store.submit_job(&wide_spec(3), 0).await.expect("submit");
+    let before = all_row_counts(&store).await;
+
+    let job = store.submit_job(&rich_spec(), 0).await.expect("submit");
+    store
+        .mark_dispatched(job, "0", agent, "1")
+        .await
+        .expect("dispatch");
+    store.mark_running(job, "0").await.expect("running");
+    store
+        .append_output(job, "0", OutputStream::Stdout, b"out")
+        .await
+        .expect("append");
+    let files = BTreeMap::from([("result.png".to_string(), b"png".to_vec())]);
+    store
+        .mark_finished(job, "0", 0, &files)
+        .await
+        .expect("finish");
+    store
+        .mark_dispatched(job, "1", agent, "2")
+        .await
+        .expect("dispatch");
+    store.append_job_log(job, "started").await.expect("log");
+    store
+        .set_art_result(job, agent, "speed.sh", ArtVerdict::Qualified, Some(5.0))
+        .await
+        .expect("art result");
+    let during = all_row_counts(&store).await;
+    for table in [
+        "tasks",
+        "task_arguments",
+        "task_environment",
+        "task_input_map",
+        "task_dependencies",
+        "task_output_chunks",
+        "task_output_files",
+        "job_input_files",
+        "job_arts",
+        "job_art_arguments",
+        "job_dependencies",
+        "job_scheduler_hints",
+        "art_results",
+        "job_log",
+    ] {
+        assert!(during[table] > before[table], "{table} got no rows");
+    }
+
+    let attached = store.delete_job(job).await.expect("delete");
+    assert_eq!(
+        attached,
+        vec![AttachedTask {
+            job,
+            task: "1".into(),
+            agent,
+            task_ref: Some("2".into()),
+            state: TaskState::Assigned,
+        }]
+    );
+    assert_eq!(all_row_counts(&store).await, before);
+    assert!(matches!(
+        store.job_attributes(job).await,
+        Err(StoreError::NoSuchJob(_))
+    ));
+    assert_eq!(store.job_ids(0).await.expect("list"), vec![kept]);
+    assert!(matches!(
+        store.delete_job(job).await,
+        Err(StoreError::NoSuchJob(_))
+    ));
+}
+
+#[tokio::test]
+async fn restart_puts_every_task_back_to_pending() {
+    let dir = TempDir::new("restart");
+    let store = open(&dir).await;
+    let (agent, _) = store
+        .register_agent(&agent_named("a"))
+        .await
+        .expect("register");
+    let job = store.submit_job(&rich_spec(), 0).await.expect("submit");
+    store
+        .set_job_status(job, JobStatus::Running)
+        .await
+        .expect("status");
+    store
+        .mark_dispatched(job, "0", agent, "1")
+        .await
+        .expect("dispatch");
+    store.mark_running(job, "0").await.expect("running");
+    store
+        .append_output(job, "0", OutputStream::Stderr, b"warning")
+        .await
+        .expect("append");
+    let files = BTreeMap::from([("out.txt".to_string(), b"done".to_vec())]);
+    store
+        .mark_finished(job, "0", 3, &files)
+        .await
+        .expect("finish");
+    store
+        .mark_dispatched(job, "1", agent, "2")
+        .await
+        .expect("dispatch");
+    store.mark_running(job, "1").await.expect("running");
+    store
+        .mark_failed(job, "10", "no such command")
+        .await
+        .expect("fail");
+    store
+        .set_job_status(job, JobStatus::Failed)
+        .await
+        .expect("status");
+    store
+        .set_job_error(job, Some("task 10 failed"))
+        .await
+        .expect("error");
+    store.set_job_suspended(job, true).await.expect("suspend");
+    store.job_latest_results(job).await.expect("latest");
+
+    let attached = store.restart_job(job).await.expect("restart");
+    let attached: Vec<&str> = attached.iter().map(|t| t.task.as_str()).collect();
+    assert_eq!(attached, ["1"]);
+
+    for task in store.tasks(job).await.expect("tasks") {
+        assert_eq!(task.state, TaskState::Pending, "{}", task.id);
+        assert_eq!(
+            (
+                task.agent,
+                task.task_ref.as_deref(),
+                task.termination_status,
+                task.error.as_deref()
+            ),
+            (None, None, None, None),
+            "{}",
+            task.id
+        );
+        assert!(task.date_started.is_none() && task.date_stopped.is_none());
+    }
+    let attributes = store.job_attributes(job).await.expect("attributes");
+    assert_eq!(attributes.status, JobStatus::Pending);
+    assert_eq!(attributes.undone_task_count, 3);
+    assert_eq!(attributes.error, None);
+    assert!(!attributes.suspended);
+    assert!(attributes.date_started.is_none() && attributes.date_stopped.is_none());
+    assert!(store
+        .job_results(job)
+        .await
+        .expect("results")
+        .values()
+        .all(|r| r.stdout.is_empty() && r.stderr.is_empty()));
+    assert!(store
+        .job_final_results(job)
+        .await
+        .expect("final")
+        .is_empty());
+    assert!(store
+        .agent_tasks(agent)
+        .await
+        .expect("agent tasks")
+        .is_empty());
+    // The specification itself is untouched.
+    assert_eq!(
+        store.job_specification(job).await.expect("spec"),
+        rich_spec()
+    );
+    // New output after the restart is seen by jobLatestResults again.
+    store
+        .append_output(job, "0", OutputStream::Stdout, b"again")
+        .await
+        .expect("append");
+    let latest = store.job_latest_results(job).await.expect("latest");
+    assert_eq!(latest["0"].stdout, b"again");
+}
+
+#[tokio::test]
+async fn tasks_move_through_their_lifecycle() {
+    let dir = TempDir::new("lifecycle");
+    let store = open(&dir).await;
+    let (agent, _) = store
+        .register_agent(&agent_named("a"))
+        .await
+        .expect("register");
+    let job = store.submit_job(&wide_spec(2), 0).await.expect("submit");
+
+    let conflict = store.mark_running(job, "0").await;
+    assert!(
+        matches!(
+            conflict,
+            Err(StoreError::TaskStateConflict {
+                state: TaskState::Pending,
+                ..
+            })
+        ),
+        "{conflict:?}"
+    );
+
+    store.mark_assigned(job, "0", agent).await.expect("assign");
+    let task = store.task(job, "0").await.expect("task");
+    assert_eq!(
+        (task.state, task.agent, task.task_ref.as_deref()),
+        (TaskState::Assigned, Some(agent), None)
+    );
+    assert!(store.mark_assigned(job, "0", agent).await.is_err());
+    store
+        .mark_dispatched(job, "0", agent, "17")
+        .await
+        .expect("dispatch");
+    assert_eq!(
+        store.task_by_ref(agent, "17").await.expect("by ref"),
+        Some((job, "0".to_string()))
+    );
+    assert_eq!(store.task_by_ref(agent, "18").await.expect("by ref"), None);
+
+    store.mark_running(job, "0").await.expect("running");
+    let started = store.task(job, "0").await.expect("task").date_started;
+    assert!(started.is_some());
+    store.mark_stopped(job, "0").await.expect("stopped");
+    assert_eq!(
+        store.task(job, "0").await.expect("task").state,
+        TaskState::Stopped
+    );
+    store.mark_running(job, "0").await.expect("running again");
+    let task = store.task(job, "0").await.expect("task");
+    assert_eq!(
+        (task.state, task.date_started),
+        (TaskState::Running, started)
+    );
+
+    store
+        .set_task_progress(job, "0", 40.0)
+        .await
+        .expect("progress");
+    let attributes = store.job_attributes(job).await.expect("attributes");
+    assert_eq!(attributes.percent_done, 20.0);
+    store
+        .set_task_progress(job, "0", 250.0)
+        .await
+        .expect("progress");
+    assert_eq!(
+        store.task(job, "0").await.expect("task").percent_done,
+        Some(100.0)
+    );
+
+    store
+        .mark_finished(job, "0", 0, &BTreeMap::new())
+        .await
+        .expect("finish");
+    let task = store.task(job, "0").await.expect("task");
+    assert_eq!(task.state, TaskState::Finished);
+    assert_eq!(task.termination_status, Some(0));
+    assert_eq!(task.task_ref, None);
+    assert!(task.date_stopped.is_some());
+    assert_eq!(store.task_by_ref(agent, "17").await.expect("by ref"), None);
+    assert!(store
+        .mark_finished(job, "0", 0, &BTreeMap::new())
+        .await
+        .is_err());
+    assert!(store.mark_failed(job, "0", "late").await.is_err());
+
+    store
+        .mark_failed(job, "1", "agent unavailable")
+        .await
+        .expect("fail");
+    let task = store.task(job, "1").await.expect("task");
+    assert_eq!(
+        (task.state, task.error.as_deref()),
+        (TaskState::Failed, Some("agent unavailable"))
+    );
+    let attributes = store.job_attributes(job).await.expect("attributes");
+    assert_eq!(
+        (attributes.task_count, attributes.undone_task_count),
+        (2, 0)
+    );
+    assert_eq!(attributes.percent_done, 50.0);
+
+    assert!(matches!(
+        store.mark_running(job, "9").await,
+        Err(StoreError::NoSuchTask { .. })
+    ));
+    assert!(matches!(
+        store.mark_running(job + 5, "0").await,
+        Err(StoreError::NoSuchJob(_))
+    ));
+}
+
+#[tokio::test]
+async fn job_status_stamps_dates_and_cancel_stops_open_tasks() {
+    let dir = TempDir::new("status");
+    let store = open(&dir).await;
+    let (agent, _) = store
+        .register_agent(&agent_named("a"))
+        .await
+        .expect("register");
+    let job = store.submit_job(&wide_spec(3), 0).await.expect("submit");
+    store
+        .set_job_status(job, JobStatus::Running)
+        .await
+        .expect("status");
+    let attributes = store.job_attributes(job).await.expect("attributes");
+    assert_eq!(attributes.status, JobStatus::Running);
+    assert!(attributes.date_started.is_some() && attributes.date_stopped.is_none());
+
+    store
+        .mark_dispatched(job, "0", agent, "5")
+        .await
+        .expect("dispatch");
+    store
+        .mark_finished(job, "1", 0, &BTreeMap::new())
+        .await
+        .expect_err("1 never ran");
+    store
+        .mark_dispatched(job, "1", agent, "6")
+        .await
+        .expect("dispatch");
+    store
+        .mark_finished(job, "1", 0, &BTreeMap::new())
+        .await
+        .expect("finish");
+    let attached = store.cancel_unfinished_tasks(job).await.expect("cancel");
+    assert_eq!(attached.len(), 1);
+    assert_eq!(attached[0].task_ref.as_deref(), Some("5"));
+    let states: Vec<TaskState> = store
+        .tasks(job)
+        .await
+        .expect("tasks")
+        .iter()
+        .map(|t| t.state)
+        .collect();
+    assert_eq!(
+        states,
+        [
+            TaskState::Canceled,
+            TaskState::Finished,
+            TaskState::Canceled
+        ]
+    );
+    store
+        .set_job_status(job, JobStatus::Canceled)
+        .await
+        .expect("status");
+    let attributes = store.job_attributes(job).await.expect("attributes");
+    assert!(attributes.date_stopped.is_some());
+    assert_eq!(attributes.undone_task_count, 0);
+    assert!(matches!(
+        store.set_job_status(job + 1, JobStatus::Running).await,
+        Err(StoreError::NoSuchJob(_))
+    ));
+}
+
+#[tokio::test]
+async fn streamed_output_appended_in_pieces_reads_back_whole() {
+    let dir = TempDir::new("stdout");
+    let store = open(&dir).await;
+    let job = store.submit_job(&wide_spec(3), 0).await.expect("submit");
+    let pieces: [(&str, OutputStream, &[u8]); 6] = [
+        ("0", OutputStream::Stdout, b"hello "),
+        ("1", OutputStream::Stdout, b"other task"),
+        ("0", OutputStream::Stderr, b"warn\0ing"),
+        ("0", OutputStream::Stdout, b"wor"),
+        ("0", OutputStream::Stdout, b""),
+        ("0", OutputStream::Stdout, b"ld\n"),
+    ];
+    for (task, stream, data) in pieces {
+        store
+            .append_output(job, task, stream, data)
+            .await
+            .expect("append");
+    }
+    let results = store.job_results(job).await.expect("results");
+    assert_eq!(results.len(), 3);
+    assert_eq!(results["0"].stdout, b"hello world\n");
+    assert_eq!(results["0"].stderr, b"warn\0ing");
+    assert_eq!(results["1"].stdout, b"other task");
+    assert_eq!(results["2"], StreamResults::default());
+
+    // jobLatestResults hands out each piece once.
+    let latest = store.job_latest_results(job).await.expect("latest");
+    assert_eq!(latest["0"].stdout, b"hello world\n");
+    assert_eq!(latest.len(), 2);
+    assert!(store
+        .job_latest_results(job)
+        .await
+        .expect("latest")
+        .is_empty());
+    store
+        .append_output(job, "2", OutputStream::Stdout, b"late")
+        .await
+        .expect("append");
+    let latest = store.job_latest_results(job).await.expect("latest");
+    assert_eq!(latest.keys().collect::<Vec<_>>(), ["2"]);
+    assert_eq!(latest["2"].stdout, b"late");
+    // jobResults still has everything.
+    assert_eq!(
+        store.job_results(job).await.expect("results")["0"].stdout,
+        b"hello world\n"
+    );
+    assert!(matches!(
+        store
+            .append_output(job, "7", OutputStream::Stdout, b"x")
+            .await,
+        Err(StoreError::NoSuchTask { .. })
+    ));
+}
+
+#[tokio::test]
+async fn output_files_round_trip() {
+    let dir = TempDir::new("outputs");
+    let store = open(&dir).await;
+    let (agent, _) = store
+        .register_agent(&agent_named("a"))
+        .await
+        .expect("register");
+    let job = store.submit_job(&wide_spec(3), 0).await.expect("submit");
+    let binary: Vec<u8> = (0..=255u8).cycle().take(100_000).collect();
+    let files = BTreeMap::from([
+        ("frames/0001.png".to_string(), binary.clone()),
+        ("empty".to_string(), Vec::new()),
+        ("log.txt".to_string(), b"line\n".to_vec()),
+    ]);
+    store
+        .mark_dispatched(job, "0", agent, "1")
+        .await
+        .expect("dispatch");
+    store
+        .mark_finished(job, "0", 0, &files)
+        .await
+        .expect("finish");
+    store
+        .mark_dispatched(job, "1", agent, "2")
+        .await
+        .expect("dispatch");
+    store
+        .mark_finished(job, "1", 139, &BTreeMap::new())
+        .await
+        .expect("finish");
+
+    let results = store.job_final_results(job).await.expect("final results");
+    assert_eq!(results.keys().collect::<Vec<_>>(), ["0", "1"]);
+    assert_eq!(results["0"].termination_status, Some(0));
+    assert_eq!(results["0"].output_files, files);
+    assert_eq!(results["0"].output_files["frames/0001.png"], binary);
+    assert_eq!(results["1"].termination_status, Some(139));
+    assert!(results["1"].output_files.is_empty());
+}
+
+#[tokio::test]
+async fn agents_register_with_cookies() {
+    let dir = TempDir::new("agents");
+    let store = open(&dir).await;
+    let (first, cookie) = store
+        .register_agent(&agent_named("mac-mini"))
+        .await
+        .expect("register");
+    assert_eq!(cookie.len(), 32);
+    assert!(cookie.chars().all(|c| c.is_ascii_hexdigit()));
+    let (second, other_cookie) = store
+        .register_agent(&agent_named("imac"))
+        .await
+        .expect("register");
+    assert_ne!(first, second);
+    assert_ne!(cookie, other_cookie);
+
+    // Coming back with its cookie, the agent keeps its identifier; what it says is updated.
+    let mut again = agent_named("mac-mini-renamed");
+    again.cookie = Some(cookie.clone());
+    again.addresses = vec!["198.51.100.1".into()];
+    again.maximum_task_count = 8;
+    store.set_agent_offline(first).await.expect("offline");
+    let (id, returned) = store.register_agent(&again).await.expect("register again");
+    assert_eq!((id, returned.as_str()), (first, cookie.as_str()));
+    let record = store.agent(first).await.expect("agent");
+    assert_eq!(record.name, "mac-mini-renamed");
+    assert_eq!(record.addresses, ["198.51.100.1"]);
+    assert_eq!(record.hostnames, ["mac-mini-renamed.local"]);
+    assert_eq!(record.maximum_task_count, 8);
+    assert_eq!(record.state, AgentState::Available);
+    assert_eq!(record.grid, 0);
+    assert_eq!(store.agents().await.expect("agents").len(), 2);
+    assert_eq!(
+        store.agent_by_cookie(&cookie).await.expect("by cookie"),
+        Some(first)
+    );
+
+    let mut forged = agent_named("intruder");
+    forged.cookie = Some("0123456789abcdef0123456789abcdef".into());
+    let refused = store.register_agent(&forged).await;
+    assert!(
+        matches!(refused, Err(StoreError::InvalidCookie)),
+        "{refused:?}"
+    );
+    assert_eq!(
+        refused.err().map(|e| e.to_string()).as_deref(),
+        Some("invalid cookie")
+    );
+    assert_eq!(store.agents().await.expect("agents").len(), 2);
+    // An empty cookie is a first registration.
+    let mut fresh = agent_named("new");
+    fresh.cookie = Some(String::new());
+    let (third, _) = store.register_agent(&fresh).await.expect("register");
+    assert!(third > second);
+
+    store
+        .update_agent_load(
+            second,
+            AgentLoad {
+                state: AgentState::Unavailable,
+                current_cpu_power: 1200,
+                current_task_count: 1,
+            },
+        )
+        .await
+        .expect("load");
+    let record = store.agent(second).await.expect("agent");
+    assert_eq!(
+        (
+            record.state,
+            record.current_cpu_power,
+            record.reported_task_count
+        ),
+        (AgentState::Unavailable, 1200, 1)
+    );
+    assert!(matches!(
+        store.agent(99).await,
+        Err(StoreError::NoSuchAgent(99))
+    ));
+}
+
+#[tokio::test]
+async fn tasks_stay_attached_to_their_agent_across_a_crash() {
+    let dir = TempDir::new("recovery");
+    let (agent, cookie, job) = {
+        let store = open(&dir).await;
+        let (agent, cookie) = store
+            .register_agent(&agent_named("a"))
+            .await
+            .expect("register");
+        let job = store.submit_job(&wide_spec(4), 0).await.expect("submit");
+        store
+            .mark_dispatched(job, "0", agent, "t0")
+            .await
+            .expect("dispatch");
+        store.mark_running(job, "0").await.expect("running");
+        store
+            .mark_dispatched(job, "1", agent, "t1")
+            .await
+            .expect("dispatch");
+        store.mark_assigned(job, "2", agent).await.expect("assign");
+        // Dropped with no shutdown of any kind, as a crash would leave it.
+        drop(store);
+        (agent, cookie, job)
+    };
+
+    let store = open(&dir).await;
+    let expected = vec![
+        AttachedTask {
+            job,
+            task: "0".into(),
+            agent,
+            task_ref: Some("t0".into()),
+            state: TaskState::Running,
+        },
+        AttachedTask {
+            job,
+            task: "1".into(),
+            agent,
+            task_ref: Some("t1".into()),
+            state: TaskState::Assigned,
+        },
+        AttachedTask {
+            job,
+            task: "2".into(),
+            agent,
+            task_ref: None,
+            state: TaskState::Assigned,
+        },
+    ];
+    assert_eq!(store.attached_tasks().await.expect("attached"), expected);
+    assert_eq!(
+        store.agent_tasks(agent).await.expect("agent tasks"),
+        expected
+    );
+    let record = store.agent(agent).await.expect("agent");
+    assert_eq!(record.state, AgentState::Offline);
+    assert_eq!(record.placed_task_count, 3);
+
+    // The agent comes back with its cookie: same agent, same tasks.
+    let mut again = agent_named("a");
+    again.cookie = Some(cookie);
+    let (id, _) = store.register_agent(&again).await.expect("register again");
+    assert_eq!(id, agent);
+    assert_eq!(
+        store.task_by_ref(agent, "t1").await.expect("by ref"),
+        Some((job, "1".to_string()))
+    );
+
+    // Given up for lost, its tasks go back to Pending with an attempt counted.
+    store
+        .append_output(job, "0", OutputStream::Stdout, b"partial")
+        .await
+        .expect("append");
+    let requeued = store.requeue_agent_tasks(agent).await.expect("requeue");
+    assert_eq!(requeued, expected);
+    assert!(store.attached_tasks().await.expect("attached").is_empty());
+    for task in store.tasks(job).await.expect("tasks") {
+        let expected_attempts = u32::from(task.id != "3");
+        assert_eq!(task.state, TaskState::Pending, "{}", task.id);
+        assert_eq!(task.attempts, expected_attempts, "{}", task.id);
+        assert_eq!(task.agent, None);
+    }
+    assert!(store.job_results(job).await.expect("results")["0"]
+        .stdout
+        .is_empty());
+    assert_eq!(
+        store.agent(agent).await.expect("agent").placed_task_count,
+        0
+    );
+
+    // A single task can be requeued too.
+    store
+        .mark_dispatched(job, "3", agent, "t3")
+        .await
+        .expect("dispatch");
+    store.requeue_task(job, "3").await.expect("requeue one");
+    assert_eq!(store.task(job, "3").await.expect("task").attempts, 1);
+    assert!(store.requeue_task(job, "3").await.is_err());
+}
+
+#[tokio::test]
+async fn a_committed_submission_survives_reopening() {
+    let dir = TempDir::new("durable");
+    let spec = rich_spec();
+    let job = {
+        let store = open(&dir).await;
+        let job = store.submit_job(&spec, 0).await.expect("submit");
+        store.append_job_log(job, "submitted").await.expect("log");
+        job
+    };
+    let store = open(&dir).await;
+    assert_eq!(store.job_specification(job).await.expect("spec"), spec);
+    assert_eq!(store.job_ids(0).await.expect("list"), vec![job]);
+    assert_eq!(
+        store
+            .job_attributes(job)
+            .await
+            .expect("attributes")
+            .task_count,
+        3
+    );
+    let log = store.job_log(job).await.expect("log");
+    assert_eq!(log.len(), 1);
+    assert_eq!(log[0].text, "submitted");
+}
+
+#[tokio::test]
+async fn job_log_keeps_lines_in_order() {
+    let dir = TempDir::new("log");
+    let store = open(&dir).await;
+    let job = store.submit_job(&wide_spec(1), 0).await.expect("submit");
+    for line in ["first", "second", "third"] {
+        store.append_job_log(job, line).await.expect("log");
+    }
+    let log = store.job_log(job).await.expect("log");
+    let lines: Vec<&str> = log.iter().map(|e| e.text.as_str()).collect();
+    assert_eq!(lines, ["first", "second", "third"]);
+    assert!(log.windows(2).all(|w| w[0].time <= w[1].time));
+    assert!(matches!(
+        store.append_job_log(job + 1, "x").await,
+        Err(StoreError::NoSuchJob(_))
+    ));
+}
+
+#[tokio::test]
+async fn grids_can_be_added_renamed_and_removed() {
+    let dir = TempDir::new("grids");
+    let store = open(&dir).await;
+    let render = store.add_grid("Render").await.expect("add");
+    assert_eq!(render, 1);
+    assert!(matches!(
+        store.add_grid("Render").await,
+        Err(StoreError::GridNameTaken(_))
+    ));
+    assert!(matches!(
+        store.add_grid("  ").await,
+        Err(StoreError::EmptyGridName)
+    ));
+    store.rename_grid(render, "Farm").await.expect("rename");
+    assert!(matches!(
+        store.rename_grid(render, "Xgrid").await,
+        Err(StoreError::GridNameTaken(_))
+    ));
+    store
+        .rename_grid(render, "Farm")
+        .await
+        .expect("same name again");
+
+    store.make_default_grid(render).await.expect("make default");
+    assert_eq!(store.default_grid().await.expect("default"), render);
+    let defaults: Vec<GridId> = store
+        .grids()
+        .await
+        .expect("grids")
+        .iter()
+        .filter(|g| g.is_default)
+        .map(|g| g.id)
+        .collect();
+    assert_eq!(defaults, [render]);
+    assert!(matches!(
+        store.remove_grid(render).await,
+        Err(StoreError::CannotRemoveDefaultGrid(_))
+    ));
+
+    // New agents join the default grid; removing a grid sends its agents there.
+    let (agent, _) = store
+        .register_agent(&agent_named("a"))
+        .await
+        .expect("register");
+    assert_eq!(store.agent(agent).await.expect("agent").grid, render);
+    store.make_default_grid(0).await.expect("make default");
+    let job = store
+        .submit_job(&wide_spec(1), render)
+        .await
+        .expect("submit");
+    assert!(matches!(
+        store.remove_grid(render).await,
+        Err(StoreError::GridNotEmpty { jobs: 1, .. })
+    ));
+    store.delete_job(job).await.expect("delete");
+    store.remove_grid(render).await.expect("remove");
+    assert_eq!(store.agent(agent).await.expect("agent").grid, 0);
+    assert_eq!(store.grids().await.expect("grids").len(), 1);
+    assert!(matches!(
+        store.assign_agent_to_grid(agent, render).await,
+        Err(StoreError::NoSuchGrid(_))
+    ));
+    let other = store.add_grid("Other").await.expect("add");
+    assert!(other > render, "grid identifiers are not reused either");
+    store
+        .assign_agent_to_grid(agent, other)
+        .await
+        .expect("assign");
+    assert_eq!(store.agent(agent).await.expect("agent").grid, other);
+}
+
+#[tokio::test]
+async fn the_snapshot_holds_open_jobs_only() {
+    let dir = TempDir::new("snapshot");
+    let store = open(&dir).await;
+    let (agent, _) = store
+        .register_agent(&agent_named("a"))
+        .await
+        .expect("register");
+    let finished = store
+        .submit_job(&wide_spec(3_000), 0)
+        .await
+        .expect("submit");
+    store
+        .set_job_status(finished, JobStatus::Finished)
+        .await
+        .expect("status");
+    let job = store.submit_job(&rich_spec(), 0).await.expect("submit");
+    store
+        .mark_dispatched(job, "0", agent, "1")
+        .await
+        .expect("dispatch");
+    store
+        .set_art_result(job, agent, "speed.sh", ArtVerdict::Measuring, None)
+        .await
+        .expect("art");
+    let suspended = store.submit_job(&wide_spec(2), 0).await.expect("submit");
+    store
+        .set_job_suspended(suspended, true)
+        .await
+        .expect("suspend");
+
+    let snapshot = store.scheduling_snapshot().await.expect("snapshot");
+    let ids: Vec<JobId> = snapshot.jobs.iter().map(|j| j.id).collect();
+    assert_eq!(ids, [job, suspended]);
+    assert!(snapshot.jobs[1].suspended);
+
+    let open_job = &snapshot.jobs[0];
+    assert_eq!(open_job.status, JobStatus::Pending);
+    assert!(open_job.tasks_must_start_simultaneously);
+    assert_eq!(open_job.minimum_task_count, Some(2));
+    assert_eq!(
+        open_job.depends_on_jobs,
+        [
+            JobDependency {
+                job: "7".into(),
+                status: None
+            },
+            JobDependency {
+                job: "x".into(),
+                status: None
+            },
+        ]
+    );
+    assert_eq!(open_job.art_conditions.len(), 1);
+    assert_eq!(open_job.art_conditions["speed.sh"].min, Some(2.5));
+    type TaskView<'a> = (
+        &'a str,
+        TaskState,
+        Vec<&'a str>,
+        Option<&'a str>,
+        Option<AgentId>,
+    );
+    let tasks: Vec<TaskView> = open_job
+        .tasks
+        .iter()
+        .map(|t| {
+            (
+                t.id.as_str(),
+                t.state,
+                t.depends_on_tasks.iter().map(String::as_str).collect(),
+                t.scheduler_hint.as_deref(),
+                t.agent,
+            )
+        })
+        .collect();
+    assert_eq!(
+        tasks,
+        [
+            (
+                "0",
+                TaskState::Assigned,
+                vec![],
+                Some("fast-mac"),
+                Some(agent)
+            ),
+            ("1", TaskState::Pending, vec!["0"], None, None),
+            ("10", TaskState::Pending, vec!["1", "0"], None, None),
+        ]
+    );
+    assert_eq!(
+        snapshot.art_results,
+        [ArtResultRecord {
+            job,
+            agent,
+            art: "speed.sh".into(),
+            verdict: ArtVerdict::Measuring,
+            score: None,
+        }]
+    );
+    assert_eq!(snapshot.agents.len(), 1);
+    // One task and one ART run are placed on the agent.
+    assert_eq!(snapshot.agents[0].placed_task_count, 2);
+
+    // A job depending on the finished job sees its status.
+    let mut dependent = wide_spec(1);
+    dependent.scheduler.depends_on_jobs = vec![finished.to_string()];
+    let dependent = store.submit_job(&dependent, 0).await.expect("submit");
+    let snapshot = store.scheduling_snapshot().await.expect("snapshot");
+    let entry = snapshot
+        .jobs
+        .iter()
+        .find(|j| j.id == dependent)
+        .expect("the dependent job is open");
+    assert_eq!(
+        entry.depends_on_jobs,
+        [JobDependency {
+            job: finished.to_string(),
+            status: Some(JobStatus::Finished)
+        }]
+    );
+}
+
+/// The snapshot's queries reach tasks through the jobs that are open, never by reading the
+/// whole tasks table (which holds every finished job's tasks too).
+#[tokio::test]
+async fn snapshot_queries_do_not_scan_all_tasks() {
+    let dir = TempDir::new("plans");
+    let store = open(&dir).await;
+    store.submit_job(&wide_spec(10), 0).await.expect("submit");
+    sqlx::query("ANALYZE")
+        .execute(&store.writer)
+        .await
+        .expect("analyze");
+    for sql in [
+        snapshot::TASK_ROWS,
+        snapshot::TASK_DEPENDENCY_ROWS,
+        &format!(
+            "SELECT agent_id, count(*) FROM tasks WHERE {} GROUP BY agent_id",
+            tasks::ON_AGENTS
+        ),
+    ] {
+        let plan: Vec<(i64, i64, i64, String)> =
+            sqlx::query_as(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .fetch_all(&store.readers)
+                .await
+                .expect("explain");
+        assert!(
+            plan.iter()
+                .any(|(_, _, _, step)| step.starts_with("SEARCH t")),
+            "tasks are not reached through an index in {plan:?}"
+        );
+        for (_, _, _, step) in &plan {
+            assert!(
+                !(step.starts_with("SCAN t")
+                    || step.starts_with("SCAN tasks")
+                    || step.starts_with("SCAN d")),
+                "full scan in {step:?} for {sql}"
+            );
+        }
+    }
+}
