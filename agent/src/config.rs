@@ -19,7 +19,8 @@ Options:
   --data-dir DIR            where the agent keeps its cookie and task directories
                             (default /var/lib/xgridagentd)
   --name NAME               the agent's name on the grid (default: this machine's hostname)
-  --password PW             the password the controller requires of agents
+  --password PW             the password the controller requires of agents (other users
+                            can see it in the process list: prefer --password-file)
   --password-file FILE      read that password from a file in Apple's obfuscated format
                             (as /etc/xgrid/agent/controller-password)
   --slots N                 how many tasks may run at once (default: the processor count)

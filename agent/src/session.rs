@@ -131,17 +131,23 @@ impl Agent {
     pub async fn serve(mut self, shutdown: impl Future<Output = ()>) {
         let mut shutdown = pin!(shutdown);
         let mut delay = FIRST_RECONNECT_DELAY;
+        // A controller that stays away would otherwise fill the log with one line per try.
+        let mut last_reason = String::new();
         loop {
             match self.session(shutdown.as_mut()).await {
                 Ended::Shutdown => break,
                 Ended::Lost { registered, reason } => {
                     if registered {
                         delay = FIRST_RECONNECT_DELAY;
+                        last_reason.clear();
                     }
-                    log(format!(
-                        "{reason}; trying again in {:.1} s",
-                        delay.as_secs_f64()
-                    ));
+                    if reason != last_reason {
+                        log(format!(
+                            "{reason}; trying again every {:?} or less",
+                            self.config.max_reconnect_delay
+                        ));
+                        last_reason = reason;
+                    }
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}
                         _ = shutdown.as_mut() => break,

@@ -183,6 +183,7 @@ async fn registration_saves_the_cookie_and_reuses_it_after_a_restart() {
     assert_eq!(status.agent_name, "test-agent");
     assert_eq!(status.current_task_count, 0);
     assert!(status.task_ref_array.is_empty());
+    let before_restart = submit(&mut connection, &submission("/bin/true", &[])).await;
     agent.stop().await;
     assert_eq!(
         std::fs::read_to_string(data.0.join("cookie")).expect("cookie file"),
@@ -193,6 +194,12 @@ async fn registration_saves_the_cookie_and_reuses_it_after_a_restart() {
     let mut connection = controller.accept().await;
     let registration = connection.accept_registration("cookie-1").await;
     assert_eq!(registration.agent_cookie, "cookie-1");
+    let after_restart = submit(&mut connection, &submission("/bin/true", &[])).await;
+    let number = |r: &str| r.parse::<u64>().expect("decimal taskRef");
+    assert!(
+        number(&after_restart) > number(&before_restart),
+        "taskRefs are not reused across restarts: {before_restart} then {after_restart}"
+    );
     agent.stop().await;
 }
 
@@ -380,6 +387,57 @@ async fn stop_start_and_cancel() {
 }
 
 #[tokio::test]
+async fn a_missing_command_fails_the_task_and_says_why() {
+    let data = DataDir::new("missing-command");
+    let controller = ScriptedController::bind(None).await;
+    let (agent, mut connection) =
+        registered(&controller, config(&controller, &data.0, 1), "c").await;
+    let task_ref = submit(&mut connection, &submission("no-such-program-xyz", &[])).await;
+    start(&mut connection, &task_ref).await;
+    let failed = connection
+        .task_status(&task_ref, |s| s.task_state == TaskState::Failed)
+        .await;
+    assert_eq!(failed.termination_status, None);
+    assert!(failed.data_available);
+    let (_, stderr) = fetch_streams(&mut connection, &task_ref).await;
+    let stderr = String::from_utf8_lossy(&stderr);
+    assert!(
+        stderr.contains("no-such-program-xyz"),
+        "the reason reaches errData: {stderr:?}"
+    );
+    // A failed task no longer takes the only slot.
+    submit(&mut connection, &submission("/bin/true", &[])).await;
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn steady_output_gives_one_notification_until_fetched() {
+    let data = DataDir::new("no-flood");
+    let controller = ScriptedController::bind(None).await;
+    let (agent, mut connection) =
+        registered(&controller, config(&controller, &data.0, 1), "c").await;
+    // Twenty lines over about a second: some twenty polls see new output.
+    let script =
+        "for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do echo $i; sleep 0.05; done";
+    let task_ref = submit(&mut connection, &submission("/bin/sh", &["-c", script])).await;
+    start(&mut connection, &task_ref).await;
+    connection
+        .task_status(&task_ref, |s| s.task_state == TaskState::Terminated)
+        .await;
+    let statuses = connection.take_received(|m| m.name == "taskStatus" && m.identifier == task_ref);
+    // Pending, Running, output available, Terminated: at most one each.
+    assert!(
+        statuses.len() <= 3,
+        "{} taskStatus notifications besides Terminated: {statuses:#?}",
+        statuses.len()
+    );
+    let (stdout, _) = fetch_streams(&mut connection, &task_ref).await;
+    let expected: String = (1..=20).map(|i| format!("{i}\n")).collect();
+    assert_eq!(String::from_utf8_lossy(&stdout), expected);
+    agent.stop().await;
+}
+
+#[tokio::test]
 async fn too_many_tasks() {
     let data = DataDir::new("slots");
     let controller = ScriptedController::bind(None).await;
@@ -473,6 +531,36 @@ async fn reconnects_and_lists_the_task_it_still_runs() {
     connection
         .task_status(&task_ref, |s| s.task_state == TaskState::Terminated)
         .await;
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn retries_until_a_restarted_controller_listens_again() {
+    let data = DataDir::new("controller-restart");
+    let controller = ScriptedController::bind(None).await;
+    let address = controller.address.clone();
+    let (agent, mut connection) =
+        registered(&controller, config(&controller, &data.0, 2), "cookie-x").await;
+    let task_ref = submit(&mut connection, &submission("/bin/sleep", &["30"])).await;
+    start(&mut connection, &task_ref).await;
+    connection
+        .task_status(&task_ref, |s| s.task_state == TaskState::Running)
+        .await;
+
+    // The controller goes away entirely: connections are refused for a while.
+    connection.hang_up();
+    drop(controller);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let controller = ScriptedController::bind_to(&address).await;
+    let mut connection = controller.accept().await;
+    let registration = connection.accept_registration("cookie-x").await;
+    assert_eq!(registration.agent_cookie, "cookie-x");
+    let status = connection.agent_status(|_| true).await;
+    assert_eq!(status.task_ref_array, vec![task_ref.clone()]);
+    let reply = connection
+        .request("taskResults", task_ref_payload(&task_ref))
+        .await;
+    assert_eq!(error_of(&reply), None, "the task is still known");
     agent.stop().await;
 }
 

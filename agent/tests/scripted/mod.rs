@@ -36,7 +36,16 @@ pub struct ScriptedController {
 
 impl ScriptedController {
     pub async fn bind(password: Option<&str>) -> ScriptedController {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        ScriptedController::listen("127.0.0.1:0", password).await
+    }
+
+    /// Listen again where an earlier controller did (a restarted controller).
+    pub async fn bind_to(address: &Address) -> ScriptedController {
+        ScriptedController::listen(&address.to_string(), None).await
+    }
+
+    async fn listen(at: &str, password: Option<&str>) -> ScriptedController {
+        let listener = TcpListener::bind(at).await.expect("bind");
         let port = listener.local_addr().expect("local address").port();
         ScriptedController {
             listener,
@@ -261,6 +270,25 @@ impl Connection {
                 Ok(Some(message)) => self.backlog.push_back(message),
             }
         }
+    }
+
+    /// Every message received so far that `wanted` accepts, without waiting; the others
+    /// stay queued.
+    pub fn take_received(&mut self, wanted: impl Fn(&Envelope) -> bool) -> Vec<Envelope> {
+        while let Ok(message) = self.from_agent.try_recv() {
+            self.backlog.push_back(message);
+        }
+        let mut taken = Vec::new();
+        let mut kept = VecDeque::new();
+        for message in self.backlog.drain(..) {
+            if wanted(&message) {
+                taken.push(message);
+            } else {
+                kept.push_back(message);
+            }
+        }
+        self.backlog = kept;
+        taken
     }
 
     /// Send a request to the agent and wait for its reply.
