@@ -112,7 +112,7 @@ impl Agent {
             store.clone(),
             &config.agent_name,
             slots,
-            processors.mhz_per_core,
+            processors,
         );
         Ok(Agent {
             hostname: crate::config::machine_hostname(),
@@ -465,5 +465,32 @@ fn clear_stale_tasks(tasks: &Path) {
             Ok(()) => log(format!("removed {} left by an earlier run", path.display())),
             Err(e) => log(format!("could not remove {}: {e}", path.display())),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_route_to_a_loopback_controller_is_loopback() {
+        let controller = Address {
+            host: "127.0.0.1".into(),
+            port: 4111,
+        };
+        assert_eq!(local_addresses(&controller), ["127.0.0.1"]);
+    }
+
+    #[test]
+    fn stale_task_directories_are_removed() {
+        let tasks = std::env::temp_dir().join(format!("xgrid-stale-{}", std::process::id()));
+        std::fs::create_dir_all(tasks.join("12/work")).expect("create");
+        std::fs::write(tasks.join("12/stdout"), "old").expect("write");
+        clear_stale_tasks(&tasks);
+        assert!(tasks.exists(), "the tasks directory itself stays");
+        assert_eq!(std::fs::read_dir(&tasks).expect("read").count(), 0);
+        let _ = std::fs::remove_dir_all(&tasks);
+        // A missing directory (the first run) is not an error.
+        clear_stale_tasks(&tasks);
     }
 }

@@ -48,10 +48,6 @@ impl DataStore {
         })
     }
 
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     /// The saved cookie, or `""` when the agent never registered (or its cookie was cleared).
     pub fn cookie(&self) -> Result<String, StoreError> {
         Ok(self

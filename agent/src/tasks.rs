@@ -18,6 +18,7 @@ use xgrid_protocol::plist::Value;
 
 use crate::executor::{ExecError, Executor, Task, MAX_STREAM_CHUNK};
 use crate::log;
+use crate::probe::Processors;
 use crate::store::DataStore;
 
 /// One task and what the controller has been told about it.
@@ -28,6 +29,8 @@ struct Entry {
     stderr: Vec<u8>,
     /// The last `taskStatus` sent (`None`: none yet on this connection).
     reported: Option<TaskStatus>,
+    /// The reason of a failure was added to the stderr buffer.
+    failure_noted: bool,
 }
 
 impl Entry {
@@ -52,7 +55,7 @@ pub struct TaskTable {
     store: DataStore,
     agent_name: String,
     slots: u32,
-    mhz_per_core: u32,
+    processors: Processors,
     tasks: BTreeMap<String, Entry>,
 }
 
@@ -62,20 +65,16 @@ impl TaskTable {
         store: DataStore,
         agent_name: &str,
         slots: u32,
-        mhz_per_core: u32,
+        processors: Processors,
     ) -> TaskTable {
         TaskTable {
             executor,
             store,
             agent_name: agent_name.to_string(),
             slots,
-            mhz_per_core,
+            processors,
             tasks: BTreeMap::new(),
         }
-    }
-
-    pub fn executor(&self) -> &Executor {
-        &self.executor
     }
 
     /// Every task the agent holds, running or with results waiting to be fetched
@@ -101,7 +100,8 @@ impl TaskTable {
             .map(|entry| entry.task.state().ok())
             .filter(|state| *state == Some(TaskState::Running))
             .count();
-        f64::from(self.mhz_per_core) * running as f64
+        let power = f64::from(self.processors.mhz_per_core) * running as f64;
+        power.min(self.processors.total_mhz() as f64)
     }
 
     /// `taskSubmission`: prepare the task under a fresh taskRef; it starts on `start`.
@@ -135,6 +135,7 @@ impl TaskTable {
                 stdout: Vec::new(),
                 stderr: Vec::new(),
                 reported: None,
+                failure_noted: false,
             },
         );
         Ok(task_ref)
@@ -241,7 +242,7 @@ impl TaskTable {
     /// the controller had fetched everything.
     pub fn poll(&mut self) -> Changes {
         let mut changes = Changes::default();
-        let mhz = f64::from(self.mhz_per_core);
+        let mhz = f64::from(self.processors.mhz_per_core);
         for (task_ref, entry) in &mut self.tasks {
             let state = match entry.task.state() {
                 Ok(state) => state,
@@ -259,9 +260,8 @@ impl TaskTable {
                     .into_iter()
                     .filter_map(|control| control_notification(task_ref, control)),
             );
-            let first_failure = state == TaskState::Failed
-                && entry.reported.as_ref().map(|r| r.task_state) != Some(TaskState::Failed);
-            if first_failure {
+            if state == TaskState::Failed && !entry.failure_noted {
+                entry.failure_noted = true;
                 // The reason reaches the job's owner through the task's stderr.
                 if let Some(reason) = entry.task.failure() {
                     log(format!("task {task_ref} failed: {reason}"));
@@ -279,15 +279,7 @@ impl TaskTable {
                 termination_status: entry.task.termination().map(|t| i64::from(t.status)),
                 data_available: entry.buffered() > 0 || entry.task.has_new_output(),
             };
-            let send = match &entry.reported {
-                None => true,
-                Some(last) => {
-                    last.task_state != status.task_state
-                        || last.termination_status != status.termination_status
-                        || (status.data_available && !last.data_available)
-                }
-            };
-            if send {
+            if is_news(entry.reported.as_ref(), &status) {
                 if entry.reported.as_ref().map(|r| r.task_state) != Some(state) {
                     changes.status_changed = true;
                     if matches!(state, TaskState::Terminated) {
@@ -341,6 +333,20 @@ impl TaskTable {
     }
 }
 
+/// Whether `now` should be sent after `last` was: a new state or exit status, or output
+/// waiting when none was. Output that keeps growing before the controller fetches it is not
+/// news again, so a chatty task cannot flood the controller.
+fn is_news(last: Option<&TaskStatus>, now: &TaskStatus) -> bool {
+    match last {
+        None => true,
+        Some(last) => {
+            last.task_state != now.task_state
+                || last.termination_status != now.termination_status
+                || (now.data_available && !last.data_available)
+        }
+    }
+}
+
 /// Whether a task still holds a slot; an unreadable state counts as holding one.
 fn is_active(state: Option<TaskState>) -> bool {
     !matches!(state, Some(TaskState::Terminated | TaskState::Failed))
@@ -385,5 +391,78 @@ fn control_notification(task_ref: &str, control: Value) -> Option<Envelope> {
             log(format!("task {task_ref}: ignored an <xgrid> block: {e}"));
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use xgrid_protocol::plist::Dictionary;
+
+    fn status(task_state: TaskState, termination: Option<i64>, data: bool) -> TaskStatus {
+        TaskStatus {
+            task_state,
+            task_megahertz: 2000.0,
+            termination_status: termination,
+            data_available: data,
+        }
+    }
+
+    #[test]
+    fn what_counts_as_news() {
+        let running = status(TaskState::Running, None, false);
+        let running_with_data = status(TaskState::Running, None, true);
+        assert!(is_news(None, &running), "the first status is always sent");
+        assert!(!is_news(Some(&running), &running));
+        assert!(is_news(Some(&running), &running_with_data));
+        assert!(
+            !is_news(Some(&running_with_data), &running_with_data),
+            "more output before a fetch is not news"
+        );
+        assert!(
+            !is_news(Some(&running_with_data), &running),
+            "a fetch is not news"
+        );
+        assert!(is_news(
+            Some(&running),
+            &status(TaskState::Stopped, None, false)
+        ));
+        assert!(is_news(
+            Some(&running_with_data),
+            &status(TaskState::Terminated, Some(0), true)
+        ));
+        assert!(is_news(
+            Some(&status(TaskState::Terminated, None, false)),
+            &status(TaskState::Terminated, Some(1), false)
+        ));
+    }
+
+    #[test]
+    fn control_blocks_become_notifications_only_when_readable() {
+        let mut block = Dictionary::new();
+        block.insert("control".into(), Value::from("statusUpdate"));
+        block.insert("percentDone".into(), Value::Real(12.5));
+        block.insert("extra".into(), Value::from("kept"));
+        let notification =
+            control_notification("7", Value::Dictionary(block.clone())).expect("a notification");
+        assert_eq!(notification.identifier, "7");
+        assert_eq!(notification.name, "taskControl");
+        assert_eq!(notification.payload, block, "sent as the task wrote it");
+
+        assert!(control_notification("7", Value::from("statusUpdate")).is_none());
+        let mut unknown = Dictionary::new();
+        unknown.insert("control".into(), Value::from("makeCoffee"));
+        assert!(control_notification("7", Value::Dictionary(unknown)).is_none());
+        assert!(control_notification("7", Value::Dictionary(Dictionary::new())).is_none());
+    }
+
+    #[test]
+    fn ended_tasks_free_their_slot() {
+        assert!(is_active(Some(TaskState::Pending)));
+        assert!(is_active(Some(TaskState::Running)));
+        assert!(is_active(Some(TaskState::Stopped)));
+        assert!(is_active(None), "an unreadable task is not assumed gone");
+        assert!(!is_active(Some(TaskState::Terminated)));
+        assert!(!is_active(Some(TaskState::Failed)));
     }
 }
