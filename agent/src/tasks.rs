@@ -6,6 +6,22 @@
 //! takes `<xgrid>` control blocks out of stdout only while reading it; `taskResults` then
 //! hands over and clears the buffer. The buffer stops growing at [`MAX_STREAM_CHUNK`]: the
 //! rest waits in the files until the controller fetches what is buffered.
+//!
+//! Choices the controller side should know (xgrid-wire.md leaves them open):
+//! - `taskRefArray` lists every task the agent holds, including ended ones whose final
+//!   results were not fetched yet; `currentTaskCount` counts only Pending, Running and
+//!   Stopped tasks, which are also the ones that take a slot (a submitted task takes its
+//!   slot before it starts).
+//! - `taskFinalResults` removes the task: fetch `taskResults` first when the last
+//!   `taskStatus` said `dataAvailable = YES`. Asked of a task that has not ended, it gets
+//!   `{error = InvalidRequest}`.
+//! - Error codes: an unknown taskRef gets `InvalidTaskRef`; a control the task's state does
+//!   not allow (start after the end) `InvalidControl`; a submission the executor refuses
+//!   (bad input file path, NUL in an argument) `InvalidTaskSpecification`; a local failure
+//!   (disk, signals) `agent unavailable`.
+//! - A failed task (e.g. its command does not exist) has its reason appended to `errData`.
+//! - `taskMegahertz` is one core's speed while the task runs, else 0; `currentCPUPower` is
+//!   that per running task, capped at `maximumCPUPower`.
 
 use std::collections::BTreeMap;
 

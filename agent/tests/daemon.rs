@@ -515,17 +515,32 @@ async fn reconnects_and_lists_the_task_it_still_runs() {
         .task_status(&task_ref, |s| s.task_state == TaskState::Running)
         .await;
 
+    // This one ends while nobody listens; its results must wait.
+    let short = submit(
+        &mut connection,
+        &submission("/bin/sh", &["-c", "sleep 0.3; echo later"]),
+    )
+    .await;
+    start(&mut connection, &short).await;
+
     connection.hang_up();
+    tokio::time::sleep(Duration::from_millis(600)).await;
     let mut connection = controller.accept().await;
     let registration = connection.accept_registration("cookie-r").await;
     assert_eq!(registration.agent_cookie, "cookie-r");
     let status = connection.agent_status(|_| true).await;
-    assert_eq!(status.task_ref_array, vec![task_ref.clone()]);
+    assert_eq!(status.task_ref_array, vec![task_ref.clone(), short.clone()]);
     assert_eq!(status.current_task_count, 1);
-    // The new connection hears the task's state afresh.
+    // The new connection hears each task's state afresh.
     connection
         .task_status(&task_ref, |s| s.task_state == TaskState::Running)
         .await;
+    let ended = connection
+        .task_status(&short, |s| s.task_state == TaskState::Terminated)
+        .await;
+    assert!(ended.data_available);
+    let (stdout, _) = fetch_streams(&mut connection, &short).await;
+    assert_eq!(String::from_utf8_lossy(&stdout), "later\n");
     let reply = control(&mut connection, &task_ref, "cancel").await;
     assert_eq!(error_of(&reply), None);
     connection
