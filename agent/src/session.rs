@@ -36,6 +36,10 @@ const FIRST_RECONNECT_DELAY: Duration = Duration::from_millis(250);
 /// A controller that does not answer a keepalive within this time is taken for gone.
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// A controller that does not answer the registration within this time is given up on
+/// (and tried again), rather than waited for forever.
+const REGISTRATION_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// How long the agent waits for the controller to acknowledge the close when stopping.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -178,13 +182,12 @@ impl Agent {
         };
         let registered = tokio::select! {
             registered = self.register(&peer) => registered,
-            _ = shutdown.as_mut() => Err(String::new()),
-        };
-        if let Err(reason) = registered {
-            if reason.is_empty() {
+            _ = shutdown.as_mut() => {
                 self.stop(&peer).await;
                 return Ended::Shutdown;
             }
+        };
+        if let Err(reason) = registered {
             return lost(false, reason);
         }
         log(format!(
@@ -251,9 +254,15 @@ impl Agent {
     async fn register(&mut self, peer: &Peer) -> Result<(), String> {
         self.addresses = local_addresses(&self.config.controller);
         loop {
-            let reply = peer
-                .request("agentRegistration", self.registration().to_payload())
+            let request = peer.request("agentRegistration", self.registration().to_payload());
+            let reply = tokio::time::timeout(REGISTRATION_TIMEOUT, request)
                 .await
+                .map_err(|_| {
+                    format!(
+                        "the controller did not answer the registration within {} s",
+                        REGISTRATION_TIMEOUT.as_secs()
+                    )
+                })?
                 .map_err(|e| e.to_string())?;
             match ControllerToAgentReply::from_envelope(&reply) {
                 Ok(ControllerToAgentReply::AgentRegistration { agent_cookie }) => {

@@ -580,6 +580,28 @@ async fn retries_until_a_restarted_controller_listens_again() {
 }
 
 #[tokio::test]
+async fn stops_promptly_whatever_the_controller_does() {
+    let data = DataDir::new("stop-early");
+    let controller = ScriptedController::bind(None).await;
+    // The controller never answers the registration.
+    let agent = RunningAgent::start(config(&controller, &data.0, 1));
+    let mut connection = controller.accept().await;
+    connection.registration().await;
+    agent.stop().await;
+    assert!(connection.ended().await, "the agent closes the session");
+
+    // Nobody listens at all.
+    let address = controller.address.clone();
+    drop(connection);
+    drop(controller);
+    let mut config = config(&ScriptedController::bind(None).await, &data.0, 1);
+    config.controller = address;
+    let agent = RunningAgent::start(config);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    agent.stop().await;
+}
+
+#[tokio::test]
 async fn keepalives_and_periodic_status() {
     let data = DataDir::new("keepalive");
     let controller = ScriptedController::bind(None).await;
@@ -659,6 +681,7 @@ async fn the_binary_serves_and_exits_cleanly_on_sigterm() {
         .arg("--data-dir")
         .arg(&data.0)
         .args(["--name", "binary-agent", "--slots", "1"])
+        .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .expect("start xgridagentd");
@@ -681,11 +704,19 @@ async fn the_binary_serves_and_exits_cleanly_on_sigterm() {
         nix::sys::signal::Signal::SIGTERM,
     )
     .expect("SIGTERM");
-    let status = tokio::time::timeout(WAIT, child.wait())
+    let output = tokio::time::timeout(WAIT, child.wait_with_output())
         .await
         .expect("the agent did not exit in time")
         .expect("wait");
-    assert_eq!(status.code(), Some(0));
+    assert_eq!(output.status.code(), Some(0));
+    let log = String::from_utf8_lossy(&output.stderr);
+    for line in [
+        "SIGTERM received",
+        &format!("task {task_ref} cancelled"),
+        "stopped",
+    ] {
+        assert!(log.contains(line), "{line:?} missing from the log:\n{log}");
+    }
     assert!(connection.ended().await);
     assert_eq!(
         std::fs::read_to_string(data.0.join("cookie")).expect("cookie"),
