@@ -675,7 +675,7 @@ fn the_binary_explains_itself() {
 async fn the_binary_serves_and_exits_cleanly_on_sigterm() {
     let data = DataDir::new("binary");
     let controller = ScriptedController::bind(None).await;
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_xgridagentd"))
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_xgridagentd"))
         .arg("--controller")
         .arg(controller.address.to_string())
         .arg("--data-dir")
