@@ -3,8 +3,6 @@
 //! acknowledges every MSG with an empty RPY, answers `controllerList` (MASTER) and keepalives
 //! by itself, and hands every other agent message to the test, which answers as it likes.
 
-#![allow(dead_code)]
-
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -95,13 +93,6 @@ impl ScriptedController {
             pump,
             keepalives,
         }
-    }
-
-    /// Expect no connection within `wait` (e.g. after the agent stopped).
-    pub async fn no_connection_within(&self, wait: Duration) -> bool {
-        tokio::time::timeout(wait, self.listener.accept())
-            .await
-            .is_err()
     }
 }
 
