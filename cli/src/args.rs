@@ -12,7 +12,7 @@ use xgrid_protocol::messages::JobAction;
 pub enum Parsed {
     Help,
     Version,
-    Invocation(Invocation),
+    Invocation(Box<Invocation>),
 }
 
 /// A command to run against a controller.
@@ -287,11 +287,11 @@ pub fn parse(words: &[String]) -> Result<Parsed, UsageError> {
         auth,
     };
     let command = command(&options, positional)?;
-    Ok(Parsed::Invocation(Invocation {
+    Ok(Parsed::Invocation(Box::new(Invocation {
         connection,
         format,
         command,
-    }))
+    })))
 }
 
 /// Whether the action takes a command line after its options.
@@ -583,7 +583,7 @@ mod tests {
 
     fn invocation(line: &str) -> Invocation {
         match parse(&words(line)) {
-            Ok(Parsed::Invocation(i)) => i,
+            Ok(Parsed::Invocation(i)) => *i,
             other => panic!("{line}: {other:?}"),
         }
     }

@@ -87,9 +87,10 @@ impl CliError {
                 | PeerError::WrongPassword
                 | PeerError::AuthRefused { .. }
                 | PeerError::Auth(_) => EXIT_NO_PERMISSION,
-                PeerError::ProfileRefused { code, .. } if matches!(code, 530 | 534 | 535 | 537) => {
-                    EXIT_NO_PERMISSION
-                }
+                PeerError::ProfileRefused {
+                    code: 530 | 534 | 535 | 537,
+                    ..
+                } => EXIT_NO_PERMISSION,
                 PeerError::BadReply { .. } | PeerError::Protocol { .. } => EXIT_PROTOCOL,
                 _ => EXIT_UNAVAILABLE,
             },

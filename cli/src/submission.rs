@@ -213,13 +213,12 @@ fn relative_key(path: &Path) -> String {
     for component in path.components() {
         match component {
             Component::Normal(part) => parts.push(part.to_string_lossy().into_owned()),
-            Component::ParentDir => {
-                if parts.pop().is_none() {
-                    return path
-                        .file_name()
-                        .map(|n| n.to_string_lossy().into_owned())
-                        .unwrap_or_default();
-                }
+            // The guard's pop is the `..` step itself; nothing left to pop means climbing out.
+            Component::ParentDir if parts.pop().is_none() => {
+                return path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
             }
             _ => {}
         }
