@@ -477,6 +477,27 @@ async fn unknown_task_refs_and_requests() {
     assert_eq!(error_of(&reply), Some(ErrorCode::InvalidTaskRef));
     let reply = connection.request("noSuchRequest", Dictionary::new()).await;
     assert_eq!(error_of(&reply), Some(ErrorCode::InvalidRequest));
+    // Malformed requests are answered with an error, not dropped.
+    let reply = connection
+        .request("taskControl", task_ref_payload("999"))
+        .await;
+    assert_eq!(error_of(&reply), Some(ErrorCode::InvalidControl));
+    let reply = connection
+        .request("taskSubmission", Dictionary::new())
+        .await;
+    assert!(error_of(&reply).is_some(), "no command: {reply:?}");
+    let mut escaping = submission("/bin/true", &[]);
+    escaping.input_files.insert(
+        "../outside".into(),
+        InputFile {
+            file_data: b"x".to_vec(),
+            is_executable: false,
+        },
+    );
+    let reply = connection
+        .request("taskSubmission", escaping.to_payload())
+        .await;
+    assert_eq!(error_of(&reply), Some(ErrorCode::InvalidTaskSpecification));
 
     let reply = connection.request("agentInfo", Dictionary::new()).await;
     match read_reply(&reply) {
