@@ -31,9 +31,7 @@ pub fn parse_version(text: &str) -> Option<(u32, u32, u32)> {
     let line = text
         .lines()
         .find_map(|l| l.trim().strip_prefix("Version:"))?;
-    let mut parts = line
-        .trim()
-        .split(['.', '-', ' ']);
+    let mut parts = line.trim().split(['.', '-', ' ']);
     let major = parts.next()?.parse().ok()?;
     let minor = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
     let patch = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);

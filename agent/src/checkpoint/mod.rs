@@ -493,6 +493,15 @@ fn criu_failure(action: &'static str, images: &Path, log: &str) -> CheckpointErr
     if reason.is_empty() {
         reason = "no error in its log".into();
     }
+    if text.contains("Can't get proc fd") {
+        // The parasite, running as the task's init, must mount a /proc for the task's
+        // namespace, which an unprivileged init cannot do.
+        reason = format!(
+            "the task's namespace init is unprivileged and has no /proc of its own \
+             namespace, so CRIU cannot dump it (run the namespace init as root, or give \
+             the task a mount namespace with its own /proc) [{reason}]"
+        );
+    }
     CheckpointError::Criu {
         action,
         reason,
