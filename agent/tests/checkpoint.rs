@@ -8,7 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use xgrid_agent::checkpoint::{CheckpointError, Checkpointer, RestoredTask, Unpacker};
+use xgrid_agent::checkpoint::{Checkpoint, CheckpointError, Checkpointer, RestoredTask, Unpacker};
 use xgrid_agent::executor::{Executor, ExecutorConfig, Isolation, Task};
 use xgrid_protocol::messages::TaskSubmission;
 
@@ -131,21 +131,34 @@ fn transfer(mut from: impl Read, into: &mut Unpacker) -> u64 {
     }
 }
 
-/// Move a running task: dump it (left stopped), pack, end it at the source, delete its
-/// directory, unpack at the destination (the same task directory path), restore.
+/// Move a running task: dump it (left stopped), then [`move_checkpoint`].
 async fn migrate(checkpointer: &Checkpointer, task: &mut Task, scratch: &Scratch) -> RestoredTask {
     let leader = task.leader_pid().expect("running task");
     let checkpoint = checkpointer
         .dump(leader, task.task_dir(), &scratch.source_checkpoint(), true)
         .await
         .expect("dump");
+    move_checkpoint(checkpointer, &checkpoint, task, scratch).await
+}
+
+/// Pack a checkpoint, end the task at the source and delete its directory, unpack at the
+/// destination (the same task directory path), restore.
+async fn move_checkpoint(
+    checkpointer: &Checkpointer,
+    checkpoint: &Checkpoint,
+    task: &mut Task,
+    scratch: &Scratch,
+) -> RestoredTask {
     let mut unpacker = Unpacker::new(&scratch.destination_checkpoint());
     // The stream is produced while the task is still frozen, as it would be over the wire.
-    let reader = checkpoint.pack().expect("pack");
     // Here source and destination share a machine, so the task directory must be gone
     // before the destination recreates it: buffer the stream in between.
     let mut stream = Vec::new();
-    let sent = { reader }.read_to_end(&mut stream).expect("pack stream");
+    let sent = checkpoint
+        .pack()
+        .expect("pack")
+        .read_to_end(&mut stream)
+        .expect("pack stream");
     task.cancel().expect("end the source task");
     let _ = task.wait().await;
     std::fs::remove_dir_all(task.task_dir()).expect("delete the source task directory");
@@ -399,7 +412,7 @@ async fn pre_copy_then_dump() {
         return;
     };
     // Holds 30 MB it has written to, and counts.
-    let script = "my $m = 'x' x (30 << 20); $| = 1; \
+    let script = "my $n = 30 << 20; my $m = 'x' x $n; $| = 1; \
                   for my $i (1..60) { print \"$i\\n\"; select(undef, undef, undef, 0.05) } exit 4";
     let mut task = executor
         .prepare("1", &submission("/usr/bin/perl", &["-e", script]))
@@ -426,7 +439,21 @@ async fn pre_copy_then_dump() {
         .await
         .expect("pre-dump");
     assert!(first.pages_written >= (30 << 20) / 4096, "{first:?}");
-    let mut restored = migrate(&checkpointer, &mut task, &scratch).await;
+    let checkpoint = checkpointer
+        .dump(leader, task.task_dir(), &scratch.source_checkpoint(), true)
+        .await
+        .expect("dump after the pre-dump");
+    let last = checkpoint.stats();
+    // The 30 MB did not change since the pre-dump: the final dump leaves it out.
+    assert!(
+        last.pages_skipped_from_parent >= (30 << 20) / 4096,
+        "{last:?}"
+    );
+    assert!(
+        last.pages_written < first.pages_written / 4,
+        "{last:?} after {first:?}"
+    );
+    let mut restored = move_checkpoint(&checkpointer, &checkpoint, &mut task, &scratch).await;
     assert_eq!(restored.wait().await.expect("wait"), 4);
     assert_eq!(lines(&stdout), (1..=60).collect::<Vec<u32>>());
 }
