@@ -8,6 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use nix::sys::signal::Signal;
 use xgrid_agent::checkpoint::{Checkpoint, CheckpointError, Checkpointer, RestoredTask, Unpacker};
 use xgrid_agent::executor::{Executor, ExecutorConfig, Isolation, Task};
 use xgrid_protocol::messages::TaskSubmission;
@@ -195,6 +196,43 @@ async fn counting_task_moves_and_continues_where_it_was() {
     let status = restored.wait().await.expect("wait");
     assert_eq!(status, 3, "the restored task's exit status comes through");
     assert_eq!(lines(&stdout), (1..=60).collect::<Vec<u32>>());
+}
+
+#[tokio::test]
+async fn restored_task_can_be_stopped_resumed_and_killed() {
+    let Some((executor, checkpointer, scratch)) = setup("control") else {
+        return;
+    };
+    let mut task = executor
+        .prepare(
+            "1",
+            &submission("/bin/sh", &["-c", &counting_script(400, 0)]),
+        )
+        .expect("prepare");
+    task.start().await.expect("start");
+    let stdout = task.stdout_path().to_path_buf();
+    until(|| lines(&stdout).len() >= 3).await;
+    let mut restored = migrate(&checkpointer, &mut task, &scratch).await;
+    let moved_at = lines(&stdout).len();
+    until(|| lines(&stdout).len() > moved_at).await;
+
+    restored.signal(Signal::SIGSTOP).expect("stop");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let stopped_at = lines(&stdout).len();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        lines(&stdout).len(),
+        stopped_at,
+        "a stopped task prints nothing"
+    );
+    restored.signal(Signal::SIGCONT).expect("resume");
+    until(|| lines(&stdout).len() > stopped_at).await;
+
+    restored.kill().expect("kill");
+    assert_eq!(restored.wait().await.expect("wait"), 128 + 9);
+    assert!(restored.process_ids().is_empty());
+    let printed = lines(&stdout);
+    assert_eq!(printed, (1..=printed.len() as u32).collect::<Vec<u32>>());
 }
 
 #[tokio::test]

@@ -18,6 +18,13 @@
 //! - Pre-copy needs the kernel's soft-dirty page tracking; [`Capabilities::pre_copy`] says
 //!   whether this machine has it ([`CheckpointError::PreCopyUnsupported`] otherwise).
 //! - `--file-locks` is always on, so a task holding file locks can move (with them).
+//! - CRIU cannot dump a PID namespace whose init is unprivileged: its parasite, running
+//!   as that init, must mount a /proc of the namespace (the agent's /proc belongs to the
+//!   agent's namespace). Tasks run as `nobody` by the executor today are such inits, and
+//!   their dump fails (the task runs on). A root init in the namespace that starts the
+//!   task as `nobody` passes that step (`unshare --pid --fork -- setsid unshare --fork --
+//!   setpriv … CMD`, tried by hand); dumping another user's processes also needs
+//!   CAP_SYS_RESOURCE (CRIU reads their rlimits), which the sandbox here lacks.
 
 mod criu;
 mod pack;
@@ -269,22 +276,28 @@ impl Checkpointer {
                 });
             }
         };
+        let manifest = match Manifest::capture(task_dir) {
+            Ok(manifest) => manifest,
+            Err(e) => {
+                // Without its directory the checkpoint is useless: the task must not stay
+                // frozen (or die) for it.
+                if !was_stopped {
+                    let _ = signal_namespace(leader_pid, Signal::SIGCONT);
+                }
+                return Err(e.into());
+            }
+        };
         let checkpoint = Checkpoint {
             dir: checkpoint_dir.to_path_buf(),
             task_dir: task_dir.to_path_buf(),
-            manifest: Manifest::capture(task_dir),
+            manifest,
             stats: parse_dump_stats(&output.text),
             dump_time,
             leader_pid,
             was_stopped,
         };
-        let manifest_failed = checkpoint.manifest.is_err();
-        if !leave_stopped && !manifest_failed {
+        if !leave_stopped {
             checkpoint.kill()?;
-        } else if manifest_failed && !leave_stopped {
-            // The task directory could not be recorded: the checkpoint is useless, so the
-            // task must not die for it.
-            checkpoint.resume()?;
         }
         Ok(checkpoint)
     }
@@ -556,7 +569,7 @@ fn signal_namespace(leader_pid: i32, sig: Signal) -> Result<(), nix::errno::Errn
 pub struct Checkpoint {
     dir: PathBuf,
     task_dir: PathBuf,
-    manifest: Result<Manifest, PackError>,
+    manifest: Manifest,
     stats: DumpStats,
     dump_time: Duration,
     leader_pid: i32,
@@ -586,15 +599,7 @@ impl Checkpoint {
     /// The migration stream: the checkpoint directory and the task directory as recorded.
     /// The task must stay stopped or dead until the stream has been read to its end.
     pub fn pack(&self) -> Result<PackReader, CheckpointError> {
-        let manifest = match &self.manifest {
-            Ok(manifest) => manifest,
-            Err(e) => {
-                return Err(CheckpointError::Pack(PackError::Malformed(format!(
-                    "the task directory could not be recorded at the dump: {e}"
-                ))))
-            }
-        };
-        Ok(PackReader::new(&self.dir, &self.task_dir, manifest)?)
+        Ok(PackReader::new(&self.dir, &self.task_dir, &self.manifest)?)
     }
 
     /// Let a task left stopped run on here (the move failed). A task that was stopped
@@ -722,15 +727,5 @@ impl Drop for RestoredTask {
     fn drop(&mut self) {
         // Best effort, like a dropped executor task: nothing of it outlives its handle.
         let _ = self.kill();
-    }
-}
-
-impl Unpacked {
-    /// Remove the task directory and checkpoint directory this stream created (a failed
-    /// restore).
-    pub fn discard(&self) {
-        // Best effort: leftovers of an abandoned move.
-        let _ = std::fs::remove_dir_all(&self.task_dir);
-        let _ = std::fs::remove_dir_all(&self.images_dir);
     }
 }

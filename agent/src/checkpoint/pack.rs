@@ -348,9 +348,20 @@ impl Read for PackReader {
 pub struct Unpacked {
     /// Where the task directory was recreated: the path it had at the source.
     pub task_dir: PathBuf,
+    /// The checkpoint directory the images went to.
     pub images_dir: PathBuf,
     /// Bytes of the stream consumed.
     pub bytes: u64,
+}
+
+impl Unpacked {
+    /// Remove the task directory and checkpoint directory this stream created (after a
+    /// failed restore).
+    pub fn discard(&self) {
+        // Best effort: leftovers of an abandoned move.
+        let _ = fs::remove_dir_all(&self.task_dir);
+        let _ = fs::remove_dir_all(&self.images_dir);
+    }
 }
 
 #[derive(Debug)]
@@ -387,8 +398,9 @@ pub struct Unpacker {
 }
 
 impl Unpacker {
-    /// Unpack images into `images_dir`, which must not exist yet (its parent must). The
-    /// task directory goes where the stream says it was.
+    /// Unpack the checkpoint directory into `images_dir`, which must not exist yet. The
+    /// task directory goes where the stream says it was at the source, which must not
+    /// exist either.
     pub fn new(images_dir: &Path) -> Unpacker {
         Unpacker {
             images_dir: images_dir.to_path_buf(),
