@@ -199,6 +199,58 @@ async fn counting_task_moves_and_continues_where_it_was() {
 }
 
 #[tokio::test]
+async fn dump_without_leave_stopped_ends_the_source_and_still_restores() {
+    let Some((executor, checkpointer, scratch)) = setup("no-leave-stopped") else {
+        return;
+    };
+    let mut task = executor
+        .prepare(
+            "1",
+            &submission("/bin/sh", &["-c", &counting_script(50, 2)]),
+        )
+        .expect("prepare");
+    task.start().await.expect("start");
+    let stdout = task.stdout_path().to_path_buf();
+    let stderr = task.stderr_path().to_path_buf();
+    until(|| lines(&stdout).len() >= 5).await;
+    let leader = task.leader_pid().expect("leader");
+    let checkpoint = checkpointer
+        .dump(leader, task.task_dir(), &scratch.source_checkpoint(), false)
+        .await
+        .expect("dump");
+    // The task is killed at the source once the checkpoint is safe.
+    let ended = tokio::time::timeout(Duration::from_secs(5), task.wait())
+        .await
+        .expect("the source task ends by itself");
+    assert!(ended.is_ok(), "{ended:?}");
+    let at_dump = lines(&stdout).len();
+    eprintln!(
+        "stderr at the source after the kill: {:?}",
+        std::fs::read_to_string(&stderr)
+    );
+    // `unshare` may complain into stderr after its child was killed; the checkpoint carries
+    // stderr as it was at the dump, so the restore still finds the size CRIU recorded.
+    let mut stream = Vec::new();
+    checkpoint
+        .pack()
+        .expect("pack")
+        .read_to_end(&mut stream)
+        .expect("stream");
+    std::fs::remove_dir_all(task.task_dir()).expect("delete");
+    let mut unpacker = Unpacker::new(&scratch.destination_checkpoint());
+    transfer(&stream[..], &mut unpacker);
+    unpacker.finish().expect("unpack");
+    assert_eq!(std::fs::read(&stderr).expect("stderr"), b"");
+    let mut restored = checkpointer
+        .restore(&scratch.destination_checkpoint())
+        .await
+        .expect("restore");
+    assert_eq!(restored.wait().await.expect("wait"), 2);
+    assert!(at_dump < 50);
+    assert_eq!(lines(&stdout), (1..=50).collect::<Vec<u32>>());
+}
+
+#[tokio::test]
 async fn restored_task_can_be_stopped_resumed_and_killed() {
     let Some((executor, checkpointer, scratch)) = setup("control") else {
         return;
