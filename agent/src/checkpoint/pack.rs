@@ -10,6 +10,9 @@
 //! its size (`u64`) and bytes, for a link its target (`u16` length, bytes). Directories
 //! come before what they hold.
 //!
+//! Both sides do ordinary blocking file I/O, one piece at a time; an async caller can run
+//! them on a blocking thread.
+//!
 //! The task directory is taken as it was at the dump ([`Manifest`]): CRIU refuses to
 //! restore a file whose size differs from the one it recorded, and the wrappers around the
 //! task may still append to stderr after the dump.
@@ -164,17 +167,6 @@ impl Manifest {
             entries.push(entry);
         }
         Ok(Manifest { entries })
-    }
-
-    /// Total bytes of file content.
-    pub fn file_bytes(&self) -> u64 {
-        self.entries
-            .iter()
-            .map(|e| match e.kind {
-                Kind::File(size) => size,
-                _ => 0,
-            })
-            .sum()
     }
 }
 
