@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use xgrid_agent::checkpoint::{Checkpoint, CheckpointError, Checkpointer, RestoredTask, Unpacker};
-use xgrid_agent::executor::{Executor, ExecutorConfig, Isolation, Task};
-use xgrid_protocol::messages::TaskSubmission;
+use xgrid_agent::executor::{Executor, ExecutorConfig, Isolation, Task, STDIN_INPUT_FILE};
+use xgrid_protocol::messages::{InputFile, TaskSubmission};
 
 const CHESS: &str = "/usr/share/doc/povray/examples/advanced/chess2.pov";
 
@@ -285,6 +285,36 @@ async fn restored_task_can_be_stopped_resumed_and_killed() {
     assert!(restored.process_ids().is_empty());
     let printed = lines(&stdout);
     assert_eq!(printed, (1..=printed.len() as u32).collect::<Vec<u32>>());
+}
+
+#[tokio::test]
+async fn task_reading_standard_input_resumes_at_the_same_line() {
+    let Some((executor, checkpointer, scratch)) = setup("stdin") else {
+        return;
+    };
+    let numbers: String = (1..=60).map(|n| format!("{n}\n")).collect();
+    let mut spec = submission(
+        "/bin/sh",
+        &["-c", "while read n; do echo $n; sleep 0.05; done; exit 9"],
+    );
+    spec.input_files.insert(
+        STDIN_INPUT_FILE.into(),
+        InputFile {
+            file_data: numbers.into_bytes(),
+            is_executable: false,
+        },
+    );
+    let mut task = executor.prepare("1", &spec).expect("prepare");
+    task.start().await.expect("start");
+    let stdout = task.stdout_path().to_path_buf();
+    until(|| lines(&stdout).len() >= 10).await;
+    let mut restored = migrate(&checkpointer, &mut task, &scratch).await;
+    assert!(
+        lines(&stdout).len() < 60,
+        "moved before the end of the input"
+    );
+    assert_eq!(restored.wait().await.expect("wait"), 9);
+    assert_eq!(lines(&stdout), (1..=60).collect::<Vec<u32>>());
 }
 
 #[tokio::test]
