@@ -14,7 +14,8 @@
 //!   back, CRIU becomes a small Perl waiter (Perl is essential on Debian), so the restored
 //!   task stays the agent's grandchild, never an orphan, and the waiter's exit status is the
 //!   task's: its exit code, or 128 + the signal that killed it (the executor's convention).
-//!   A plain foreground `criu restore` exits 0 whatever the task's status (seen with 4.1.1).
+//!   A plain foreground `criu restore` waits for the restored tree but then exits 0
+//!   whatever the task's status (exit 7 and SIGKILL both gave 0 with CRIU 4.1.1).
 //! - Pre-copy needs the kernel's soft-dirty page tracking; [`Capabilities::pre_copy`] says
 //!   whether this machine has it ([`CheckpointError::PreCopyUnsupported`] otherwise).
 //! - `--file-locks` is always on, so a task holding file locks can move (with them).
