@@ -1,0 +1,436 @@
+//! The controller served on 127.0.0.1, driven through the raw protocol by a test client and
+//! fake agents: passwords, job submission through to results, errors, subscriptions, a lost
+//! agent, and a restart on the same data directory.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::*;
+use xgrid_protocol::envelope::{Envelope, MessageType};
+use xgrid_protocol::messages::{
+    AgentNotification, AgentReply, ControllerReply, TaskFinalResultsReply, TaskOutputs,
+    TaskResultsReply, TaskState, TaskStatus, TaskStreams,
+};
+use xgrid_protocol::plist::{Dictionary, Value};
+use xgrid_protocol::profile;
+
+/// Plays the agent's part for the next task it is given: answers the submission with
+/// `task_ref`, takes the start, reports Running then Terminated with `stdout` waiting, and
+/// serves the results and an output file `out.txt`. Returns the submission.
+async fn run_next_task(agent: &mut Peer, name: &str, task_ref: &str, stdout: &[u8]) -> Envelope {
+    let submission = take_task(agent, task_ref).await;
+    report(agent, task_ref, TaskState::Running, false).await;
+    report(agent, task_ref, TaskState::Terminated, true).await;
+    let fetch = agent
+        .expect_named("taskResults", MessageType::Request)
+        .await;
+    assert_eq!(text(&fetch.payload, "taskRef"), task_ref);
+    let streams = TaskResultsReply {
+        agent_name: name.into(),
+        task_ref: task_ref.into(),
+        streams: TaskStreams {
+            read_data: stdout.to_vec(),
+            err_data: b"warning\n".to_vec(),
+        },
+    };
+    agent.reply(&fetch, AgentReply::TaskResults(streams)).await;
+    let last = agent
+        .expect_named("taskFinalResults", MessageType::Request)
+        .await;
+    let outputs = TaskFinalResultsReply {
+        agent_name: name.into(),
+        task_ref: task_ref.into(),
+        outputs: TaskOutputs {
+            output_files: BTreeMap::from([("out.txt".to_string(), stdout.to_vec())]),
+            termination_status: Some(0),
+        },
+    };
+    agent
+        .reply(&last, AgentReply::TaskFinalResults(outputs))
+        .await;
+    submission
+}
+
+/// Takes the next submission, answers it with `task_ref` and takes the start.
+async fn take_task(agent: &mut Peer, task_ref: &str) -> Envelope {
+    let submission = agent
+        .expect_named("taskSubmission", MessageType::Request)
+        .await;
+    agent
+        .reply(
+            &submission,
+            AgentReply::TaskSubmission {
+                task_ref: task_ref.into(),
+            },
+        )
+        .await;
+    let start = agent
+        .expect_named("taskControl", MessageType::Request)
+        .await;
+    assert_eq!(text(&start.payload, "taskRef"), task_ref);
+    assert_eq!(text(&start.payload, "control"), "start");
+    agent.reply(&start, AgentReply::TaskControl).await;
+    submission
+}
+
+async fn report(agent: &mut Peer, task_ref: &str, state: TaskState, data_available: bool) {
+    let status = TaskStatus {
+        task_state: state,
+        task_megahertz: 1000.0,
+        termination_status: (state == TaskState::Terminated).then_some(0),
+        data_available,
+    };
+    agent
+        .notify(AgentNotification::TaskStatus {
+            task_ref: task_ref.into(),
+            status,
+        })
+        .await;
+}
+
+async fn job_status(client: &mut Peer, job: &str) -> String {
+    let reply = client
+        .request("jobAttributes", dict! {"jobIdentifier" => job})
+        .await;
+    text(nested(&reply, "jobAttributes"), "jobStatus")
+}
+
+/// Polls until the job reaches `status`.
+async fn wait_for_status(client: &mut Peer, job: &str, status: &str) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let now = job_status(client, job).await;
+        if now == status {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "job {job} stayed {now}, never {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn submit(client: &mut Peer, job: Dictionary) -> String {
+    let reply = client
+        .request("jobSubmission", dict! {"jobSpecification" => job})
+        .await;
+    text(&reply, "jobIdentifier")
+}
+
+fn error_of(reply: &Dictionary) -> Option<String> {
+    reply.get("error").and_then(Value::to_string_lenient)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passwords_guard_the_client_profile() {
+    let dir = TempDir::new("passwords");
+    let mut config = test_config(&dir);
+    config.client_password = Some("secret".into());
+    let controller = start(config).await;
+    let addr = controller.local_addr();
+
+    let (conn, events) = connect(addr).await;
+    let refused = Peer::start(conn, events, profile::CLIENT).await.err();
+    assert_eq!(refused.map(|r| r.0), Some(530), "no authentication yet");
+
+    let (conn, mut events) = connect(addr).await;
+    let wrong = authenticate(&conn, &mut events, profile::CLIENT_USER, "guess").await;
+    assert_eq!(wrong, Err(535));
+    let refused = Peer::start(conn, events, profile::CLIENT).await.err();
+    assert_eq!(
+        refused.map(|r| r.0),
+        Some(530),
+        "a failed exchange gives no channel"
+    );
+
+    // The agent password is not set, so an agent needs no authentication; authenticated as
+    // an agent, the client profile is refused for that user.
+    let (conn, mut events) = connect(addr).await;
+    let as_agent = authenticate(&conn, &mut events, profile::AGENT_USER, "secret").await;
+    assert_eq!(as_agent, Err(535), "no agent password exists to prove");
+
+    let mut client = Peer::open(
+        addr,
+        profile::CLIENT,
+        Some((profile::CLIENT_USER, "secret")),
+    )
+    .await;
+    let reply = client.request("controllerList", Dictionary::new()).await;
+    assert_eq!(text(&reply, "controllerRole"), "MASTER");
+    let agent = Peer::open(addr, profile::AGENT, None).await;
+    drop(agent);
+    controller.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_password_admits_only_agents() {
+    let dir = TempDir::new("agent-password");
+    let mut config = test_config(&dir);
+    config.agent_password = Some("agents".into());
+    let controller = start(config).await;
+    let addr = controller.local_addr();
+
+    let (conn, events) = connect(addr).await;
+    assert_eq!(
+        Peer::start(conn, events, profile::AGENT)
+            .await
+            .err()
+            .map(|r| r.0),
+        Some(530)
+    );
+    let (conn, mut events) = connect(addr).await;
+    authenticate(&conn, &mut events, profile::AGENT_USER, "agents")
+        .await
+        .expect("the agent password");
+    let mut agent = Peer::start(conn, events, profile::AGENT)
+        .await
+        .expect("agent channel");
+    let cookie = agent.register("mac1", 1, 2000.0).await;
+    assert_eq!(cookie.len(), 32);
+    // Keepalive: the empty request name gets InvalidRequest, as agents expect.
+    let keepalive = agent.request("", Dictionary::new()).await;
+    assert_eq!(error_of(&keepalive).as_deref(), Some("InvalidRequest"));
+    let unknown = agent.register_with("mac1", "not-a-cookie", 1, 2000.0).await;
+    assert_eq!(unknown, "", "an unknown cookie is refused");
+    controller.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_runs_on_an_agent_and_its_results_come_back() {
+    let dir = TempDir::new("job");
+    let controller = start(test_config(&dir)).await;
+    let addr = controller.local_addr();
+    let mut agent = Peer::open(addr, profile::AGENT, None).await;
+    let list = agent.request("controllerList", Dictionary::new()).await;
+    assert_eq!(text(&list, "controllerRole"), "MASTER");
+    agent.register("mac1", 2, 4000.0).await;
+
+    let mut client = Peer::client(addr).await;
+    let job = submit(&mut client, echo_job("hello", 1)).await;
+    let submission = run_next_task(&mut agent, "mac1", "7", b"task 0\n").await;
+    assert_eq!(text(&submission.payload, "command"), "/bin/echo");
+    assert_eq!(
+        submission.payload.get("arguments"),
+        Some(&strings(&["task", "0"]))
+    );
+    wait_for_status(&mut client, &job, "Finished").await;
+
+    let attributes = client
+        .request("jobAttributes", dict! {"jobIdentifier" => job.as_str()})
+        .await;
+    let attributes = nested(&attributes, "jobAttributes");
+    assert!(attributes.contains_key("dateNow"));
+    assert_eq!(text(attributes, "name"), "hello");
+    assert_eq!(text(attributes, "taskCount"), "1");
+    assert_eq!(text(attributes, "undoneTaskCount"), "0");
+
+    let results = client
+        .request("jobResults", dict! {"jobIdentifier" => job.as_str()})
+        .await;
+    match ControllerReply::from_payload("jobResults", &results) {
+        Ok(ControllerReply::JobResults(tasks)) => {
+            let task = tasks.get("0").expect("task 0");
+            assert_eq!(task.read_data, b"task 0\n");
+            assert_eq!(task.err_data, b"warning\n");
+        }
+        other => panic!("{other:?}"),
+    }
+    let finals = client
+        .request("jobFinalResults", dict! {"jobIdentifier" => job.as_str()})
+        .await;
+    match ControllerReply::from_payload("jobFinalResults", &finals) {
+        Ok(ControllerReply::JobFinalResults(tasks)) => {
+            let task = tasks.get("0").expect("task 0");
+            assert_eq!(task.termination_status, Some(0));
+            assert_eq!(
+                task.output_files.get("out.txt").map(Vec::as_slice),
+                Some(&b"task 0\n"[..])
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    let spec = client
+        .request("jobSpecification", dict! {"jobIdentifier" => job.as_str()})
+        .await;
+    let tasks = nested(nested(&spec, "jobSpecification"), "taskSpecifications");
+    assert_eq!(text(nested(tasks, "0"), "command"), "/bin/echo");
+    let list = client
+        .request("gridJobList", dict! {"gridIdentifier" => ""})
+        .await;
+    assert_eq!(list.get("jobList"), Some(&strings(&[&job])));
+    controller.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_the_documented_errors() {
+    let dir = TempDir::new("errors");
+    let controller = start(test_config(&dir)).await;
+    let mut client = Peer::client(controller.local_addr()).await;
+
+    // No controllerList first: clients may start with anything.
+    let unknown_job = client
+        .request("jobAttributes", dict! {"jobIdentifier" => "999"})
+        .await;
+    assert_eq!(
+        error_of(&unknown_job).as_deref(),
+        Some("InvalidJobIdentifier")
+    );
+    let not_a_number = client
+        .request("jobResults", dict! {"jobIdentifier" => "abc"})
+        .await;
+    assert_eq!(
+        error_of(&not_a_number).as_deref(),
+        Some("InvalidJobIdentifier")
+    );
+    let control = client
+        .request(
+            "jobControl",
+            dict! {"jobIdentifier" => "999", "control" => "cancel"},
+        )
+        .await;
+    assert_eq!(error_of(&control).as_deref(), Some("InvalidJobIdentifier"));
+
+    let no_tasks = dict! {"name" => "empty"};
+    let malformed = client
+        .request("jobSubmission", dict! {"jobSpecification" => no_tasks})
+        .await;
+    assert_eq!(
+        error_of(&malformed).as_deref(),
+        Some("InvalidJobSpecification")
+    );
+    let bad_dependency = dict! {
+        "taskSpecifications" => dict! {
+            "0" => dict! {"command" => "/bin/true", "dependsOnTasks" => strings(&["9"])},
+        },
+    };
+    let malformed = client
+        .request(
+            "jobSubmission",
+            dict! {"jobSpecification" => bad_dependency},
+        )
+        .await;
+    assert_eq!(
+        error_of(&malformed).as_deref(),
+        Some("InvalidJobSpecification")
+    );
+
+    let nonsense = client.request("makeCoffee", Dictionary::new()).await;
+    assert_eq!(error_of(&nonsense).as_deref(), Some("InvalidRequest"));
+    let grid = client
+        .request("gridAttributes", dict! {"gridIdentifier" => "77"})
+        .await;
+    assert_eq!(error_of(&grid).as_deref(), Some("InvalidGridIdentifier"));
+    let grids = client.request("gridList", Dictionary::new()).await;
+    assert_eq!(grids.get("gridList"), Some(&strings(&["0"])));
+    let default = client
+        .request("gridAttributes", dict! {"gridIdentifier" => "0"})
+        .await;
+    assert_eq!(text(nested(&default, "gridAttributes"), "isDefault"), "YES");
+    controller.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_of_a_lost_agent_runs_on_another() {
+    let dir = TempDir::new("lost-agent");
+    let controller = start(test_config(&dir)).await;
+    let addr = controller.local_addr();
+    let mut first = Peer::open(addr, profile::AGENT, None).await;
+    first.register("first", 1, 3000.0).await;
+    let mut client = Peer::client(addr).await;
+    let job = submit(&mut client, echo_job("moves", 1)).await;
+
+    take_task(&mut first, "1").await;
+    report(&mut first, "1", TaskState::Running, false).await;
+    wait_for_status(&mut client, &job, "Running").await;
+
+    let mut second = Peer::open(addr, profile::AGENT, None).await;
+    second.register("second", 1, 1000.0).await;
+    drop(first);
+    let submission = run_next_task(&mut second, "second", "1", b"again\n").await;
+    assert_eq!(text(&submission.payload, "command"), "/bin/echo");
+    wait_for_status(&mut client, &job, "Finished").await;
+    let results = client
+        .request("jobResults", dict! {"jobIdentifier" => job.as_str()})
+        .await;
+    let task = nested(nested(&results, "taskResults"), "0");
+    assert_eq!(
+        task.get("readData"),
+        Some(&Value::Data(b"again\n".to_vec())),
+        "only the run that finished left output"
+    );
+    controller.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribers_hear_of_new_jobs_and_their_changes() {
+    let dir = TempDir::new("subscriptions");
+    let controller = start(test_config(&dir)).await;
+    let addr = controller.local_addr();
+    let mut watcher = Peer::client(addr).await;
+    let mut blind = Peer::client(addr).await;
+    let list = watcher
+        .request(
+            "gridJobList",
+            dict! {
+                "gridIdentifier" => "",
+                "shouldSubscribe" => "YES",
+                "predicate" => "applicationIdentifier == \"com.apple.xgrid.cli\"",
+            },
+        )
+        .await;
+    assert_eq!(list.get("jobList"), Some(&Value::Array(Vec::new())));
+    blind
+        .request(
+            "gridJobList",
+            dict! {"gridIdentifier" => "", "shouldSubscribe" => "YES", "predicate" => "FALSE"},
+        )
+        .await;
+
+    let mut client = Peer::client(addr).await;
+    let mut other_app = echo_job("other", 1);
+    other_app.insert("applicationIdentifier".into(), Value::from("org.example"));
+    let skipped = submit(&mut client, other_app).await;
+    let job = submit(&mut client, echo_job("seen", 1)).await;
+    let added = watcher
+        .expect_named("gridJobListDidAddJob", MessageType::Notification)
+        .await;
+    assert_eq!(
+        text(&added.payload, "jobIdentifier"),
+        job,
+        "{skipped} is filtered out"
+    );
+
+    watcher
+        .request(
+            "jobAttributes",
+            dict! {"jobIdentifier" => job.as_str(), "shouldSubscribe" => "YES"},
+        )
+        .await;
+    client
+        .request(
+            "jobControl",
+            dict! {"jobIdentifier" => job.as_str(), "control" => "cancel"},
+        )
+        .await;
+    let changed = watcher
+        .expect(|e| {
+            e.name == "jobAttributes"
+                && e.message_type == MessageType::Notification
+                && e.payload
+                    .get("jobAttributes")
+                    .and_then(Value::as_dictionary)
+                    .and_then(|a| a.get("jobStatus"))
+                    == Some(&Value::from("Canceled"))
+        })
+        .await;
+    assert_eq!(changed.identifier, job);
+
+    // The FALSE subscriber heard nothing: its next message is the reply to this request.
+    let role = blind.request("controllerRole", Dictionary::new()).await;
+    assert_eq!(text(&role, "controllerRole"), "MASTER");
+    assert!(blind.unread().is_empty(), "{:?}", blind.unread());
+    controller.shutdown().await;
+}
