@@ -37,32 +37,47 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
 
 /// One round: snapshot, plan, apply.
 async fn round(shared: &Arc<Shared>) -> Result<(), StoreError> {
-    let stored = shared.store.scheduling_snapshot().await?;
+    let t0 = Instant::now();
+    let stored = shared.store.scheduling_snapshot_compact().await?;
+    let t1 = Instant::now();
     let connected: HashSet<AgentId> = shared.connected_agents().into_iter().collect();
     let plan = scheduler::schedule(&to_scheduler(&stored, &connected));
+    let t2 = Instant::now();
+    let n = plan.assignments.len();
     apply(shared, plan).await;
+    if std::env::var_os("XGRID_PROFILE").is_some() {
+        eprintln!("round: snapshot {:?} plan {:?} apply {:?} ({n} assignments)", t1 - t0, t2 - t1, t2.elapsed());
+    }
     Ok(())
 }
 
 async fn apply(shared: &Arc<Shared>, plan: Plan) {
-    for assignment in plan.assignments {
-        let Some(link) = shared.agent_link(assignment.agent) else {
-            continue;
-        };
-        let (job, task, agent) = (assignment.job, assignment.task, assignment.agent);
-        if let Err(e) = shared.store.mark_assigned(job, &task, agent).await {
-            shared.log(format!(
-                "cannot place job {job} task {task} on agent {agent}: {e}"
-            ));
-            continue;
+    // Only agents with a live channel get tasks (the snapshot showed the others Offline, but
+    // a channel may have closed since).
+    let placements: Vec<(store::JobId, String, AgentId)> = plan
+        .assignments
+        .into_iter()
+        .filter(|a| shared.agent_link(a.agent).is_some())
+        .map(|a| (a.job, a.task, a.agent))
+        .collect();
+    if !placements.is_empty() {
+        match shared.store.mark_assigned_many(&placements).await {
+            Ok(placed) => {
+                for ((job, task, agent), placed) in placements.into_iter().zip(placed) {
+                    let Some(link) = shared.agent_link(agent).filter(|_| placed) else {
+                        continue;
+                    };
+                    tokio::spawn(dispatch::launch_task(
+                        Arc::clone(shared),
+                        link,
+                        agent,
+                        job,
+                        task,
+                    ));
+                }
+            }
+            Err(e) => shared.log(format!("cannot place tasks on agents: {e}")),
         }
-        tokio::spawn(dispatch::launch_task(
-            Arc::clone(shared),
-            link,
-            agent,
-            job,
-            task,
-        ));
     }
     for decision in plan.decisions {
         match decision {

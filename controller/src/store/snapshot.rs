@@ -74,9 +74,44 @@ pub(super) const TASK_DEPENDENCY_ROWS: &str = concat!(
     " ORDER BY t.job_id, t.name, d.position"
 );
 
+/// Like [`TASK_ROWS`], but a job whose tasks have no `dependsOnTasks` and need not start
+/// together keeps only its first Finished task: the others decide nothing a round decides
+/// (which tasks are ready, whether the job failed or finished, whether it started), and
+/// leaving them out keeps rounds cheap while a large job drains. Each open job's facts are
+/// worked out once (MATERIALIZED), not once per task row; the OR made SQLite's planner walk
+/// the whole tasks table, hence the index named outright (the one `UNIQUE (job_id, name)`
+/// creates), and no ORDER BY: the rows are sorted after reading.
+pub(super) const COMPACT_TASK_ROWS: &str = concat!(
+    "WITH open AS MATERIALIZED (
+         SELECT j.id,
+                j.tasks_must_start_simultaneously
+                    OR EXISTS (SELECT 1 FROM tasks o JOIN task_dependencies d ON d.task_id = o.id
+                               WHERE o.job_id = j.id) AS keep_all,
+                (SELECT min(f.id) FROM tasks f WHERE f.job_id = j.id AND f.state = 'Finished')
+                    AS first_finished
+         FROM jobs j WHERE ",
+    open_jobs!(),
+    ")
+     SELECT t.job_id, t.name, t.state, t.agent_id, h.agent_name
+     FROM open
+     JOIN tasks t INDEXED BY sqlite_autoindex_tasks_1 ON t.job_id = open.id
+     LEFT JOIN job_scheduler_hints h ON h.job_id = t.job_id AND h.task_name = t.name
+     WHERE t.state <> 'Finished' OR open.keep_all OR t.id = open.first_finished"
+);
+
 impl Store {
     /// Everything a scheduling round reads (see [`SchedulingSnapshot`]).
     pub async fn scheduling_snapshot(&self) -> Result<SchedulingSnapshot> {
+        self.load_snapshot(TASK_ROWS).await
+    }
+
+    /// A snapshot for the scheduler that leaves out Finished tasks the scheduler's
+    /// decisions cannot depend on (see [`COMPACT_TASK_ROWS`]); every other task is there.
+    pub async fn scheduling_snapshot_compact(&self) -> Result<SchedulingSnapshot> {
+        self.load_snapshot(COMPACT_TASK_ROWS).await
+    }
+
+    async fn load_snapshot(&self, task_rows_sql: &str) -> Result<SchedulingSnapshot> {
         let mut tx = self.readers.begin().await?;
         let agents = load_agents(&mut tx, None).await?;
 
@@ -96,7 +131,8 @@ impl Store {
         let art_rows: Vec<(i64, i64, String, String, Option<f64>)> =
             sqlx::query_as(ART_RESULT_ROWS).fetch_all(&mut *tx).await?;
 
-        let task_rows: Vec<TaskRow> = sqlx::query_as(TASK_ROWS).fetch_all(&mut *tx).await?;
+        let mut task_rows: Vec<TaskRow> =
+            sqlx::query_as(task_rows_sql).fetch_all(&mut *tx).await?;
 
         let task_dependencies: Vec<(i64, String, String)> = sqlx::query_as(TASK_DEPENDENCY_ROWS)
             .fetch_all(&mut *tx)
@@ -138,6 +174,10 @@ impl Store {
 
         // Each dependency row finds its task through (job, task name), so matching stays
         // linear in the rows read.
+        let by_job_and_name = |a: &TaskRow, b: &TaskRow| (a.0, &a.1).cmp(&(b.0, &b.1));
+        if !task_rows.is_sorted_by(|a, b| by_job_and_name(a, b).is_le()) {
+            task_rows.sort_by(by_job_and_name);
+        }
         let mut task_index: HashMap<(i64, String), usize> = HashMap::new();
         for (job_id, name, state, agent, hint) in task_rows {
             if let Some(job) = job_mut(&mut jobs, &job_index, job_id) {

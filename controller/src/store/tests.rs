@@ -1169,6 +1169,7 @@ async fn snapshot_queries_do_not_scan_all_tasks() {
         .expect("analyze");
     for sql in [
         snapshot::TASK_ROWS,
+        snapshot::COMPACT_TASK_ROWS,
         snapshot::TASK_DEPENDENCY_ROWS,
         &format!(
             "SELECT agent_id, count(*) FROM tasks WHERE {} GROUP BY agent_id",
@@ -1190,7 +1191,7 @@ async fn snapshot_queries_do_not_scan_all_tasks() {
                 !(step.starts_with("SCAN t")
                     || step.starts_with("SCAN tasks")
                     || step.starts_with("SCAN d")),
-                "full scan in {step:?} for {sql}"
+                "full scan in {step:?} for {sql} in {plan:?}"
             );
         }
     }
@@ -1214,4 +1215,95 @@ async fn a_job_becomes_running_once_and_only_while_open() {
     let attributes = store.job_attributes(job).await.expect("attributes");
     assert_eq!(attributes.status, JobStatus::Canceled);
     assert_eq!(attributes.date_started, Some(started));
+}
+
+/// Task names per job in a snapshot.
+fn task_names(snapshot: &SchedulingSnapshot) -> Vec<(JobId, Vec<String>)> {
+    snapshot
+        .jobs
+        .iter()
+        .map(|j| (j.id, j.tasks.iter().map(|t| t.id.clone()).collect()))
+        .collect()
+}
+
+#[tokio::test]
+async fn the_compact_snapshot_keeps_one_finished_task_where_the_rest_cannot_matter() {
+    let dir = TempDir::new("compact");
+    let store = open(&dir).await;
+    let (agent, _) = store
+        .register_agent(&agent_named("a"))
+        .await
+        .expect("register");
+    let wide = store.submit_job(&wide_spec(4), 0).await.expect("submit");
+    let chained = dict! {
+        "taskSpecifications" => dict! {
+            "a" => dict! {"command" => "/bin/true"},
+            "b" => dict! {"command" => "/bin/true", "dependsOnTasks" => array(&["a"])},
+            "c" => dict! {"command" => "/bin/true"},
+        },
+    };
+    let chained = JobSpecification::from_plist(&chained).expect("valid");
+    let chained = store.submit_job(&chained, 0).await.expect("submit");
+    for (job, task) in [(wide, "0"), (wide, "1"), (wide, "2"), (chained, "a"), (chained, "c")] {
+        store
+            .mark_dispatched(job, task, agent, &format!("{job}-{task}"))
+            .await
+            .expect("dispatch");
+        store
+            .mark_finished(job, task, 0, &BTreeMap::new())
+            .await
+            .expect("finish");
+    }
+    let full = store.scheduling_snapshot().await.expect("snapshot");
+    let compact = store.scheduling_snapshot_compact().await.expect("compact");
+    assert_eq!(
+        task_names(&full),
+        [
+            (wide, vec!["0".into(), "1".into(), "2".into(), "3".into()]),
+            (chained, vec!["a".into(), "b".into(), "c".into()])
+        ]
+    );
+    assert_eq!(
+        task_names(&compact),
+        [
+            (wide, vec!["0".into(), "3".into()]),
+            (chained, vec!["a".into(), "b".into(), "c".into()])
+        ]
+    );
+    assert_eq!(compact.agents, full.agents);
+}
+
+#[tokio::test]
+async fn many_tasks_are_placed_at_once_but_only_while_pending() {
+    let dir = TempDir::new("assign-many");
+    let store = open(&dir).await;
+    let (agent, _) = store
+        .register_agent(&agent_named("a"))
+        .await
+        .expect("register");
+    let job = store.submit_job(&wide_spec(3), 0).await.expect("submit");
+    store
+        .mark_dispatched(job, "1", agent, "r1")
+        .await
+        .expect("dispatch");
+    let placed = store
+        .mark_assigned_many(&[
+            (job, "0".into(), agent),
+            (job, "1".into(), agent),
+            (job, "9".into(), agent),
+            (job, "2".into(), agent),
+        ])
+        .await
+        .expect("assign");
+    assert_eq!(placed, [true, false, false, true]);
+    let tasks = store.tasks(job).await.expect("tasks");
+    let states: Vec<_> = tasks.iter().map(|t| (t.state, t.agent, t.task_ref.clone())).collect();
+    assert_eq!(
+        states,
+        [
+            (TaskState::Assigned, Some(agent), None),
+            (TaskState::Assigned, Some(agent), Some("r1".into())),
+            (TaskState::Assigned, Some(agent), None)
+        ]
+    );
 }

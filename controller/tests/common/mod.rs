@@ -113,6 +113,8 @@ pub struct Peer {
 /// Connects and waits for the controller's greeting.
 pub async fn connect(addr: SocketAddr) -> (ConnectionHandle, mpsc::Receiver<Event>) {
     let stream = TcpStream::connect(addr).await.expect("connect");
+    // Without this, Nagle's algorithm and delayed ACKs add ~40 ms to small exchanges.
+    stream.set_nodelay(true).expect("nodelay");
     let (conn, mut events) = driver::spawn(stream, Role::Initiator, BeepConfig::default());
     match next_event(&mut events).await {
         Event::Greeting { profiles } => {
@@ -234,25 +236,37 @@ impl Peer {
         Peer::open(addr, profile::CLIENT, None).await
     }
 
-    async fn read_message(&mut self) -> Envelope {
+    /// The next message from the wire, answered with an empty RPY; `None` once the
+    /// session has ended.
+    async fn try_read_message(&mut self) -> Option<Envelope> {
         loop {
-            match next_event(&mut self.events).await {
-                Event::Message {
+            match tokio::time::timeout(PATIENCE, self.events.recv()).await {
+                Ok(Some(Event::Message {
                     channel,
                     msgno,
                     payload,
-                } => {
+                })) => {
                     self.conn
                         .send_rpy(channel, msgno, b"\r\n".to_vec())
                         .await
-                        .expect("rpy");
-                    return Envelope::from_beep_payload(&payload).expect("an Xgrid envelope");
+                        .ok()?;
+                    return Some(
+                        Envelope::from_beep_payload(&payload).expect("an Xgrid envelope"),
+                    );
                 }
-                Event::Failed(e) => panic!("the session failed: {e}"),
-                Event::SessionClosed { .. } => panic!("the controller closed the session"),
-                _ => {}
+                Ok(Some(Event::Failed(_) | Event::SessionClosed { .. })) | Ok(None) => {
+                    return None
+                }
+                Ok(Some(_)) => {}
+                Err(_) => panic!("no message from the controller in time"),
             }
         }
+    }
+
+    async fn read_message(&mut self) -> Envelope {
+        self.try_read_message()
+            .await
+            .expect("the session ended while a message was awaited")
     }
 
     /// The first message (from the backlog or the wire) that `wanted` accepts; others wait
@@ -269,6 +283,14 @@ impl Peer {
                 return envelope;
             }
             self.backlog.push_back(envelope);
+        }
+    }
+
+    /// The next message, whatever it is; `None` once the session has ended.
+    pub async fn next_message(&mut self) -> Option<Envelope> {
+        match self.backlog.pop_front() {
+            Some(envelope) => Some(envelope),
+            None => self.try_read_message().await,
         }
     }
 
