@@ -12,8 +12,8 @@ use common::*;
 use tokio::sync::mpsc;
 use xgrid_protocol::envelope::MessageType;
 use xgrid_protocol::messages::{
-    AgentNotification, AgentReply, TaskFinalResultsReply, TaskOutputs, TaskResultsReply,
-    TaskState, TaskStatus,
+    AgentNotification, AgentReply, TaskFinalResultsReply, TaskOutputs, TaskResultsReply, TaskState,
+    TaskStatus,
 };
 use xgrid_protocol::plist::{Dictionary, Value};
 use xgrid_protocol::profile;
@@ -84,7 +84,9 @@ async fn instant_agent(mut agent: Peer, started: mpsc::UnboundedSender<Instant>)
                         termination_status: Some(0),
                     },
                 };
-                agent.reply(&message, AgentReply::TaskFinalResults(reply)).await;
+                agent
+                    .reply(&message, AgentReply::TaskFinalResults(reply))
+                    .await;
             }
             _ => {}
         }

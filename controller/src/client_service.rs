@@ -541,6 +541,7 @@ async fn job_control(shared: &Arc<Shared>, request: JobControlRequest) -> Answer
         }
         JobAction::Remove => {
             let attached = store.delete_job(job).await?;
+            shared.forget_start_of(job);
             dispatch::cancel_on_agents(shared, &attached);
             shared.log(format!("job {job} deleted by a client"));
             shared.publish(GridEvent::JobRemoved {
@@ -559,6 +560,7 @@ async fn job_control(shared: &Arc<Shared>, request: JobControlRequest) -> Answer
         }
         JobAction::Restart => {
             let attached = store.restart_job(job).await?;
+            shared.forget_start_of(job);
             dispatch::cancel_on_agents(shared, &attached);
             shared.log(format!("job {job} restarted by a client"));
             shared.publish(GridEvent::JobChanged { job });

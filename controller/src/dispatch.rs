@@ -3,6 +3,7 @@
 //! fetching its output on the way and its final results at the end. Each task placed on an
 //! agent has its own driver, so a slow fetch for one task never holds up another.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
@@ -56,21 +57,10 @@ pub async fn launch_task(
             return;
         }
     };
-    // Follow before starting, so no notification of the started task finds nobody.
+    // Follow before starting, so no notification of the started task finds nobody. The
+    // taskRef reaches the store with the first Running report (one write, not two); until
+    // then the task is Assigned to the agent, which is all a lost agent or a cancel needs.
     let events = link.watch_task(&task_ref);
-    if let Err(e) = shared
-        .store
-        .mark_dispatched(job, &task, agent, &task_ref)
-        .await
-    {
-        // The job was canceled or deleted meanwhile.
-        shared.log(format!(
-            "job {job} task {task} is no longer wanted on agent {agent} ({e}); canceling it there"
-        ));
-        link.unwatch_task(&task_ref);
-        cancel_request(&link, &task_ref);
-        return;
-    }
     let start = ControllerToAgentRequest::TaskControl(TaskControlRequest {
         task_ref: task_ref.clone(),
         control: TaskAction::Start,
@@ -178,7 +168,7 @@ async fn follow(
     task: String,
     task_ref: String,
     mut events: mpsc::UnboundedReceiver<TaskEvent>,
-    mut first: Option<TaskEvent>,
+    first: Option<TaskEvent>,
 ) {
     let on = TaskOn {
         shared: &shared,
@@ -189,8 +179,9 @@ async fn follow(
         task_ref: &task_ref,
     };
     let mut running = false;
+    let mut queued: VecDeque<TaskEvent> = first.into_iter().collect();
     loop {
-        let event = match first.take() {
+        let event = match queued.pop_front() {
             Some(event) => event,
             // The receiver ends when the task is canceled or the agent is lost; whoever
             // did that has already settled the task in the store.
@@ -199,8 +190,19 @@ async fn follow(
                 None => return,
             },
         };
+        // What the agent already said next lets a task that ended at once skip the
+        // Running write.
+        while let Ok(next) = events.try_recv() {
+            queued.push_back(next);
+        }
         let next = match event {
-            TaskEvent::Status(status) => on.status(status, &mut running).await,
+            TaskEvent::Status(status) => {
+                let ends_next = queued.iter().any(|e| {
+                    matches!(e, TaskEvent::Status(s)
+                        if matches!(s.task_state, TaskState::Terminated | TaskState::Failed))
+                });
+                on.status(status, &mut running, ends_next).await
+            }
             TaskEvent::Control(notice) => on.control(notice).await,
         };
         if let Next::Done = next {
@@ -221,7 +223,8 @@ struct TaskOn<'a> {
 }
 
 impl TaskOn<'_> {
-    async fn status(&self, status: TaskStatus, running: &mut bool) -> Next {
+    /// `ends_next`: the agent has already reported the task's end, queued behind this.
+    async fn status(&self, status: TaskStatus, running: &mut bool, ends_next: bool) -> Next {
         let (shared, job, task) = (self.shared, self.job, self.task);
         if status.data_available && status.task_state != TaskState::Terminated {
             self.fetch_output().await;
@@ -229,18 +232,33 @@ impl TaskOn<'_> {
         match status.task_state {
             TaskState::Pending => Next::Continue,
             TaskState::Running => {
-                if !*running {
-                    *running = true;
-                    if let Err(e) = shared.store.mark_running(job, task).await {
-                        shared.log(format!("cannot mark job {job} task {task} running: {e}"));
-                    }
+                if *running {
+                    return Next::Continue;
+                }
+                *running = true;
+                if shared.first_start_of(job) {
                     match shared.store.mark_job_running(job).await {
                         Ok(true) => shared.log(format!("job {job} is running")),
                         Ok(false) => {}
                         Err(e) => shared.log(format!("cannot mark job {job} running: {e}")),
                     }
-                    shared.publish(GridEvent::JobChanged { job });
                 }
+                if !ends_next {
+                    let started = shared
+                        .store
+                        .mark_started(job, task, self.agent, self.task_ref)
+                        .await;
+                    if let Err(e) = started {
+                        // Canceled, deleted or restarted before the agent got going.
+                        shared.log(format!(
+                            "job {job} task {task} is no longer wanted ({e}); canceling it on agent {}",
+                            self.agent
+                        ));
+                        cancel_request(self.link, self.task_ref);
+                        return Next::Done;
+                    }
+                }
+                shared.publish(GridEvent::JobChanged { job });
                 Next::Continue
             }
             TaskState::Stopped => {

@@ -46,7 +46,12 @@ async fn round(shared: &Arc<Shared>) -> Result<(), StoreError> {
     let n = plan.assignments.len();
     apply(shared, plan).await;
     if std::env::var_os("XGRID_PROFILE").is_some() {
-        eprintln!("round: snapshot {:?} plan {:?} apply {:?} ({n} assignments)", t1 - t0, t2 - t1, t2.elapsed());
+        eprintln!(
+            "round: snapshot {:?} plan {:?} apply {:?} ({n} assignments)",
+            t1 - t0,
+            t2 - t1,
+            t2.elapsed()
+        );
     }
     Ok(())
 }

@@ -2,7 +2,7 @@
 //! event hub, the live connection of each registered agent, and the trigger that wakes the
 //! scheduling loop.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
@@ -12,7 +12,7 @@ use tokio::sync::Notify;
 use crate::agent_service::AgentLink;
 use crate::config::Config;
 use crate::notify::{GridEvent, Hub};
-use crate::store::{AgentId, Store};
+use crate::store::{AgentId, JobId, Store};
 
 /// Shared by the accept loop, every connection and the scheduling loop.
 pub struct Shared {
@@ -25,6 +25,8 @@ pub struct Shared {
     /// tasks are given up for lost unless they come back.
     recovering: Mutex<HashMap<AgentId, Instant>>,
     schedule: Notify,
+    /// Jobs this process has already marked Running, so each task start costs no write.
+    started_jobs: Mutex<HashSet<JobId>>,
 }
 
 impl fmt::Debug for Shared {
@@ -51,6 +53,7 @@ impl Shared {
             agents: Mutex::new(HashMap::new()),
             recovering: Mutex::new(HashMap::new()),
             schedule: Notify::new(),
+            started_jobs: Mutex::new(HashSet::new()),
         }
     }
 
@@ -99,6 +102,17 @@ impl Shared {
             }
             _ => false,
         }
+    }
+
+    /// Whether this is the first task start of `job` seen since it was (re)started.
+    pub fn first_start_of(&self, job: JobId) -> bool {
+        lock(&self.started_jobs).insert(job)
+    }
+
+    /// The job runs again from the beginning (or is gone): its next task start counts as
+    /// its first.
+    pub fn forget_start_of(&self, job: JobId) {
+        lock(&self.started_jobs).remove(&job);
     }
 
     pub fn expect_recovery(&self, agent: AgentId, deadline: Instant) {

@@ -75,12 +75,14 @@ pub(super) const TASK_DEPENDENCY_ROWS: &str = concat!(
 );
 
 /// Like [`TASK_ROWS`], but a job whose tasks have no `dependsOnTasks` and need not start
-/// together keeps only its first Finished task: the others decide nothing a round decides
-/// (which tasks are ready, whether the job failed or finished, whether it started), and
+/// together keeps only its first Finished task, and only its first `?1` Pending tasks (in
+/// natural order for numeric task names: shorter names first, then by bytes): the others
+/// decide nothing a round decides (which tasks are ready, whether the job failed or
+/// finished, whether it started, which tasks fill the free slots), and
 /// leaving them out keeps rounds cheap while a large job drains. Each open job's facts are
 /// worked out once (MATERIALIZED), not once per task row; the OR made SQLite's planner walk
 /// the whole tasks table, hence the index named outright (the one `UNIQUE (job_id, name)`
-/// creates), and no ORDER BY: the rows are sorted after reading.
+/// creates) and the join order fixed with CROSS JOIN, and no ORDER BY: the rows are sorted after reading.
 pub(super) const COMPACT_TASK_ROWS: &str = concat!(
     "WITH open AS MATERIALIZED (
          SELECT j.id,
@@ -91,29 +93,50 @@ pub(super) const COMPACT_TASK_ROWS: &str = concat!(
                     AS first_finished
          FROM jobs j WHERE ",
     open_jobs!(),
-    ")
+    "),
+     first_pending AS (
+         SELECT id FROM (
+             SELECT t.id, row_number() OVER (PARTITION BY t.job_id
+                                             ORDER BY length(t.name), t.name) AS place
+             FROM open CROSS JOIN tasks t INDEXED BY sqlite_autoindex_tasks_1
+             ON t.job_id = open.id
+             WHERE NOT open.keep_all AND t.state = 'Pending')
+         WHERE place <= ?1)
      SELECT t.job_id, t.name, t.state, t.agent_id, h.agent_name
      FROM open
-     JOIN tasks t INDEXED BY sqlite_autoindex_tasks_1 ON t.job_id = open.id
+     CROSS JOIN tasks t INDEXED BY sqlite_autoindex_tasks_1 ON t.job_id = open.id
      LEFT JOIN job_scheduler_hints h ON h.job_id = t.job_id AND h.task_name = t.name
-     WHERE t.state <> 'Finished' OR open.keep_all OR t.id = open.first_finished"
+     WHERE open.keep_all
+        OR t.id = open.first_finished
+        OR t.state NOT IN ('Finished', 'Pending')
+        OR t.id IN (SELECT id FROM first_pending)"
 );
 
 impl Store {
     /// Everything a scheduling round reads (see [`SchedulingSnapshot`]).
     pub async fn scheduling_snapshot(&self) -> Result<SchedulingSnapshot> {
-        self.load_snapshot(TASK_ROWS).await
+        self.load_snapshot(false).await
     }
 
-    /// A snapshot for the scheduler that leaves out Finished tasks the scheduler's
-    /// decisions cannot depend on (see [`COMPACT_TASK_ROWS`]); every other task is there.
+    /// A snapshot for the scheduler that leaves out the tasks its decisions cannot depend
+    /// on (see [`COMPACT_TASK_ROWS`]): of a job without task dependencies or a gang, the
+    /// Finished tasks but one, and the Pending tasks beyond as many as all agents that are
+    /// not Offline have slots (at least one, so a job with work left never looks finished). Numeric task names keep their natural order; of other names
+    /// the Pending ones kept are the shortest, which may differ from natural order.
     pub async fn scheduling_snapshot_compact(&self) -> Result<SchedulingSnapshot> {
-        self.load_snapshot(COMPACT_TASK_ROWS).await
+        self.load_snapshot(true).await
     }
 
-    async fn load_snapshot(&self, task_rows_sql: &str) -> Result<SchedulingSnapshot> {
+    async fn load_snapshot(&self, compact: bool) -> Result<SchedulingSnapshot> {
         let mut tx = self.readers.begin().await?;
         let agents = load_agents(&mut tx, None).await?;
+        // At least one: a job must never look as if it had only finished tasks.
+        let slots: i64 = agents
+            .iter()
+            .filter(|a| a.state != super::AgentState::Offline)
+            .map(|a| i64::from(a.maximum_task_count))
+            .sum::<i64>()
+            .max(1);
 
         type JobRow = (i64, i64, String, bool, bool, Option<i64>);
         type ConditionRow = (i64, String, Option<f64>, Option<f64>, Option<f64>);
@@ -131,8 +154,14 @@ impl Store {
         let art_rows: Vec<(i64, i64, String, String, Option<f64>)> =
             sqlx::query_as(ART_RESULT_ROWS).fetch_all(&mut *tx).await?;
 
-        let mut task_rows: Vec<TaskRow> =
-            sqlx::query_as(task_rows_sql).fetch_all(&mut *tx).await?;
+        let mut task_rows: Vec<TaskRow> = if compact {
+            sqlx::query_as(COMPACT_TASK_ROWS)
+                .bind(slots)
+                .fetch_all(&mut *tx)
+                .await?
+        } else {
+            sqlx::query_as(TASK_ROWS).fetch_all(&mut *tx).await?
+        };
 
         let task_dependencies: Vec<(i64, String, String)> = sqlx::query_as(TASK_DEPENDENCY_ROWS)
             .fetch_all(&mut *tx)

@@ -1244,7 +1244,13 @@ async fn the_compact_snapshot_keeps_one_finished_task_where_the_rest_cannot_matt
     };
     let chained = JobSpecification::from_plist(&chained).expect("valid");
     let chained = store.submit_job(&chained, 0).await.expect("submit");
-    for (job, task) in [(wide, "0"), (wide, "1"), (wide, "2"), (chained, "a"), (chained, "c")] {
+    for (job, task) in [
+        (wide, "0"),
+        (wide, "1"),
+        (wide, "2"),
+        (chained, "a"),
+        (chained, "c"),
+    ] {
         store
             .mark_dispatched(job, task, agent, &format!("{job}-{task}"))
             .await
@@ -1297,7 +1303,10 @@ async fn many_tasks_are_placed_at_once_but_only_while_pending() {
         .expect("assign");
     assert_eq!(placed, [true, false, false, true]);
     let tasks = store.tasks(job).await.expect("tasks");
-    let states: Vec<_> = tasks.iter().map(|t| (t.state, t.agent, t.task_ref.clone())).collect();
+    let states: Vec<_> = tasks
+        .iter()
+        .map(|t| (t.state, t.agent, t.task_ref.clone()))
+        .collect();
     assert_eq!(
         states,
         [
@@ -1305,5 +1314,77 @@ async fn many_tasks_are_placed_at_once_but_only_while_pending() {
             (TaskState::Assigned, Some(agent), Some("r1".into())),
             (TaskState::Assigned, Some(agent), None)
         ]
+    );
+}
+
+#[tokio::test]
+async fn the_compact_snapshot_reads_only_as_many_pending_tasks_as_there_are_slots() {
+    let dir = TempDir::new("compact-pending");
+    let store = open(&dir).await;
+    let job = store.submit_job(&wide_spec(12), 0).await.expect("submit");
+    // No agent online: still one pending task, so the job never looks finished.
+    let (agent, _) = store
+        .register_agent(&agent_named("a"))
+        .await
+        .expect("register");
+    store
+        .mark_dispatched(job, "0", agent, "r0")
+        .await
+        .expect("dispatch");
+    store
+        .mark_finished(job, "0", 0, &BTreeMap::new())
+        .await
+        .expect("finish");
+    store.set_agent_offline(agent).await.expect("offline");
+    let compact = store.scheduling_snapshot_compact().await.expect("compact");
+    assert_eq!(task_names(&compact), [(job, vec!["0".into(), "1".into()])]);
+    let plan = crate::scheduler::schedule(&crate::scheduling::to_scheduler(
+        &compact,
+        &Default::default(),
+    ));
+    assert!(plan.decisions.is_empty(), "{plan:?}");
+
+    // Two slots online: the two pending tasks that come first in natural order.
+    store
+        .register_agent(&AgentRegistration {
+            cookie: Some(store.agent(agent).await.expect("agent").cookie),
+            ..agent_named("a")
+        })
+        .await
+        .expect("back");
+    let compact = store.scheduling_snapshot_compact().await.expect("compact");
+    assert_eq!(
+        task_names(&compact),
+        [(job, vec!["0".into(), "1".into(), "2".into()])]
+    );
+    let full = store.scheduling_snapshot().await.expect("full");
+    assert_eq!(full.jobs[0].tasks.len(), 12);
+}
+
+#[tokio::test]
+async fn a_started_task_is_running_with_its_task_ref_in_one_step() {
+    let dir = TempDir::new("started");
+    let store = open(&dir).await;
+    let (agent, _) = store
+        .register_agent(&agent_named("a"))
+        .await
+        .expect("register");
+    let job = store.submit_job(&wide_spec(2), 0).await.expect("submit");
+    store
+        .mark_started(job, "0", agent, "r0")
+        .await
+        .expect_err("a pending task was never placed");
+    store.mark_assigned(job, "0", agent).await.expect("assign");
+    store
+        .mark_started(job, "0", agent, "r0")
+        .await
+        .expect("start");
+    let task = store.task(job, "0").await.expect("task");
+    assert_eq!(task.state, TaskState::Running);
+    assert_eq!(task.task_ref.as_deref(), Some("r0"));
+    assert!(task.date_started.is_some());
+    assert_eq!(
+        store.task_by_ref(agent, "r0").await.expect("by ref"),
+        Some((job, "0".to_string()))
     );
 }

@@ -250,13 +250,9 @@ impl Peer {
                         .send_rpy(channel, msgno, b"\r\n".to_vec())
                         .await
                         .ok()?;
-                    return Some(
-                        Envelope::from_beep_payload(&payload).expect("an Xgrid envelope"),
-                    );
+                    return Some(Envelope::from_beep_payload(&payload).expect("an Xgrid envelope"));
                 }
-                Ok(Some(Event::Failed(_) | Event::SessionClosed { .. })) | Ok(None) => {
-                    return None
-                }
+                Ok(Some(Event::Failed(_) | Event::SessionClosed { .. })) | Ok(None) => return None,
                 Ok(Some(_)) => {}
                 Err(_) => panic!("no message from the controller in time"),
             }
