@@ -6,6 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 use xgrid_protocol::driver::ConnectionHandle;
@@ -34,7 +35,13 @@ pub enum LinkError {
     },
     #[error("the agent answered {request} with the error {code:?}")]
     Refused { request: String, code: ErrorCode },
+    #[error("the agent did not answer {request} within {} s", REPLY_TIMEOUT.as_secs())]
+    NoAnswer { request: String },
 }
+
+/// How long the controller waits for an agent's reply before it gives up on the request
+/// (and, for a submission, places the task elsewhere).
+pub const REPLY_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// What an agent said about one of its tasks.
 #[derive(Debug, Clone, PartialEq)]
@@ -125,8 +132,14 @@ impl AgentLink {
             lock(&self.pending).remove(&identifier);
             return Err(LinkError::Closed);
         }
-        let envelope = rx.await.map_err(|_| LinkError::Closed)?;
         let name = request.name().to_string();
+        let envelope = match tokio::time::timeout(REPLY_TIMEOUT, rx).await {
+            Ok(reply) => reply.map_err(|_| LinkError::Closed)?,
+            Err(_) => {
+                lock(&self.pending).remove(&identifier);
+                return Err(LinkError::NoAnswer { request: name });
+            }
+        };
         match AgentReply::from_envelope(&envelope) {
             Ok(AgentReply::Error { code, .. }) => Err(LinkError::Refused {
                 request: name,

@@ -434,3 +434,178 @@ async fn subscribers_hear_of_new_jobs_and_their_changes() {
     assert!(blind.unread().is_empty(), "{:?}", blind.unread());
     controller.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_task_fails_its_job_with_the_reason() {
+    let dir = TempDir::new("failed");
+    let controller = start(test_config(&dir)).await;
+    let addr = controller.local_addr();
+    let mut agent = Peer::open(addr, profile::AGENT, None).await;
+    agent.register("mac1", 1, 2000.0).await;
+    let mut client = Peer::client(addr).await;
+    let job = submit(&mut client, echo_job("doomed", 2)).await;
+    take_task(&mut agent, "1").await;
+    report(&mut agent, "1", TaskState::Running, false).await;
+    report(&mut agent, "1", TaskState::Failed, false).await;
+    // The failed run's output is still fetched.
+    let fetch = agent
+        .expect_named("taskResults", MessageType::Request)
+        .await;
+    agent
+        .reply(
+            &fetch,
+            AgentReply::TaskResults(TaskResultsReply {
+                agent_name: "mac1".into(),
+                task_ref: "1".into(),
+                streams: TaskStreams::default(),
+            }),
+        )
+        .await;
+    wait_for_status(&mut client, &job, "Failed").await;
+    let reply = client
+        .request("jobAttributes", dict! {"jobIdentifier" => job.as_str()})
+        .await;
+    let attributes = nested(&reply, "jobAttributes");
+    assert_eq!(text(attributes, "error"), "task 0 failed");
+    assert!(attributes.contains_key("dateStopped"));
+    controller.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_running_job_cancels_its_task_on_the_agent() {
+    let dir = TempDir::new("delete");
+    let controller = start(test_config(&dir)).await;
+    let addr = controller.local_addr();
+    let mut agent = Peer::open(addr, profile::AGENT, None).await;
+    agent.register("mac1", 1, 2000.0).await;
+    let mut client = Peer::client(addr).await;
+    let job = submit(&mut client, echo_job("brief", 1)).await;
+    take_task(&mut agent, "4").await;
+    report(&mut agent, "4", TaskState::Running, false).await;
+    wait_for_status(&mut client, &job, "Running").await;
+
+    let reply = client
+        .request(
+            "jobControl",
+            dict! {"jobIdentifier" => job.as_str(), "control" => "remove"},
+        )
+        .await;
+    assert_eq!(error_of(&reply), None);
+    let cancel = agent
+        .expect_named("taskControl", MessageType::Request)
+        .await;
+    assert_eq!(text(&cancel.payload, "taskRef"), "4");
+    assert_eq!(text(&cancel.payload, "control"), "cancel");
+    agent.reply(&cancel, AgentReply::TaskControl).await;
+    let gone = client
+        .request("jobAttributes", dict! {"jobIdentifier" => job.as_str()})
+        .await;
+    assert_eq!(error_of(&gone).as_deref(), Some("InvalidJobIdentifier"));
+    let list = client
+        .request("gridJobList", dict! {"gridIdentifier" => "0"})
+        .await;
+    assert_eq!(list.get("jobList"), Some(&Value::Array(Vec::new())));
+    controller.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_job_runs_again_and_a_canceled_one_stops() {
+    let dir = TempDir::new("restart-job");
+    let controller = start(test_config(&dir)).await;
+    let addr = controller.local_addr();
+    let mut agent = Peer::open(addr, profile::AGENT, None).await;
+    agent.register("mac1", 1, 2000.0).await;
+    let mut client = Peer::client(addr).await;
+    let job = submit(&mut client, echo_job("twice", 1)).await;
+    run_next_task(&mut agent, "mac1", "1", b"one\n").await;
+    wait_for_status(&mut client, &job, "Finished").await;
+
+    let control = |what: &str| dict! {"jobIdentifier" => job.as_str(), "control" => what};
+    let reply = client.request("jobControl", control("restart")).await;
+    assert_eq!(error_of(&reply), None);
+    run_next_task(&mut agent, "mac1", "2", b"two\n").await;
+    wait_for_status(&mut client, &job, "Finished").await;
+    let results = client
+        .request("jobResults", dict! {"jobIdentifier" => job.as_str()})
+        .await;
+    let task = nested(nested(&results, "taskResults"), "0");
+    assert_eq!(task.get("readData"), Some(&Value::Data(b"two\n".to_vec())));
+
+    let reply = client.request("jobControl", control("restart")).await;
+    assert_eq!(error_of(&reply), None);
+    take_task(&mut agent, "3").await;
+    report(&mut agent, "3", TaskState::Running, false).await;
+    wait_for_status(&mut client, &job, "Running").await;
+    let reply = client.request("jobControl", control("cancel")).await;
+    assert_eq!(error_of(&reply), None);
+    let cancel = agent
+        .expect_named("taskControl", MessageType::Request)
+        .await;
+    assert_eq!(text(&cancel.payload, "taskRef"), "3");
+    assert_eq!(text(&cancel.payload, "control"), "cancel");
+    wait_for_status(&mut client, &job, "Canceled").await;
+    let bogus = client.request("jobControl", control("explode")).await;
+    assert_eq!(error_of(&bogus).as_deref(), Some("InvalidControl"));
+    controller.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grids_are_added_and_agents_moved_between_them() {
+    let dir = TempDir::new("grids");
+    let controller = start(test_config(&dir)).await;
+    let addr = controller.local_addr();
+    let mut agent = Peer::open(addr, profile::AGENT, None).await;
+    agent.register("mac1", 1, 2000.0).await;
+    let mut client = Peer::client(addr).await;
+    let reply = client
+        .request(
+            "gridControl",
+            dict! {"gridIdentifier" => "", "control" => "add", "gridName" => "render"},
+        )
+        .await;
+    assert_eq!(error_of(&reply), None);
+    let grids = client.request("gridList", Dictionary::new()).await;
+    assert_eq!(grids.get("gridList"), Some(&strings(&["0", "1"])));
+    let agents = client
+        .request("gridAgentList", dict! {"gridIdentifier" => "0"})
+        .await;
+    assert_eq!(agents.get("agentList"), Some(&strings(&["1"])));
+
+    let reply = client
+        .request(
+            "agentAssign",
+            dict! {"agentIdentifier" => "1", "gridIdentifier" => "1"},
+        )
+        .await;
+    assert_eq!(error_of(&reply), None);
+    let agents = client
+        .request("gridAgentList", dict! {"gridIdentifier" => "1"})
+        .await;
+    assert_eq!(agents.get("agentList"), Some(&strings(&["1"])));
+    let attributes = client
+        .request("gridAttributes", dict! {"gridIdentifier" => "1"})
+        .await;
+    let attributes = nested(&attributes, "gridAttributes");
+    assert_eq!(text(attributes, "name"), "render");
+    assert_eq!(text(attributes, "gridMegahertz"), "2000");
+
+    // A job for the default grid waits: its only agent now serves grid 1.
+    let job = submit(&mut client, echo_job("waits", 1)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(job_status(&mut client, &job).await, "Pending");
+    let agent_attributes = client
+        .request("agentAttributes", dict! {"agentIdentifier" => "mac1"})
+        .await;
+    assert_eq!(
+        text(nested(&agent_attributes, "agentAttributes"), "agentState"),
+        "Available"
+    );
+    let duplicate = client
+        .request(
+            "gridControl",
+            dict! {"gridIdentifier" => "", "control" => "add", "gridName" => "render"},
+        )
+        .await;
+    assert_eq!(error_of(&duplicate).as_deref(), Some("InvalidGridName"));
+    controller.shutdown().await;
+}
