@@ -6,6 +6,7 @@
 //! a thin command line around that.
 
 pub mod agent_service;
+pub mod art;
 pub mod client_service;
 pub mod config;
 pub mod connection;

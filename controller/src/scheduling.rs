@@ -1,8 +1,8 @@
 //! The scheduling loop, the single applier of the scheduler's plans: on a trigger (a job
 //! submitted, a task ended, an agent came, changed or left) or a periodic tick it reads a
 //! snapshot from the store, asks [`crate::scheduler::schedule`] for a plan, and carries the
-//! plan out (tasks marked Assigned and handed to their agents' drivers, jobs finished or
-//! failed). It also gives up on agents that did not come back after a restart.
+//! plan out (tasks marked Assigned and handed to their agents' drivers, ART runs started,
+//! jobs finished or failed). It also gives up on agents that did not come back after a restart.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use tokio::sync::watch;
 
+use crate::art;
 use crate::dispatch;
 use crate::notify::GridEvent;
 use crate::scheduler::{self, JobDecision, Plan, Snapshot};
@@ -98,7 +99,37 @@ async fn apply(shared: &Arc<Shared>, plan: Plan) {
             }
         }
     }
-    // ART runs (plan.art_runs) are not carried out yet: jobs with ART conditions wait.
+    for run in plan.art_runs {
+        let Some(link) = shared.agent_link(run.agent) else {
+            continue;
+        };
+        // Measuring takes a slot on the agent and keeps the next round from running the
+        // same ART there again.
+        let marked = shared
+            .store
+            .set_art_result(
+                run.job,
+                run.agent,
+                &run.art,
+                store::ArtVerdict::Measuring,
+                None,
+            )
+            .await;
+        if let Err(e) = marked {
+            shared.log(format!(
+                "cannot start ART {} of job {}: {e}",
+                run.art, run.job
+            ));
+            continue;
+        }
+        tokio::spawn(art::run_art(
+            Arc::clone(shared),
+            link,
+            run.agent,
+            run.job,
+            run.art,
+        ));
+    }
 }
 
 /// Marks the job Failed with `reason` as its error and cancels what still runs of it.

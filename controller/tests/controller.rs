@@ -609,3 +609,72 @@ async fn grids_are_added_and_agents_moved_between_them() {
     assert_eq!(error_of(&duplicate).as_deref(), Some("InvalidGridName"));
     controller.shutdown().await;
 }
+
+/// Plays an agent running an ART that prints `output`.
+async fn answer_art(agent: &mut Peer, name: &str, task_ref: &str, output: &[u8]) {
+    let submission = take_task(agent, task_ref).await;
+    assert_eq!(text(&submission.payload, "command"), "./rank");
+    let files = nested(&submission.payload, "inputFiles");
+    assert!(files.contains_key("rank"), "the ART travels as a file");
+    report(agent, task_ref, TaskState::Terminated, true).await;
+    let fetch = agent
+        .expect_named("taskResults", MessageType::Request)
+        .await;
+    let streams = TaskResultsReply {
+        agent_name: name.into(),
+        task_ref: task_ref.into(),
+        streams: TaskStreams {
+            read_data: output.to_vec(),
+            err_data: Vec::new(),
+        },
+    };
+    agent.reply(&fetch, AgentReply::TaskResults(streams)).await;
+    let last = agent
+        .expect_named("taskFinalResults", MessageType::Request)
+        .await;
+    agent
+        .reply(
+            &last,
+            AgentReply::TaskFinalResults(TaskFinalResultsReply {
+                agent_name: name.into(),
+                task_ref: task_ref.into(),
+                outputs: TaskOutputs::default(),
+            }),
+        )
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_agents_whose_art_scores_well_get_the_tasks() {
+    let dir = TempDir::new("art");
+    let controller = start(test_config(&dir)).await;
+    let addr = controller.local_addr();
+    let mut slow = Peer::open(addr, profile::AGENT, None).await;
+    slow.register("slow", 1, 3000.0).await;
+    let mut fast = Peer::open(addr, profile::AGENT, None).await;
+    fast.register("fast", 1, 1000.0).await;
+    let mut client = Peer::client(addr).await;
+    let mut job = echo_job("ranked", 1);
+    job.insert(
+        "artSpecifications".into(),
+        Value::Dictionary(dict! {
+            "rank" => dict! {"artData" => Value::Data(b"#!/bin/sh\necho $1\n".to_vec())},
+        }),
+    );
+    job.insert(
+        "artConditions".into(),
+        Value::Dictionary(dict! {"rank" => dict! {"artMin" => "10"}}),
+    );
+    let job = submit(&mut client, job).await;
+
+    answer_art(&mut slow, "slow", "a1", b"5\n").await;
+    answer_art(&mut fast, "fast", "b1", b"score 20\n").await;
+    run_next_task(&mut fast, "fast", "b2", b"ranked\n").await;
+    wait_for_status(&mut client, &job, "Finished").await;
+    assert!(
+        slow.unread().is_empty(),
+        "the unqualified agent got {:?}",
+        slow.unread()
+    );
+    controller.shutdown().await;
+}
