@@ -272,11 +272,12 @@ async fn serve(shared: &Arc<Shared>, request: ClientRequest, subs: &mut Subscrip
                 .unwrap_or_default();
             let grid = resolve_grid(shared, &grid_text).await?;
             let job = store.submit_job(&spec, grid).await?;
-            shared.log(format!(
-                "job {job} ({}) submitted to grid {grid} with {} task(s)",
+            let what = format!(
+                "({}) submitted to grid {grid} with {} task(s)",
                 spec.name.as_deref().unwrap_or("unnamed"),
                 spec.tasks.len()
-            ));
+            );
+            shared.job_event(job, &what).await;
             shared.publish(GridEvent::JobAdded { grid, job });
             shared.reschedule();
             Ok(ControllerReply::JobSubmission {
@@ -534,7 +535,7 @@ async fn job_control(shared: &Arc<Shared>, request: JobControlRequest) -> Answer
                 store
                     .set_job_status(job, store::JobStatus::Canceled)
                     .await?;
-                shared.log(format!("job {job} canceled by a client"));
+                shared.job_event(job, "canceled by a client").await;
                 shared.publish(GridEvent::JobChanged { job });
                 shared.reschedule();
             }
@@ -554,7 +555,7 @@ async fn job_control(shared: &Arc<Shared>, request: JobControlRequest) -> Answer
             let suspend = request.control == JobAction::Suspend;
             store.set_job_suspended(job, suspend).await?;
             let what = if suspend { "suspended" } else { "resumed" };
-            shared.log(format!("job {job} {what} by a client"));
+            shared.job_event(job, &format!("{what} by a client")).await;
             shared.publish(GridEvent::JobChanged { job });
             shared.reschedule();
         }
@@ -562,7 +563,7 @@ async fn job_control(shared: &Arc<Shared>, request: JobControlRequest) -> Answer
             let attached = store.restart_job(job).await?;
             shared.forget_start_of(job);
             dispatch::cancel_on_agents(shared, &attached);
-            shared.log(format!("job {job} restarted by a client"));
+            shared.job_event(job, "restarted by a client").await;
             shared.publish(GridEvent::JobChanged { job });
             shared.reschedule();
         }

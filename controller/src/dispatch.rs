@@ -238,7 +238,7 @@ impl TaskOn<'_> {
                 *running = true;
                 if shared.first_start_of(job) {
                     match shared.store.mark_job_running(job).await {
-                        Ok(true) => shared.log(format!("job {job} is running")),
+                        Ok(true) => shared.job_event(job, "is running").await,
                         Ok(false) => {}
                         Err(e) => shared.log(format!("cannot mark job {job} running: {e}")),
                     }
@@ -313,10 +313,11 @@ impl TaskOn<'_> {
                     ))
                     .await;
                 } else {
-                    shared.log(format!(
-                        "job {job} task {task} reported {kind} on agent {}; queuing it again",
+                    let what = format!(
+                        "had task {task} report {kind} on agent {}; queuing it again",
                         self.agent
-                    ));
+                    );
+                    shared.job_event(job, &what).await;
                     requeue(shared, job, task).await;
                 }
                 Next::Done
@@ -391,7 +392,9 @@ impl TaskOn<'_> {
 
     async fn fail(&self, message: &str) {
         let (shared, job, task) = (self.shared, self.job, self.task);
-        shared.log(format!("job {job}: {message}"));
+        shared
+            .job_event(job, &format!("had a task fail: {message}"))
+            .await;
         if let Err(e) = shared.store.mark_failed(job, task, message).await {
             shared.log(format!(
                 "cannot record the failure of job {job} task {task}: {e}"

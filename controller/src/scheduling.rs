@@ -89,7 +89,7 @@ async fn apply(shared: &Arc<Shared>, plan: Plan) {
         match decision {
             JobDecision::Finish { job } => {
                 match shared.store.set_job_status(job, JobStatus::Finished).await {
-                    Ok(()) => shared.log(format!("job {job} finished")),
+                    Ok(()) => shared.job_event(job, "finished").await,
                     Err(e) => shared.log(format!("cannot mark job {job} finished: {e}")),
                 }
                 shared.publish(GridEvent::JobChanged { job });
@@ -134,7 +134,7 @@ async fn apply(shared: &Arc<Shared>, plan: Plan) {
 
 /// Marks the job Failed with `reason` as its error and cancels what still runs of it.
 pub async fn fail_job(shared: &Shared, job: store::JobId, reason: &str) {
-    shared.log(format!("job {job} failed: {reason}"));
+    shared.job_event(job, &format!("failed: {reason}")).await;
     let store = &shared.store;
     if let Err(e) = store.set_job_error(job, Some(reason)).await {
         shared.log(format!("cannot record why job {job} failed: {e}"));

@@ -64,6 +64,15 @@ impl Shared {
         }
     }
 
+    /// Logs what happened to `job` (`what` reads after "job N") and adds it to the job's
+    /// own log, which `jobLog` returns.
+    pub async fn job_event(&self, job: JobId, what: &str) {
+        self.log(format!("job {job} {what}"));
+        if let Err(e) = self.store.append_job_log(job, what).await {
+            self.log(format!("cannot add to the log of job {job}: {e}"));
+        }
+    }
+
     pub fn publish(&self, event: GridEvent) {
         self.hub.publish(event);
     }

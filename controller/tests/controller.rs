@@ -468,6 +468,26 @@ async fn a_failed_task_fails_its_job_with_the_reason() {
     let attributes = nested(&reply, "jobAttributes");
     assert_eq!(text(attributes, "error"), "task 0 failed");
     assert!(attributes.contains_key("dateStopped"));
+    let log = client
+        .request("jobLog", dict! {"jobIdentifier" => job.as_str()})
+        .await;
+    let messages: Vec<String> = match log.get("jobLog") {
+        Some(Value::Array(lines)) => lines
+            .iter()
+            .filter_map(Value::as_dictionary)
+            .map(|line| text(line, "message"))
+            .collect(),
+        other => panic!("no jobLog array: {other:?}"),
+    };
+    assert!(
+        messages.first().is_some_and(|m| m.contains("submitted")),
+        "{messages:?}"
+    );
+    assert_eq!(
+        messages.last().map(String::as_str),
+        Some("failed: task 0 failed"),
+        "{messages:?}"
+    );
     controller.shutdown().await;
 }
 
