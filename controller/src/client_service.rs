@@ -12,7 +12,7 @@ use xgrid_protocol::jobspec::JobSpecification;
 use xgrid_protocol::messages::{
     self, AgentGridRequest, ClientNotification, ClientRequest, ControllerEntry,
     ControllerListReply, ControllerReply, ErrorCode, GridAction, GridControlRequest, JobAction,
-    JobControlRequest, Subscription, TaskOutputs, TaskStreams, MASTER_ROLE,
+    JobAddTask, JobControlRequest, Subscription, TaskOutputs, TaskStreams, MASTER_ROLE,
 };
 use xgrid_protocol::plist::{Date, Dictionary, Value};
 
@@ -136,6 +136,7 @@ impl From<StoreError> for Refusal {
             StoreError::CannotRemoveDefaultGrid(_) | StoreError::GridNotEmpty { .. } => {
                 ErrorCode::InvalidControl
             }
+            StoreError::TaskNameTaken { .. } => ErrorCode::InvalidTaskSpecification,
             _ => ErrorCode::InvalidRequest,
         };
         Refusal {
@@ -344,10 +345,7 @@ async fn serve(shared: &Arc<Shared>, request: ClientRequest, subs: &mut Subscrip
             Ok(ControllerReply::JobLog(Value::Array(entries)))
         }
         R::JobControl(r) => job_control(shared, r).await,
-        R::JobAddTask(_) => Err(Refusal {
-            code: ErrorCode::InvalidRequest,
-            log: Some("jobAddTask is not supported by this controller".into()),
-        }),
+        R::JobAddTask(r) => add_tasks(shared, r).await,
         R::Unknown(name) => Err(Refusal {
             code: ErrorCode::InvalidRequest,
             log: Some(format!("{name:?} is not a request this controller knows")),
@@ -569,6 +567,48 @@ async fn job_control(shared: &Arc<Shared>, request: JobControlRequest) -> Answer
         }
     }
     Ok(ControllerReply::JobControl)
+}
+
+/// `jobAddTask`: the new tasks are validated together with the job's own (so their input
+/// files and dependencies must make sense within the job), then stored. The job's task
+/// prototypes were expanded at submission and are not kept, so new tasks cannot use them.
+async fn add_tasks(shared: &Arc<Shared>, request: JobAddTask) -> Answer {
+    let job = parse_job(&request.job_identifier)?;
+    let store = &shared.store;
+    let invalid = |why: String| Refusal {
+        code: ErrorCode::InvalidTaskSpecification,
+        log: Some(why),
+    };
+    if store.job_attributes(job).await?.status.is_final() {
+        return Err(invalid(format!(
+            "job {job} is over; no tasks can be added to it"
+        )));
+    }
+    let mut plist = store.job_specification(job).await?.to_plist();
+    let mut tasks = match plist.remove("taskSpecifications") {
+        Some(Value::Dictionary(tasks)) => tasks,
+        _ => Dictionary::new(),
+    };
+    for (name, task) in &request.task_specifications {
+        if tasks.insert(name.clone(), task.clone()).is_some() {
+            return Err(invalid(format!("job {job} already has a task {name:?}")));
+        }
+    }
+    plist.insert("taskSpecifications".into(), Value::Dictionary(tasks));
+    let merged = JobSpecification::from_plist(&plist)
+        .map_err(|e| invalid(format!("the added tasks are not valid: {e}")))?;
+    let new: BTreeMap<_, _> = merged
+        .tasks
+        .into_iter()
+        .filter(|(name, _)| request.task_specifications.contains_key(name))
+        .collect();
+    store.add_tasks(job, &new).await?;
+    shared
+        .job_event(job, &format!("had {} task(s) added", new.len()))
+        .await;
+    shared.publish(GridEvent::JobChanged { job });
+    shared.reschedule();
+    Ok(ControllerReply::JobAddTask)
 }
 
 async fn grid_control(shared: &Arc<Shared>, request: GridControlRequest) -> Answer {

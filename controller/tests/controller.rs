@@ -698,3 +698,73 @@ async fn only_agents_whose_art_scores_well_get_the_tasks() {
     );
     controller.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_added_to_a_running_job_run_too() {
+    let dir = TempDir::new("add-task");
+    let controller = start(test_config(&dir)).await;
+    let addr = controller.local_addr();
+    let mut agent = Peer::open(addr, profile::AGENT, None).await;
+    agent.register("mac1", 1, 2000.0).await;
+    let mut client = Peer::client(addr).await;
+    let job = submit(&mut client, echo_job("grows", 1)).await;
+    take_task(&mut agent, "1").await;
+    report(&mut agent, "1", TaskState::Running, false).await;
+    wait_for_status(&mut client, &job, "Running").await;
+
+    let extra = dict! {"extra" => dict! {"command" => "/bin/date"}};
+    let reply = client
+        .request(
+            "jobAddTask",
+            dict! {"jobIdentifier" => job.as_str(), "taskSpecifications" => extra.clone()},
+        )
+        .await;
+    assert_eq!(error_of(&reply), None);
+    let again = client
+        .request(
+            "jobAddTask",
+            dict! {"jobIdentifier" => job.as_str(), "taskSpecifications" => extra},
+        )
+        .await;
+    assert_eq!(
+        error_of(&again).as_deref(),
+        Some("InvalidTaskSpecification")
+    );
+
+    // Task 0 ends; the added task follows on the freed slot.
+    report(&mut agent, "1", TaskState::Terminated, false).await;
+    let fetch = agent
+        .expect_named("taskResults", MessageType::Request)
+        .await;
+    agent
+        .reply(
+            &fetch,
+            AgentReply::TaskResults(TaskResultsReply {
+                agent_name: "mac1".into(),
+                task_ref: "1".into(),
+                streams: TaskStreams::default(),
+            }),
+        )
+        .await;
+    let last = agent
+        .expect_named("taskFinalResults", MessageType::Request)
+        .await;
+    agent
+        .reply(
+            &last,
+            AgentReply::TaskFinalResults(TaskFinalResultsReply {
+                agent_name: "mac1".into(),
+                task_ref: "1".into(),
+                outputs: TaskOutputs::default(),
+            }),
+        )
+        .await;
+    let submission = run_next_task(&mut agent, "mac1", "2", b"today\n").await;
+    assert_eq!(text(&submission.payload, "command"), "/bin/date");
+    wait_for_status(&mut client, &job, "Finished").await;
+    let attributes = client
+        .request("jobAttributes", dict! {"jobIdentifier" => job.as_str()})
+        .await;
+    assert_eq!(text(nested(&attributes, "jobAttributes"), "taskCount"), "2");
+    controller.shutdown().await;
+}

@@ -1388,3 +1388,35 @@ async fn a_started_task_is_running_with_its_task_ref_in_one_step() {
         Some((job, "0".to_string()))
     );
 }
+
+#[tokio::test]
+async fn tasks_added_to_a_job_join_its_own() {
+    let dir = TempDir::new("add-tasks");
+    let store = open(&dir).await;
+    let job = store.submit_job(&wide_spec(2), 0).await.expect("submit");
+    let more = wide_spec(4).tasks;
+    let clash = store.add_tasks(job, &more).await;
+    assert!(
+        matches!(clash, Err(StoreError::TaskNameTaken { .. })),
+        "{clash:?}"
+    );
+    let new: BTreeMap<_, _> = more
+        .into_iter()
+        .filter(|(name, _)| name.as_str() >= "2")
+        .collect();
+    store.add_tasks(job, &new).await.expect("add");
+    let names: Vec<String> = store
+        .tasks(job)
+        .await
+        .expect("tasks")
+        .into_iter()
+        .map(|t| t.id)
+        .collect();
+    assert_eq!(names, ["0", "1", "2", "3"]);
+    let launch = store.task_launch(job, "3").await.expect("launch");
+    assert_eq!(launch.arguments, ["-i", "N", "3"]);
+    assert!(matches!(
+        store.add_tasks(job + 1, &new).await,
+        Err(StoreError::NoSuchJob(_))
+    ));
+}
