@@ -504,6 +504,11 @@ async fn channel_closed(shared: &Arc<Shared>, link: &Arc<AgentLink>) {
     let Some(agent) = link.agent() else {
         return;
     };
+    // A controller shutting down closes every session; its agents' tasks stay attached to
+    // them for the restart (the store marks every agent Offline when it opens).
+    if shared.is_stopping() {
+        return;
+    }
     if !shared.detach_agent(agent, link) {
         return;
     }

@@ -97,7 +97,9 @@ impl Controller {
     }
 
     /// Stops accepting, closes every session and waits for the controller's tasks to end.
+    /// Tasks out on agents stay attached to them, to be picked up again after a restart.
     pub async fn shutdown(mut self) {
+        self.shared.begin_stopping();
         let _ = self.shutdown.send(true);
         if let Some(tasks) = self.tasks.take() {
             let _ = tasks.await;
@@ -108,6 +110,7 @@ impl Controller {
 
 impl Drop for Controller {
     fn drop(&mut self) {
+        self.shared.begin_stopping();
         let _ = self.shutdown.send(true);
     }
 }

@@ -4,6 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -27,6 +28,8 @@ pub struct Shared {
     schedule: Notify,
     /// Jobs this process has already marked Running, so each task start costs no write.
     started_jobs: Mutex<HashSet<JobId>>,
+    /// Set when the controller shuts down: sessions closing then are no lost agents.
+    stopping: AtomicBool,
 }
 
 impl fmt::Debug for Shared {
@@ -54,6 +57,7 @@ impl Shared {
             recovering: Mutex::new(HashMap::new()),
             schedule: Notify::new(),
             started_jobs: Mutex::new(HashSet::new()),
+            stopping: AtomicBool::new(false),
         }
     }
 
@@ -75,6 +79,15 @@ impl Shared {
 
     pub fn publish(&self, event: GridEvent) {
         self.hub.publish(event);
+    }
+
+    pub fn begin_stopping(&self) {
+        self.stopping.store(true, Ordering::Release);
+    }
+
+    /// Whether the controller is shutting down.
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
     }
 
     /// Asks for a scheduling round soon; several requests before it runs make one round.

@@ -768,3 +768,37 @@ async fn tasks_added_to_a_running_job_run_too() {
     assert_eq!(text(nested(&attributes, "jobAttributes"), "taskCount"), "2");
     controller.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_is_no_lost_agent() {
+    let dir = TempDir::new("shutdown");
+    let controller = start(test_config(&dir)).await;
+    let mut agent = Peer::open(controller.local_addr(), profile::AGENT, None).await;
+    let cookie = agent.register("mac1", 1, 2000.0).await;
+    let mut client = Peer::client(controller.local_addr()).await;
+    let job = submit(&mut client, echo_job("kept", 1)).await;
+    take_task(&mut agent, "5").await;
+    report(&mut agent, "5", TaskState::Running, false).await;
+    wait_for_status(&mut client, &job, "Running").await;
+    controller.shutdown().await;
+    drop(agent);
+    // Whatever the closing sessions set off has had time to happen.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let controller = start(test_config(&dir)).await;
+    let mut agent = Peer::open(controller.local_addr(), profile::AGENT, None).await;
+    assert_eq!(
+        agent.register_with("mac1", &cookie, 1, 2000.0).await,
+        cookie
+    );
+    agent.report_status(&cookie, "mac1", &["5"]).await;
+    report(&mut agent, "5", TaskState::Terminated, true).await;
+    let fetch = agent
+        .expect(|e| e.message_type == MessageType::Request)
+        .await;
+    assert_eq!(
+        fetch.name, "taskResults",
+        "the task was not submitted again"
+    );
+    controller.shutdown().await;
+}

@@ -293,3 +293,31 @@ async fn tasks_of_an_agent_that_never_returns_move_on_after_the_grace_period() {
     let mut client = Peer::client(daemon.addr).await;
     wait_for_status(&mut client, &job, "Finished").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_stop_leaves_running_tasks_with_their_agents() {
+    let dir = TempDir::new("clean-stop");
+    let mut daemon = Daemon::start(dir.path(), &[]);
+    let mut agent = Peer::open(daemon.addr, profile::AGENT, None).await;
+    let cookie = agent.register("mac1", 1, 2000.0).await;
+    let mut client = Peer::client(daemon.addr).await;
+    let job = submit(&mut client, echo_job("long", 1)).await;
+    take_and_run(&mut agent, "5").await;
+    wait_for_status(&mut client, &job, "Running").await;
+
+    daemon.signal("TERM");
+    let status = tokio::task::block_in_place(|| daemon.wait());
+    assert!(status.success(), "{status:?}");
+    drop(agent);
+    let daemon = Daemon::start(dir.path(), &[]);
+    let mut client = Peer::client(daemon.addr).await;
+    wait_for_status(&mut client, &job, "Running").await;
+    let mut agent = Peer::open(daemon.addr, profile::AGENT, None).await;
+    assert_eq!(
+        agent.register_with("mac1", &cookie, 1, 2000.0).await,
+        cookie
+    );
+    agent.report_status(&cookie, "mac1", &["5"]).await;
+    finish(&mut agent, "mac1", "5", b"survived\n").await;
+    wait_for_status(&mut client, &job, "Finished").await;
+}
