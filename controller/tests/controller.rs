@@ -428,6 +428,26 @@ async fn subscribers_hear_of_new_jobs_and_their_changes() {
         .await;
     assert_eq!(changed.identifier, job);
 
+    let agents = watcher
+        .request(
+            "agentList",
+            dict! {"shouldSubscribe" => "YES", "predicate" => "maximumTaskCount >= 2"},
+        )
+        .await;
+    assert_eq!(agents.get("agentList"), Some(&Value::Array(Vec::new())));
+    let mut small = Peer::open(addr, profile::AGENT, None).await;
+    small.register("small", 1, 1000.0).await;
+    let mut big = Peer::open(addr, profile::AGENT, None).await;
+    big.register("big", 4, 4000.0).await;
+    let added = watcher
+        .expect_named("agentListDidAddAgent", MessageType::Notification)
+        .await;
+    assert_eq!(
+        text(&added.payload, "agentIdentifier"),
+        "2",
+        "only the big agent"
+    );
+
     // The FALSE subscriber heard nothing: its next message is the reply to this request.
     let role = blind.request("controllerRole", Dictionary::new()).await;
     assert_eq!(text(&role, "controllerRole"), "MASTER");
