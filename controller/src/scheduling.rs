@@ -38,22 +38,10 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
 
 /// One round: snapshot, plan, apply.
 async fn round(shared: &Arc<Shared>) -> Result<(), StoreError> {
-    let t0 = Instant::now();
     let stored = shared.store.scheduling_snapshot_compact().await?;
-    let t1 = Instant::now();
     let connected: HashSet<AgentId> = shared.connected_agents().into_iter().collect();
     let plan = scheduler::schedule(&to_scheduler(&stored, &connected));
-    let t2 = Instant::now();
-    let n = plan.assignments.len();
     apply(shared, plan).await;
-    if std::env::var_os("XGRID_PROFILE").is_some() {
-        eprintln!(
-            "round: snapshot {:?} plan {:?} apply {:?} ({n} assignments)",
-            t1 - t0,
-            t2 - t1,
-            t2.elapsed()
-        );
-    }
     Ok(())
 }
 
