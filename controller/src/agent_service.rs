@@ -64,6 +64,8 @@ pub struct AgentLink {
     tasks: Mutex<HashMap<String, mpsc::UnboundedSender<TaskEvent>>>,
     /// The registered agent behind the channel, with its name.
     agent: Mutex<Option<(AgentId, String)>>,
+    /// TaskRefs the agent's last status listed that nobody follows (see `cancel_orphans`).
+    suspects: Mutex<HashSet<String>>,
 }
 
 impl fmt::Debug for AgentLink {
@@ -93,6 +95,7 @@ impl AgentLink {
             pending: Mutex::new(HashMap::new()),
             tasks: Mutex::new(HashMap::new()),
             agent: Mutex::new(None),
+            suspects: Mutex::new(HashSet::new()),
         })
     }
 
@@ -408,8 +411,36 @@ async fn agent_status(shared: &Arc<Shared>, link: &Arc<AgentLink>, status: Agent
     shared.publish(GridEvent::AgentChanged { agent });
     if shared.take_recovery(agent) {
         reconcile(shared, link, agent, &status.task_ref_array).await;
+    } else {
+        cancel_orphans(shared, link, agent, &status.task_ref_array).await;
     }
     shared.reschedule();
+}
+
+/// Cancels tasks the agent runs that the controller no longer follows (it gave them up when
+/// the agent's earlier connection dropped, or their job is gone), so they stop holding the
+/// agent's slots. A taskRef must be unknown in two reports in a row: a submission the agent
+/// has just answered may show in a report before its driver has seen the answer.
+async fn cancel_orphans(shared: &Shared, link: &Arc<AgentLink>, agent: AgentId, listed: &[String]) {
+    let mut unknown = HashSet::new();
+    for task_ref in listed {
+        if link.is_watching(task_ref) {
+            continue;
+        }
+        if let Ok(None) = shared.store.task_by_ref(agent, task_ref).await {
+            unknown.insert(task_ref.clone());
+        }
+    }
+    let previous = std::mem::replace(&mut *lock(&link.suspects), unknown.clone());
+    for task_ref in unknown.intersection(&previous) {
+        shared.log(format!(
+            "agent {agent} runs task {task_ref}, which the controller no longer wants; canceling it"
+        ));
+        link.request_detached(ControllerToAgentRequest::TaskControl(TaskControlRequest {
+            task_ref: task_ref.clone(),
+            control: TaskAction::Cancel,
+        }));
+    }
 }
 
 /// Matches the tasks the store has placed on `agent` against the taskRefs the agent still

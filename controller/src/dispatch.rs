@@ -8,14 +8,14 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 use xgrid_protocol::messages::{
-    self, AgentReply, ControllerToAgentRequest, TaskAction, TaskControlNotice, TaskControlRequest,
-    TaskErrorKind, TaskRefRequest, TaskState, TaskStatus, TaskSubmission,
+    self, AgentReply, ControllerToAgentRequest, ErrorCode, TaskAction, TaskControlNotice,
+    TaskControlRequest, TaskErrorKind, TaskRefRequest, TaskState, TaskStatus, TaskSubmission,
 };
 
 use crate::agent_service::{AgentLink, LinkError, TaskEvent};
 use crate::notify::GridEvent;
 use crate::shared::Shared;
-use crate::store::{AgentId, AttachedTask, JobId, OutputStream, TaskLaunch};
+use crate::store::{AgentId, AgentLoad, AgentState, AttachedTask, JobId, OutputStream, TaskLaunch};
 
 /// Submits a task the applier has just marked Assigned to `agent`, starts it and follows it
 /// to its end.
@@ -53,6 +53,13 @@ pub async fn launch_task(
             shared.log(format!(
                 "agent {agent} did not take job {job} task {task} ({e}); queuing it again"
             ));
+            if let LinkError::Refused {
+                code: ErrorCode::TooManyTasks | ErrorCode::AgentUnavailable,
+                ..
+            } = e
+            {
+                rest_agent(&shared, agent).await;
+            }
             requeue(&shared, job, &task).await;
             return;
         }
@@ -142,6 +149,25 @@ fn submission(launch: TaskLaunch) -> TaskSubmission {
                 (path, file)
             })
             .collect(),
+    }
+}
+
+/// An agent that refused work as full or unavailable gets none until its next status
+/// report says it is Available again; otherwise each round would offer it the same task.
+async fn rest_agent(shared: &Shared, agent: AgentId) {
+    let Ok(record) = shared.store.agent(agent).await else {
+        return;
+    };
+    let load = AgentLoad {
+        state: AgentState::Unavailable,
+        current_cpu_power: record.current_cpu_power,
+        current_task_count: record.reported_task_count,
+    };
+    if shared.store.update_agent_load(agent, load).await.is_ok() {
+        shared.log(format!(
+            "agent {agent} refused work; it gets none until it reports itself available"
+        ));
+        shared.publish(GridEvent::AgentChanged { agent });
     }
 }
 

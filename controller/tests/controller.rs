@@ -822,3 +822,61 @@ async fn a_shutdown_is_no_lost_agent() {
     );
     controller.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_that_refuses_work_rests_until_it_reports_available() {
+    let dir = TempDir::new("refusal");
+    let controller = start(test_config(&dir)).await;
+    let addr = controller.local_addr();
+    let mut agent = Peer::open(addr, profile::AGENT, None).await;
+    let cookie = agent.register("busy", 2, 2000.0).await;
+    let mut client = Peer::client(addr).await;
+    let job = submit(&mut client, echo_job("patient", 1)).await;
+    let submission = agent
+        .expect_named("taskSubmission", MessageType::Request)
+        .await;
+    agent
+        .reply(
+            &submission,
+            AgentReply::Error {
+                name: "taskSubmission".into(),
+                code: xgrid_protocol::messages::ErrorCode::TooManyTasks,
+            },
+        )
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(job_status(&mut client, &job).await, "Pending");
+    let state = client
+        .request("agentAttributes", dict! {"agentIdentifier" => "1"})
+        .await;
+    assert_eq!(
+        text(nested(&state, "agentAttributes"), "agentState"),
+        "Unavailable"
+    );
+    assert!(agent.unread().is_empty(), "no new offer while resting");
+
+    agent.report_status(&cookie, "busy", &[]).await;
+    run_next_task(&mut agent, "busy", "1", b"at last\n").await;
+    wait_for_status(&mut client, &job, "Finished").await;
+    controller.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_an_agent_runs_for_nobody_are_canceled() {
+    let dir = TempDir::new("orphans");
+    let controller = start(test_config(&dir)).await;
+    let mut agent = Peer::open(controller.local_addr(), profile::AGENT, None).await;
+    let cookie = agent.register("mac1", 2, 2000.0).await;
+    agent.report_status(&cookie, "mac1", &["zz"]).await;
+    // One report is not enough: a just-answered submission could look like this.
+    let role = agent.request("controllerList", Dictionary::new()).await;
+    assert_eq!(text(&role, "controllerRole"), "MASTER");
+    assert!(agent.unread().is_empty(), "{:?}", agent.unread());
+    agent.report_status(&cookie, "mac1", &["zz"]).await;
+    let cancel = agent
+        .expect_named("taskControl", MessageType::Request)
+        .await;
+    assert_eq!(text(&cancel.payload, "taskRef"), "zz");
+    assert_eq!(text(&cancel.payload, "control"), "cancel");
+    controller.shutdown().await;
+}
