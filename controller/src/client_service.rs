@@ -44,6 +44,7 @@ struct Subscriptions {
     agent_attributes: HashSet<AgentId>,
     job_attributes: HashSet<JobId>,
     job_results: HashSet<JobId>,
+    job_log: HashSet<JobId>,
 }
 
 /// Serves one client channel: requests in the order they came, notifications in between.
@@ -109,6 +110,7 @@ impl Subscriptions {
             || !self.agent_attributes.is_empty()
             || !self.job_attributes.is_empty()
             || !self.job_results.is_empty()
+            || !self.job_log.is_empty()
     }
 }
 
@@ -330,18 +332,15 @@ async fn serve(shared: &Arc<Shared>, request: ClientRequest, subs: &mut Subscrip
         }
         R::JobLog(q) => {
             let job = parse_job(&q.job_identifier)?;
-            // The entry shape is Apple's secret (§9): each line as {date, message}.
             let entries = store
                 .job_log(job)
                 .await?
                 .into_iter()
-                .map(|entry| {
-                    let mut line = Dictionary::new();
-                    line.insert("date".into(), Value::Date(entry.time));
-                    line.insert("message".into(), Value::from(entry.text));
-                    Value::Dictionary(line)
-                })
+                .map(|entry| log_line(entry.time, entry.text))
                 .collect();
+            if q.should_subscribe() {
+                subs.job_log.insert(job);
+            }
             Ok(ControllerReply::JobLog(Value::Array(entries)))
         }
         R::JobControl(r) => job_control(shared, r).await,
@@ -351,6 +350,14 @@ async fn serve(shared: &Arc<Shared>, request: ClientRequest, subs: &mut Subscrip
             log: Some(format!("{name:?} is not a request this controller knows")),
         }),
     }
+}
+
+/// One line of a job's log. The entry shape is Apple's secret (§9): `{date, message}`.
+fn log_line(time: Date, text: String) -> Value {
+    let mut line = Dictionary::new();
+    line.insert("date".into(), Value::Date(time));
+    line.insert("message".into(), Value::from(text));
+    Value::Dictionary(line)
 }
 
 /// The subscription's filter; none (or an empty one) lets everything through.
@@ -744,6 +751,15 @@ async fn notifications(
             }
             subs.job_attributes.remove(&job);
             subs.job_results.remove(&job);
+            subs.job_log.remove(&job);
+        }
+        GridEvent::JobLogged { job, text } => {
+            if subs.job_log.contains(&job) {
+                out.push(N::JobLog {
+                    job_identifier: job.to_string(),
+                    log: Value::Array(vec![log_line(Date::now(), text)]),
+                });
+            }
         }
         GridEvent::JobChanged { job } => {
             if subs.job_attributes.contains(&job) {

@@ -39,6 +39,11 @@ pub enum GridEvent {
     JobOutput {
         job: JobId,
     },
+    /// A line was added to the job's log.
+    JobLogged {
+        job: JobId,
+        text: String,
+    },
     /// An agent registered for the first time.
     AgentAdded {
         grid: GridId,

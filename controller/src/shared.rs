@@ -72,8 +72,12 @@ impl Shared {
     /// own log, which `jobLog` returns.
     pub async fn job_event(&self, job: JobId, what: &str) {
         self.log(format!("job {job} {what}"));
-        if let Err(e) = self.store.append_job_log(job, what).await {
-            self.log(format!("cannot add to the log of job {job}: {e}"));
+        match self.store.append_job_log(job, what).await {
+            Ok(()) => self.publish(GridEvent::JobLogged {
+                job,
+                text: what.to_string(),
+            }),
+            Err(e) => self.log(format!("cannot add to the log of job {job}: {e}")),
         }
     }
 

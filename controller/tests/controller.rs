@@ -409,6 +409,12 @@ async fn subscribers_hear_of_new_jobs_and_their_changes() {
             dict! {"jobIdentifier" => job.as_str(), "shouldSubscribe" => "YES"},
         )
         .await;
+    watcher
+        .request(
+            "jobLog",
+            dict! {"jobIdentifier" => job.as_str(), "shouldSubscribe" => "YES"},
+        )
+        .await;
     client
         .request(
             "jobControl",
@@ -427,6 +433,18 @@ async fn subscribers_hear_of_new_jobs_and_their_changes() {
         })
         .await;
     assert_eq!(changed.identifier, job);
+    let logged = watcher
+        .expect_named("jobLog", MessageType::Notification)
+        .await;
+    assert_eq!(logged.identifier, job);
+    let line = match logged.payload.get("jobLog") {
+        Some(Value::Array(lines)) => lines.first().and_then(Value::as_dictionary).cloned(),
+        _ => None,
+    };
+    assert_eq!(
+        line.map(|l| text(&l, "message")).as_deref(),
+        Some("canceled by a client")
+    );
 
     let agents = watcher
         .request(
