@@ -100,10 +100,14 @@ pub fn echo_job(name: &str, tasks: usize) -> Dictionary {
     }
 }
 
-/// A session with the controller and its one Xgrid channel.
+/// A session with the controller and its one Xgrid channel. Dropping it drops the
+/// connection.
 pub struct Peer {
-    pub conn: ConnectionHandle,
+    // Declared (so dropped) before `conn`: the driver notices a dropped handle at once, but
+    // a dropped event receiver only once something else wakes it, so the receiver must
+    // already be gone when the handle goes, or the connection may linger open.
     events: mpsc::Receiver<Event>,
+    pub conn: ConnectionHandle,
     pub channel: u32,
     next_id: u64,
     /// Messages read while waiting for another one.
