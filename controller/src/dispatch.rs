@@ -262,13 +262,8 @@ impl TaskOn<'_> {
                     return Next::Continue;
                 }
                 *running = true;
-                if shared.first_start_of(job) {
-                    match shared.store.mark_job_running(job).await {
-                        Ok(true) => shared.job_event(job, "is running").await,
-                        Ok(false) => {}
-                        Err(e) => shared.log(format!("cannot mark job {job} running: {e}")),
-                    }
-                }
+                // The task first, then its job: whoever sees the job Running finds the
+                // task's taskRef stored too (what a restart needs to pick the task up).
                 if !ends_next {
                     let started = shared
                         .store
@@ -282,6 +277,13 @@ impl TaskOn<'_> {
                         ));
                         cancel_request(self.link, self.task_ref);
                         return Next::Done;
+                    }
+                }
+                if shared.first_start_of(job) {
+                    match shared.store.mark_job_running(job).await {
+                        Ok(true) => shared.job_event(job, "is running").await,
+                        Ok(false) => {}
+                        Err(e) => shared.log(format!("cannot mark job {job} running: {e}")),
                     }
                 }
                 shared.publish(GridEvent::JobChanged { job });
