@@ -321,3 +321,34 @@ async fn a_clean_stop_leaves_running_tasks_with_their_agents() {
     finish(&mut agent, "mac1", "5", b"survived\n").await;
     wait_for_status(&mut client, &job, "Finished").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passwords_come_from_apple_password_files() {
+    let dir = TempDir::new("password-file");
+    let file = dir.path().join("client-password");
+    xgrid_protocol::password::write_password_file(&file, "from-a-file").expect("write");
+    let data = dir.path().join("data");
+    let file_arg = file.to_string_lossy().to_string();
+    let daemon = Daemon::start(&data, &["--client-password-file", &file_arg]);
+    let (conn, mut events) = connect(daemon.addr).await;
+    assert_eq!(
+        authenticate(&conn, &mut events, profile::CLIENT_USER, "wrong").await,
+        Err(535)
+    );
+    let mut client = Peer::open(
+        daemon.addr,
+        profile::CLIENT,
+        Some((profile::CLIENT_USER, "from-a-file")),
+    )
+    .await;
+    let reply = client.request("controllerRole", Dictionary::new()).await;
+    assert_eq!(text(&reply, "controllerRole"), "MASTER");
+
+    let missing = Command::new(env!("CARGO_BIN_EXE_xgridcontrollerd"))
+        .args(["--agent-password-file"])
+        .arg(dir.path().join("nowhere"))
+        .output()
+        .expect("run");
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no password file"));
+}
