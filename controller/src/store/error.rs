@@ -29,6 +29,8 @@ pub enum StoreError {
     GridNotEmpty { grid: GridId, jobs: u64 },
     #[error("there is no job {0}")]
     NoSuchJob(JobId),
+    #[error("job {job} already has a task {task:?}")]
+    TaskNameTaken { job: JobId, task: String },
     #[error("job {job} has no task {task:?}")]
     NoSuchTask { job: JobId, task: String },
     #[error("task {task:?} of job {job} is {state}, so it cannot be {action}")]

@@ -74,11 +74,69 @@ pub(super) const TASK_DEPENDENCY_ROWS: &str = concat!(
     " ORDER BY t.job_id, t.name, d.position"
 );
 
+/// Like [`TASK_ROWS`], but a job whose tasks have no `dependsOnTasks` and need not start
+/// together keeps only its first Finished task, and only its first `?1` Pending tasks (in
+/// natural order for numeric task names: shorter names first, then by bytes): the others
+/// decide nothing a round decides (which tasks are ready, whether the job failed or
+/// finished, whether it started, which tasks fill the free slots), and
+/// leaving them out keeps rounds cheap while a large job drains. Each open job's facts are
+/// worked out once (MATERIALIZED), not once per task row; the OR made SQLite's planner walk
+/// the whole tasks table, hence the index named outright (the one `UNIQUE (job_id, name)`
+/// creates) and the join order fixed with CROSS JOIN, and no ORDER BY: the rows are sorted after reading.
+pub(super) const COMPACT_TASK_ROWS: &str = concat!(
+    "WITH open AS MATERIALIZED (
+         SELECT j.id,
+                j.tasks_must_start_simultaneously
+                    OR EXISTS (SELECT 1 FROM tasks o JOIN task_dependencies d ON d.task_id = o.id
+                               WHERE o.job_id = j.id) AS keep_all,
+                (SELECT min(f.id) FROM tasks f WHERE f.job_id = j.id AND f.state = 'Finished')
+                    AS first_finished
+         FROM jobs j WHERE ",
+    open_jobs!(),
+    "),
+     first_pending AS (
+         SELECT id FROM (
+             SELECT t.id, row_number() OVER (PARTITION BY t.job_id
+                                             ORDER BY length(t.name), t.name) AS place
+             FROM open CROSS JOIN tasks t INDEXED BY sqlite_autoindex_tasks_1
+             ON t.job_id = open.id
+             WHERE NOT open.keep_all AND t.state = 'Pending')
+         WHERE place <= ?1)
+     SELECT t.job_id, t.name, t.state, t.agent_id, h.agent_name
+     FROM open
+     CROSS JOIN tasks t INDEXED BY sqlite_autoindex_tasks_1 ON t.job_id = open.id
+     LEFT JOIN job_scheduler_hints h ON h.job_id = t.job_id AND h.task_name = t.name
+     WHERE open.keep_all
+        OR t.id = open.first_finished
+        OR t.state NOT IN ('Finished', 'Pending')
+        OR t.id IN (SELECT id FROM first_pending)"
+);
+
 impl Store {
     /// Everything a scheduling round reads (see [`SchedulingSnapshot`]).
     pub async fn scheduling_snapshot(&self) -> Result<SchedulingSnapshot> {
+        self.load_snapshot(false).await
+    }
+
+    /// A snapshot for the scheduler that leaves out the tasks its decisions cannot depend
+    /// on (see [`COMPACT_TASK_ROWS`]): of a job without task dependencies or a gang, the
+    /// Finished tasks but one, and the Pending tasks beyond as many as all agents that are
+    /// not Offline have slots (at least one, so a job with work left never looks finished). Numeric task names keep their natural order; of other names
+    /// the Pending ones kept are the shortest, which may differ from natural order.
+    pub async fn scheduling_snapshot_compact(&self) -> Result<SchedulingSnapshot> {
+        self.load_snapshot(true).await
+    }
+
+    async fn load_snapshot(&self, compact: bool) -> Result<SchedulingSnapshot> {
         let mut tx = self.readers.begin().await?;
         let agents = load_agents(&mut tx, None).await?;
+        // At least one: a job must never look as if it had only finished tasks.
+        let slots: i64 = agents
+            .iter()
+            .filter(|a| a.state != super::AgentState::Offline)
+            .map(|a| i64::from(a.maximum_task_count))
+            .sum::<i64>()
+            .max(1);
 
         type JobRow = (i64, i64, String, bool, bool, Option<i64>);
         type ConditionRow = (i64, String, Option<f64>, Option<f64>, Option<f64>);
@@ -96,7 +154,14 @@ impl Store {
         let art_rows: Vec<(i64, i64, String, String, Option<f64>)> =
             sqlx::query_as(ART_RESULT_ROWS).fetch_all(&mut *tx).await?;
 
-        let task_rows: Vec<TaskRow> = sqlx::query_as(TASK_ROWS).fetch_all(&mut *tx).await?;
+        let mut task_rows: Vec<TaskRow> = if compact {
+            sqlx::query_as(COMPACT_TASK_ROWS)
+                .bind(slots)
+                .fetch_all(&mut *tx)
+                .await?
+        } else {
+            sqlx::query_as(TASK_ROWS).fetch_all(&mut *tx).await?
+        };
 
         let task_dependencies: Vec<(i64, String, String)> = sqlx::query_as(TASK_DEPENDENCY_ROWS)
             .fetch_all(&mut *tx)
@@ -138,6 +203,10 @@ impl Store {
 
         // Each dependency row finds its task through (job, task name), so matching stays
         // linear in the rows read.
+        let by_job_and_name = |a: &TaskRow, b: &TaskRow| (a.0, &a.1).cmp(&(b.0, &b.1));
+        if !task_rows.is_sorted_by(|a, b| by_job_and_name(a, b).is_le()) {
+            task_rows.sort_by(by_job_and_name);
+        }
         let mut task_index: HashMap<(i64, String), usize> = HashMap::new();
         for (job_id, name, state, agent, hint) in task_rows {
             if let Some(job) = job_mut(&mut jobs, &job_index, job_id) {

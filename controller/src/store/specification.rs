@@ -57,6 +57,34 @@ impl Store {
         wire_id(job)
     }
 
+    /// `jobAddTask`: adds validated tasks (names the job does not have yet) to the job, in
+    /// one transaction.
+    pub async fn add_tasks(
+        &self,
+        job: JobId,
+        tasks: &BTreeMap<String, TaskSpecification>,
+    ) -> Result<()> {
+        let mut tx = self.writer.begin().await?;
+        super::jobs::job_exists(&mut tx, job).await?;
+        for name in tasks.keys() {
+            let taken: Option<i64> =
+                sqlx::query_scalar("SELECT id FROM tasks WHERE job_id = ? AND name = ?")
+                    .bind(db_id(job))
+                    .bind(name)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if taken.is_some() {
+                return Err(StoreError::TaskNameTaken {
+                    job,
+                    task: name.clone(),
+                });
+            }
+        }
+        insert_tasks(&mut tx, db_id(job), tasks).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// The job's specification as stored (prototypes already expanded), for the
     /// `jobSpecification` request: `to_plist` on the result gives the canonical dictionary.
     pub async fn job_specification(&self, job: JobId) -> Result<JobSpecification> {

@@ -299,6 +299,31 @@ impl Store {
         Ok(())
     }
 
+    /// Places several Pending tasks at once, in one transaction: `(job, task, agent)` each.
+    /// Returns, in order, whether each was placed (false: the task is gone or no longer
+    /// Pending, e.g. its job was canceled since the round read it).
+    pub async fn mark_assigned_many(
+        &self,
+        placements: &[(JobId, String, AgentId)],
+    ) -> Result<Vec<bool>> {
+        let mut tx = self.writer.begin().await?;
+        let mut placed = Vec::with_capacity(placements.len());
+        for (job, task, agent) in placements {
+            let result = sqlx::query(
+                "UPDATE tasks SET state = 'Assigned', agent_id = ?, task_ref = NULL
+                 WHERE job_id = ? AND name = ? AND state = 'Pending'",
+            )
+            .bind(db_id(*agent))
+            .bind(db_id(*job))
+            .bind(task)
+            .execute(&mut *tx)
+            .await?;
+            placed.push(result.rows_affected() == 1);
+        }
+        tx.commit().await?;
+        Ok(placed)
+    }
+
     /// Records the taskRef `agent` answered for the task (Pending or Assigned before).
     pub async fn mark_dispatched(
         &self,
@@ -341,6 +366,39 @@ impl Store {
             "UPDATE tasks SET state = 'Running', date_started = coalesce(date_started, ?)
              WHERE id = ?",
         )
+        .bind(now())
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The agent reports the task running: records the taskRef it answered and, the first
+    /// time, the start date, in one write (a `mark_dispatched` plus `mark_running`).
+    pub async fn mark_started(
+        &self,
+        job: JobId,
+        task: &str,
+        agent: AgentId,
+        task_ref: &str,
+    ) -> Result<()> {
+        let mut tx = self.writer.begin().await?;
+        let id = task_in_state(
+            &mut tx,
+            job,
+            task,
+            &[Assigned, Running, Stopped],
+            "marked running",
+        )
+        .await?;
+        sqlx::query(
+            "UPDATE tasks SET state = 'Running', agent_id = ?, task_ref = ?,
+                 date_started = coalesce(date_started, ?)
+             WHERE id = ?",
+        )
+        .bind(db_id(agent))
+        .bind(task_ref)
         .bind(now())
         .bind(id)
         .execute(&mut *tx)

@@ -1169,6 +1169,7 @@ async fn snapshot_queries_do_not_scan_all_tasks() {
         .expect("analyze");
     for sql in [
         snapshot::TASK_ROWS,
+        snapshot::COMPACT_TASK_ROWS,
         snapshot::TASK_DEPENDENCY_ROWS,
         &format!(
             "SELECT agent_id, count(*) FROM tasks WHERE {} GROUP BY agent_id",
@@ -1190,8 +1191,232 @@ async fn snapshot_queries_do_not_scan_all_tasks() {
                 !(step.starts_with("SCAN t")
                     || step.starts_with("SCAN tasks")
                     || step.starts_with("SCAN d")),
-                "full scan in {step:?} for {sql}"
+                "full scan in {step:?} for {sql} in {plan:?}"
             );
         }
     }
+}
+
+#[tokio::test]
+async fn a_job_becomes_running_once_and_only_while_open() {
+    let dir = TempDir::new("job-running");
+    let store = open(&dir).await;
+    let job = store.submit_job(&wide_spec(1), 0).await.expect("submit");
+    assert!(store.mark_job_running(job).await.expect("first start"));
+    let attributes = store.job_attributes(job).await.expect("attributes");
+    assert_eq!(attributes.status, JobStatus::Running);
+    let started = attributes.date_started.expect("dateStarted stamped");
+    assert!(!store.mark_job_running(job).await.expect("second start"));
+    store
+        .set_job_status(job, JobStatus::Canceled)
+        .await
+        .expect("cancel");
+    assert!(!store.mark_job_running(job).await.expect("after cancel"));
+    let attributes = store.job_attributes(job).await.expect("attributes");
+    assert_eq!(attributes.status, JobStatus::Canceled);
+    assert_eq!(attributes.date_started, Some(started));
+}
+
+/// Task names per job in a snapshot.
+fn task_names(snapshot: &SchedulingSnapshot) -> Vec<(JobId, Vec<String>)> {
+    snapshot
+        .jobs
+        .iter()
+        .map(|j| (j.id, j.tasks.iter().map(|t| t.id.clone()).collect()))
+        .collect()
+}
+
+#[tokio::test]
+async fn the_compact_snapshot_keeps_one_finished_task_where_the_rest_cannot_matter() {
+    let dir = TempDir::new("compact");
+    let store = open(&dir).await;
+    let (agent, _) = store
+        .register_agent(&agent_named("a"))
+        .await
+        .expect("register");
+    let wide = store.submit_job(&wide_spec(4), 0).await.expect("submit");
+    let chained = dict! {
+        "taskSpecifications" => dict! {
+            "a" => dict! {"command" => "/bin/true"},
+            "b" => dict! {"command" => "/bin/true", "dependsOnTasks" => array(&["a"])},
+            "c" => dict! {"command" => "/bin/true"},
+        },
+    };
+    let chained = JobSpecification::from_plist(&chained).expect("valid");
+    let chained = store.submit_job(&chained, 0).await.expect("submit");
+    for (job, task) in [
+        (wide, "0"),
+        (wide, "1"),
+        (wide, "2"),
+        (chained, "a"),
+        (chained, "c"),
+    ] {
+        store
+            .mark_dispatched(job, task, agent, &format!("{job}-{task}"))
+            .await
+            .expect("dispatch");
+        store
+            .mark_finished(job, task, 0, &BTreeMap::new())
+            .await
+            .expect("finish");
+    }
+    let full = store.scheduling_snapshot().await.expect("snapshot");
+    let compact = store.scheduling_snapshot_compact().await.expect("compact");
+    assert_eq!(
+        task_names(&full),
+        [
+            (wide, vec!["0".into(), "1".into(), "2".into(), "3".into()]),
+            (chained, vec!["a".into(), "b".into(), "c".into()])
+        ]
+    );
+    assert_eq!(
+        task_names(&compact),
+        [
+            (wide, vec!["0".into(), "3".into()]),
+            (chained, vec!["a".into(), "b".into(), "c".into()])
+        ]
+    );
+    assert_eq!(compact.agents, full.agents);
+}
+
+#[tokio::test]
+async fn many_tasks_are_placed_at_once_but_only_while_pending() {
+    let dir = TempDir::new("assign-many");
+    let store = open(&dir).await;
+    let (agent, _) = store
+        .register_agent(&agent_named("a"))
+        .await
+        .expect("register");
+    let job = store.submit_job(&wide_spec(3), 0).await.expect("submit");
+    store
+        .mark_dispatched(job, "1", agent, "r1")
+        .await
+        .expect("dispatch");
+    let placed = store
+        .mark_assigned_many(&[
+            (job, "0".into(), agent),
+            (job, "1".into(), agent),
+            (job, "9".into(), agent),
+            (job, "2".into(), agent),
+        ])
+        .await
+        .expect("assign");
+    assert_eq!(placed, [true, false, false, true]);
+    let tasks = store.tasks(job).await.expect("tasks");
+    let states: Vec<_> = tasks
+        .iter()
+        .map(|t| (t.state, t.agent, t.task_ref.clone()))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            (TaskState::Assigned, Some(agent), None),
+            (TaskState::Assigned, Some(agent), Some("r1".into())),
+            (TaskState::Assigned, Some(agent), None)
+        ]
+    );
+}
+
+#[tokio::test]
+async fn the_compact_snapshot_reads_only_as_many_pending_tasks_as_there_are_slots() {
+    let dir = TempDir::new("compact-pending");
+    let store = open(&dir).await;
+    let job = store.submit_job(&wide_spec(12), 0).await.expect("submit");
+    // No agent online: still one pending task, so the job never looks finished.
+    let (agent, _) = store
+        .register_agent(&agent_named("a"))
+        .await
+        .expect("register");
+    store
+        .mark_dispatched(job, "0", agent, "r0")
+        .await
+        .expect("dispatch");
+    store
+        .mark_finished(job, "0", 0, &BTreeMap::new())
+        .await
+        .expect("finish");
+    store.set_agent_offline(agent).await.expect("offline");
+    let compact = store.scheduling_snapshot_compact().await.expect("compact");
+    assert_eq!(task_names(&compact), [(job, vec!["0".into(), "1".into()])]);
+    let plan = crate::scheduler::schedule(&crate::scheduling::to_scheduler(
+        &compact,
+        &Default::default(),
+    ));
+    assert!(plan.decisions.is_empty(), "{plan:?}");
+
+    // Two slots online: the two pending tasks that come first in natural order.
+    store
+        .register_agent(&AgentRegistration {
+            cookie: Some(store.agent(agent).await.expect("agent").cookie),
+            ..agent_named("a")
+        })
+        .await
+        .expect("back");
+    let compact = store.scheduling_snapshot_compact().await.expect("compact");
+    assert_eq!(
+        task_names(&compact),
+        [(job, vec!["0".into(), "1".into(), "2".into()])]
+    );
+    let full = store.scheduling_snapshot().await.expect("full");
+    assert_eq!(full.jobs[0].tasks.len(), 12);
+}
+
+#[tokio::test]
+async fn a_started_task_is_running_with_its_task_ref_in_one_step() {
+    let dir = TempDir::new("started");
+    let store = open(&dir).await;
+    let (agent, _) = store
+        .register_agent(&agent_named("a"))
+        .await
+        .expect("register");
+    let job = store.submit_job(&wide_spec(2), 0).await.expect("submit");
+    store
+        .mark_started(job, "0", agent, "r0")
+        .await
+        .expect_err("a pending task was never placed");
+    store.mark_assigned(job, "0", agent).await.expect("assign");
+    store
+        .mark_started(job, "0", agent, "r0")
+        .await
+        .expect("start");
+    let task = store.task(job, "0").await.expect("task");
+    assert_eq!(task.state, TaskState::Running);
+    assert_eq!(task.task_ref.as_deref(), Some("r0"));
+    assert!(task.date_started.is_some());
+    assert_eq!(
+        store.task_by_ref(agent, "r0").await.expect("by ref"),
+        Some((job, "0".to_string()))
+    );
+}
+
+#[tokio::test]
+async fn tasks_added_to_a_job_join_its_own() {
+    let dir = TempDir::new("add-tasks");
+    let store = open(&dir).await;
+    let job = store.submit_job(&wide_spec(2), 0).await.expect("submit");
+    let more = wide_spec(4).tasks;
+    let clash = store.add_tasks(job, &more).await;
+    assert!(
+        matches!(clash, Err(StoreError::TaskNameTaken { .. })),
+        "{clash:?}"
+    );
+    let new: BTreeMap<_, _> = more
+        .into_iter()
+        .filter(|(name, _)| name.as_str() >= "2")
+        .collect();
+    store.add_tasks(job, &new).await.expect("add");
+    let names: Vec<String> = store
+        .tasks(job)
+        .await
+        .expect("tasks")
+        .into_iter()
+        .map(|t| t.id)
+        .collect();
+    assert_eq!(names, ["0", "1", "2", "3"]);
+    let launch = store.task_launch(job, "3").await.expect("launch");
+    assert_eq!(launch.arguments, ["-i", "N", "3"]);
+    assert!(matches!(
+        store.add_tasks(job + 1, &new).await,
+        Err(StoreError::NoSuchJob(_))
+    ));
 }

@@ -1,0 +1,168 @@
+//! The state every part of a running controller shares: the job store, the settings, the
+//! event hub, the live connection of each registered agent, and the trigger that wakes the
+//! scheduling loop.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use tokio::sync::Notify;
+
+use crate::agent_service::AgentLink;
+use crate::config::Config;
+use crate::notify::{GridEvent, Hub};
+use crate::store::{AgentId, JobId, Store};
+
+/// Shared by the accept loop, every connection and the scheduling loop.
+pub struct Shared {
+    pub store: Store,
+    pub config: Config,
+    pub hub: Hub,
+    /// Registered agents with a live channel, by identifier.
+    agents: Mutex<HashMap<AgentId, Arc<AgentLink>>>,
+    /// Agents that held tasks when the controller last stopped, with the moment their
+    /// tasks are given up for lost unless they come back.
+    recovering: Mutex<HashMap<AgentId, Instant>>,
+    schedule: Notify,
+    /// Jobs this process has already marked Running, so each task start costs no write.
+    started_jobs: Mutex<HashSet<JobId>>,
+    /// Set when the controller shuts down: sessions closing then are no lost agents.
+    stopping: AtomicBool,
+}
+
+impl fmt::Debug for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Shared")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+// A poisoned lock only means another task panicked while holding it; the maps stay usable.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Shared {
+    pub fn new(store: Store, config: Config) -> Shared {
+        Shared {
+            store,
+            config,
+            hub: Hub::new(),
+            agents: Mutex::new(HashMap::new()),
+            recovering: Mutex::new(HashMap::new()),
+            schedule: Notify::new(),
+            started_jobs: Mutex::new(HashSet::new()),
+            stopping: AtomicBool::new(false),
+        }
+    }
+
+    /// Writes one line about what happened to standard error (unless logging is off).
+    pub fn log(&self, message: impl fmt::Display) {
+        if self.config.log {
+            eprintln!("xgridcontrollerd: {message}");
+        }
+    }
+
+    /// Logs what happened to `job` (`what` reads after "job N") and adds it to the job's
+    /// own log, which `jobLog` returns.
+    pub async fn job_event(&self, job: JobId, what: &str) {
+        self.log(format!("job {job} {what}"));
+        match self.store.append_job_log(job, what).await {
+            Ok(()) => self.publish(GridEvent::JobLogged {
+                job,
+                text: what.to_string(),
+            }),
+            Err(e) => self.log(format!("cannot add to the log of job {job}: {e}")),
+        }
+    }
+
+    pub fn publish(&self, event: GridEvent) {
+        self.hub.publish(event);
+    }
+
+    pub fn begin_stopping(&self) {
+        self.stopping.store(true, Ordering::Release);
+    }
+
+    /// Whether the controller is shutting down.
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+
+    /// Asks for a scheduling round soon; several requests before it runs make one round.
+    pub fn reschedule(&self) {
+        self.schedule.notify_one();
+    }
+
+    pub(crate) async fn schedule_requested(&self) {
+        self.schedule.notified().await;
+    }
+
+    /// The live link of a registered agent.
+    pub fn agent_link(&self, agent: AgentId) -> Option<Arc<AgentLink>> {
+        lock(&self.agents).get(&agent).cloned()
+    }
+
+    pub fn connected_agents(&self) -> Vec<AgentId> {
+        lock(&self.agents).keys().copied().collect()
+    }
+
+    /// Makes `link` the agent's live link; returns the link it replaces, if any.
+    pub fn attach_agent(&self, agent: AgentId, link: Arc<AgentLink>) -> Option<Arc<AgentLink>> {
+        lock(&self.agents).insert(agent, link)
+    }
+
+    /// Forgets the agent's link if it is still `link` (a newer connection may have taken
+    /// over); returns whether it was.
+    pub fn detach_agent(&self, agent: AgentId, link: &Arc<AgentLink>) -> bool {
+        let mut agents = lock(&self.agents);
+        match agents.get(&agent) {
+            Some(current) if Arc::ptr_eq(current, link) => {
+                agents.remove(&agent);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether this is the first task start of `job` seen since it was (re)started.
+    pub fn first_start_of(&self, job: JobId) -> bool {
+        lock(&self.started_jobs).insert(job)
+    }
+
+    /// The job runs again from the beginning (or is gone): its next task start counts as
+    /// its first.
+    pub fn forget_start_of(&self, job: JobId) {
+        lock(&self.started_jobs).remove(&job);
+    }
+
+    pub fn expect_recovery(&self, agent: AgentId, deadline: Instant) {
+        lock(&self.recovering).insert(agent, deadline);
+    }
+
+    /// Whether the agent's tasks date from before the restart and still await its report;
+    /// answering clears the mark.
+    pub fn take_recovery(&self, agent: AgentId) -> bool {
+        lock(&self.recovering).remove(&agent).is_some()
+    }
+
+    /// Agents whose grace period ended at `now` without their coming back; they are cleared.
+    pub fn overdue_recoveries(&self, now: Instant) -> Vec<AgentId> {
+        let connected = lock(&self.agents);
+        let mut recovering = lock(&self.recovering);
+        let overdue: Vec<AgentId> = recovering
+            .iter()
+            .filter(|(agent, deadline)| **deadline <= now && !connected.contains_key(agent))
+            .map(|(agent, _)| *agent)
+            .collect();
+        for agent in &overdue {
+            recovering.remove(agent);
+        }
+        overdue
+    }
+}

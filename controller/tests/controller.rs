@@ -1,0 +1,900 @@
+//! The controller served on 127.0.0.1, driven through the raw protocol by a test client and
+//! fake agents: passwords, job submission through to results, errors, subscriptions, a lost
+//! agent, and a restart on the same data directory.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::*;
+use xgrid_protocol::envelope::{Envelope, MessageType};
+use xgrid_protocol::messages::{
+    AgentNotification, AgentReply, ControllerReply, TaskFinalResultsReply, TaskOutputs,
+    TaskResultsReply, TaskState, TaskStatus, TaskStreams,
+};
+use xgrid_protocol::plist::{Dictionary, Value};
+use xgrid_protocol::profile;
+
+/// Plays the agent's part for the next task it is given: answers the submission with
+/// `task_ref`, takes the start, reports Running then Terminated with `stdout` waiting, and
+/// serves the results and an output file `out.txt`. Returns the submission.
+async fn run_next_task(agent: &mut Peer, name: &str, task_ref: &str, stdout: &[u8]) -> Envelope {
+    let submission = take_task(agent, task_ref).await;
+    report(agent, task_ref, TaskState::Running, false).await;
+    report(agent, task_ref, TaskState::Terminated, true).await;
+    let fetch = agent
+        .expect_named("taskResults", MessageType::Request)
+        .await;
+    assert_eq!(text(&fetch.payload, "taskRef"), task_ref);
+    let streams = TaskResultsReply {
+        agent_name: name.into(),
+        task_ref: task_ref.into(),
+        streams: TaskStreams {
+            read_data: stdout.to_vec(),
+            err_data: b"warning\n".to_vec(),
+        },
+    };
+    agent.reply(&fetch, AgentReply::TaskResults(streams)).await;
+    let last = agent
+        .expect_named("taskFinalResults", MessageType::Request)
+        .await;
+    let outputs = TaskFinalResultsReply {
+        agent_name: name.into(),
+        task_ref: task_ref.into(),
+        outputs: TaskOutputs {
+            output_files: BTreeMap::from([("out.txt".to_string(), stdout.to_vec())]),
+            termination_status: Some(0),
+        },
+    };
+    agent
+        .reply(&last, AgentReply::TaskFinalResults(outputs))
+        .await;
+    submission
+}
+
+/// Takes the next submission, answers it with `task_ref` and takes the start.
+async fn take_task(agent: &mut Peer, task_ref: &str) -> Envelope {
+    let submission = agent
+        .expect_named("taskSubmission", MessageType::Request)
+        .await;
+    agent
+        .reply(
+            &submission,
+            AgentReply::TaskSubmission {
+                task_ref: task_ref.into(),
+            },
+        )
+        .await;
+    let start = agent
+        .expect_named("taskControl", MessageType::Request)
+        .await;
+    assert_eq!(text(&start.payload, "taskRef"), task_ref);
+    assert_eq!(text(&start.payload, "control"), "start");
+    agent.reply(&start, AgentReply::TaskControl).await;
+    submission
+}
+
+async fn report(agent: &mut Peer, task_ref: &str, state: TaskState, data_available: bool) {
+    let status = TaskStatus {
+        task_state: state,
+        task_megahertz: 1000.0,
+        termination_status: (state == TaskState::Terminated).then_some(0),
+        data_available,
+    };
+    agent
+        .notify(AgentNotification::TaskStatus {
+            task_ref: task_ref.into(),
+            status,
+        })
+        .await;
+}
+
+async fn job_status(client: &mut Peer, job: &str) -> String {
+    let reply = client
+        .request("jobAttributes", dict! {"jobIdentifier" => job})
+        .await;
+    text(nested(&reply, "jobAttributes"), "jobStatus")
+}
+
+/// Polls until the job reaches `status`.
+async fn wait_for_status(client: &mut Peer, job: &str, status: &str) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let now = job_status(client, job).await;
+        if now == status {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "job {job} stayed {now}, never {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn submit(client: &mut Peer, job: Dictionary) -> String {
+    let reply = client
+        .request("jobSubmission", dict! {"jobSpecification" => job})
+        .await;
+    text(&reply, "jobIdentifier")
+}
+
+fn error_of(reply: &Dictionary) -> Option<String> {
+    reply.get("error").and_then(Value::to_string_lenient)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passwords_guard_the_client_profile() {
+    let dir = TempDir::new("passwords");
+    let mut config = test_config(&dir);
+    config.client_password = Some("secret".into());
+    let controller = start(config).await;
+    let addr = controller.local_addr();
+
+    let (conn, events) = connect(addr).await;
+    let refused = Peer::start(conn, events, profile::CLIENT).await.err();
+    assert_eq!(refused.map(|r| r.0), Some(530), "no authentication yet");
+
+    let (conn, mut events) = connect(addr).await;
+    let wrong = authenticate(&conn, &mut events, profile::CLIENT_USER, "guess").await;
+    assert_eq!(wrong, Err(535));
+    let refused = Peer::start(conn, events, profile::CLIENT).await.err();
+    assert_eq!(
+        refused.map(|r| r.0),
+        Some(530),
+        "a failed exchange gives no channel"
+    );
+
+    // The agent password is not set, so an agent needs no authentication; authenticated as
+    // an agent, the client profile is refused for that user.
+    let (conn, mut events) = connect(addr).await;
+    let as_agent = authenticate(&conn, &mut events, profile::AGENT_USER, "secret").await;
+    assert_eq!(as_agent, Err(535), "no agent password exists to prove");
+
+    let mut client = Peer::open(
+        addr,
+        profile::CLIENT,
+        Some((profile::CLIENT_USER, "secret")),
+    )
+    .await;
+    let reply = client.request("controllerList", Dictionary::new()).await;
+    assert_eq!(text(&reply, "controllerRole"), "MASTER");
+    let agent = Peer::open(addr, profile::AGENT, None).await;
+    drop(agent);
+    controller.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_password_admits_only_agents() {
+    let dir = TempDir::new("agent-password");
+    let mut config = test_config(&dir);
+    config.agent_password = Some("agents".into());
+    let controller = start(config).await;
+    let addr = controller.local_addr();
+
+    let (conn, events) = connect(addr).await;
+    assert_eq!(
+        Peer::start(conn, events, profile::AGENT)
+            .await
+            .err()
+            .map(|r| r.0),
+        Some(530)
+    );
+    let (conn, mut events) = connect(addr).await;
+    authenticate(&conn, &mut events, profile::AGENT_USER, "agents")
+        .await
+        .expect("the agent password");
+    let mut agent = Peer::start(conn, events, profile::AGENT)
+        .await
+        .expect("agent channel");
+    let cookie = agent.register("mac1", 1, 2000.0).await;
+    assert_eq!(cookie.len(), 32);
+    // Keepalive: the empty request name gets InvalidRequest, as agents expect.
+    let keepalive = agent.request("", Dictionary::new()).await;
+    assert_eq!(error_of(&keepalive).as_deref(), Some("InvalidRequest"));
+    let unknown = agent.register_with("mac1", "not-a-cookie", 1, 2000.0).await;
+    assert_eq!(unknown, "", "an unknown cookie is refused");
+    controller.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_runs_on_an_agent_and_its_results_come_back() {
+    let dir = TempDir::new("job");
+    let controller = start(test_config(&dir)).await;
+    let addr = controller.local_addr();
+    let mut agent = Peer::open(addr, profile::AGENT, None).await;
+    let list = agent.request("controllerList", Dictionary::new()).await;
+    assert_eq!(text(&list, "controllerRole"), "MASTER");
+    agent.register("mac1", 2, 4000.0).await;
+
+    let mut client = Peer::client(addr).await;
+    let job = submit(&mut client, echo_job("hello", 1)).await;
+    let submission = run_next_task(&mut agent, "mac1", "7", b"task 0\n").await;
+    assert_eq!(text(&submission.payload, "command"), "/bin/echo");
+    assert_eq!(
+        submission.payload.get("arguments"),
+        Some(&strings(&["task", "0"]))
+    );
+    wait_for_status(&mut client, &job, "Finished").await;
+
+    let attributes = client
+        .request("jobAttributes", dict! {"jobIdentifier" => job.as_str()})
+        .await;
+    let attributes = nested(&attributes, "jobAttributes");
+    assert!(attributes.contains_key("dateNow"));
+    assert_eq!(text(attributes, "name"), "hello");
+    assert_eq!(text(attributes, "taskCount"), "1");
+    assert_eq!(text(attributes, "undoneTaskCount"), "0");
+
+    let results = client
+        .request("jobResults", dict! {"jobIdentifier" => job.as_str()})
+        .await;
+    match ControllerReply::from_payload("jobResults", &results) {
+        Ok(ControllerReply::JobResults(tasks)) => {
+            let task = tasks.get("0").expect("task 0");
+            assert_eq!(task.read_data, b"task 0\n");
+            assert_eq!(task.err_data, b"warning\n");
+        }
+        other => panic!("{other:?}"),
+    }
+    let finals = client
+        .request("jobFinalResults", dict! {"jobIdentifier" => job.as_str()})
+        .await;
+    match ControllerReply::from_payload("jobFinalResults", &finals) {
+        Ok(ControllerReply::JobFinalResults(tasks)) => {
+            let task = tasks.get("0").expect("task 0");
+            assert_eq!(task.termination_status, Some(0));
+            assert_eq!(
+                task.output_files.get("out.txt").map(Vec::as_slice),
+                Some(&b"task 0\n"[..])
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    let spec = client
+        .request("jobSpecification", dict! {"jobIdentifier" => job.as_str()})
+        .await;
+    let tasks = nested(nested(&spec, "jobSpecification"), "taskSpecifications");
+    assert_eq!(text(nested(tasks, "0"), "command"), "/bin/echo");
+    let list = client
+        .request("gridJobList", dict! {"gridIdentifier" => ""})
+        .await;
+    assert_eq!(list.get("jobList"), Some(&strings(&[&job])));
+    controller.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_the_documented_errors() {
+    let dir = TempDir::new("errors");
+    let controller = start(test_config(&dir)).await;
+    let mut client = Peer::client(controller.local_addr()).await;
+
+    // No controllerList first: clients may start with anything.
+    let unknown_job = client
+        .request("jobAttributes", dict! {"jobIdentifier" => "999"})
+        .await;
+    assert_eq!(
+        error_of(&unknown_job).as_deref(),
+        Some("InvalidJobIdentifier")
+    );
+    let not_a_number = client
+        .request("jobResults", dict! {"jobIdentifier" => "abc"})
+        .await;
+    assert_eq!(
+        error_of(&not_a_number).as_deref(),
+        Some("InvalidJobIdentifier")
+    );
+    let control = client
+        .request(
+            "jobControl",
+            dict! {"jobIdentifier" => "999", "control" => "cancel"},
+        )
+        .await;
+    assert_eq!(error_of(&control).as_deref(), Some("InvalidJobIdentifier"));
+
+    let no_tasks = dict! {"name" => "empty"};
+    let malformed = client
+        .request("jobSubmission", dict! {"jobSpecification" => no_tasks})
+        .await;
+    assert_eq!(
+        error_of(&malformed).as_deref(),
+        Some("InvalidJobSpecification")
+    );
+    let bad_dependency = dict! {
+        "taskSpecifications" => dict! {
+            "0" => dict! {"command" => "/bin/true", "dependsOnTasks" => strings(&["9"])},
+        },
+    };
+    let malformed = client
+        .request(
+            "jobSubmission",
+            dict! {"jobSpecification" => bad_dependency},
+        )
+        .await;
+    assert_eq!(
+        error_of(&malformed).as_deref(),
+        Some("InvalidJobSpecification")
+    );
+
+    let nonsense = client.request("makeCoffee", Dictionary::new()).await;
+    assert_eq!(error_of(&nonsense).as_deref(), Some("InvalidRequest"));
+    let grid = client
+        .request("gridAttributes", dict! {"gridIdentifier" => "77"})
+        .await;
+    assert_eq!(error_of(&grid).as_deref(), Some("InvalidGridIdentifier"));
+    let grids = client.request("gridList", Dictionary::new()).await;
+    assert_eq!(grids.get("gridList"), Some(&strings(&["0"])));
+    let default = client
+        .request("gridAttributes", dict! {"gridIdentifier" => "0"})
+        .await;
+    assert_eq!(text(nested(&default, "gridAttributes"), "isDefault"), "YES");
+    controller.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_of_a_lost_agent_runs_on_another() {
+    let dir = TempDir::new("lost-agent");
+    let controller = start(test_config(&dir)).await;
+    let addr = controller.local_addr();
+    let mut first = Peer::open(addr, profile::AGENT, None).await;
+    first.register("first", 1, 3000.0).await;
+    let mut client = Peer::client(addr).await;
+    let job = submit(&mut client, echo_job("moves", 1)).await;
+
+    take_task(&mut first, "1").await;
+    report(&mut first, "1", TaskState::Running, false).await;
+    wait_for_status(&mut client, &job, "Running").await;
+
+    let mut second = Peer::open(addr, profile::AGENT, None).await;
+    second.register("second", 1, 1000.0).await;
+    drop(first);
+    let submission = run_next_task(&mut second, "second", "1", b"again\n").await;
+    assert_eq!(text(&submission.payload, "command"), "/bin/echo");
+    wait_for_status(&mut client, &job, "Finished").await;
+    let results = client
+        .request("jobResults", dict! {"jobIdentifier" => job.as_str()})
+        .await;
+    let task = nested(nested(&results, "taskResults"), "0");
+    assert_eq!(
+        task.get("readData"),
+        Some(&Value::Data(b"again\n".to_vec())),
+        "only the run that finished left output"
+    );
+    controller.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribers_hear_of_new_jobs_and_their_changes() {
+    let dir = TempDir::new("subscriptions");
+    let controller = start(test_config(&dir)).await;
+    let addr = controller.local_addr();
+    let mut watcher = Peer::client(addr).await;
+    let mut blind = Peer::client(addr).await;
+    let list = watcher
+        .request(
+            "gridJobList",
+            dict! {
+                "gridIdentifier" => "",
+                "shouldSubscribe" => "YES",
+                "predicate" => "applicationIdentifier == \"com.apple.xgrid.cli\"",
+            },
+        )
+        .await;
+    assert_eq!(list.get("jobList"), Some(&Value::Array(Vec::new())));
+    blind
+        .request(
+            "gridJobList",
+            dict! {"gridIdentifier" => "", "shouldSubscribe" => "YES", "predicate" => "FALSE"},
+        )
+        .await;
+
+    let mut client = Peer::client(addr).await;
+    let mut other_app = echo_job("other", 1);
+    other_app.insert("applicationIdentifier".into(), Value::from("org.example"));
+    let skipped = submit(&mut client, other_app).await;
+    let job = submit(&mut client, echo_job("seen", 1)).await;
+    let added = watcher
+        .expect_named("gridJobListDidAddJob", MessageType::Notification)
+        .await;
+    assert_eq!(
+        text(&added.payload, "jobIdentifier"),
+        job,
+        "{skipped} is filtered out"
+    );
+
+    watcher
+        .request(
+            "jobAttributes",
+            dict! {"jobIdentifier" => job.as_str(), "shouldSubscribe" => "YES"},
+        )
+        .await;
+    watcher
+        .request(
+            "jobLog",
+            dict! {"jobIdentifier" => job.as_str(), "shouldSubscribe" => "YES"},
+        )
+        .await;
+    client
+        .request(
+            "jobControl",
+            dict! {"jobIdentifier" => job.as_str(), "control" => "cancel"},
+        )
+        .await;
+    let changed = watcher
+        .expect(|e| {
+            e.name == "jobAttributes"
+                && e.message_type == MessageType::Notification
+                && e.payload
+                    .get("jobAttributes")
+                    .and_then(Value::as_dictionary)
+                    .and_then(|a| a.get("jobStatus"))
+                    == Some(&Value::from("Canceled"))
+        })
+        .await;
+    assert_eq!(changed.identifier, job);
+    let logged = watcher
+        .expect_named("jobLog", MessageType::Notification)
+        .await;
+    assert_eq!(logged.identifier, job);
+    let line = match logged.payload.get("jobLog") {
+        Some(Value::Array(lines)) => lines.first().and_then(Value::as_dictionary).cloned(),
+        _ => None,
+    };
+    assert_eq!(
+        line.map(|l| text(&l, "message")).as_deref(),
+        Some("canceled by a client")
+    );
+
+    let agents = watcher
+        .request(
+            "agentList",
+            dict! {"shouldSubscribe" => "YES", "predicate" => "maximumTaskCount >= 2"},
+        )
+        .await;
+    assert_eq!(agents.get("agentList"), Some(&Value::Array(Vec::new())));
+    let mut small = Peer::open(addr, profile::AGENT, None).await;
+    small.register("small", 1, 1000.0).await;
+    let mut big = Peer::open(addr, profile::AGENT, None).await;
+    big.register("big", 4, 4000.0).await;
+    let added = watcher
+        .expect_named("agentListDidAddAgent", MessageType::Notification)
+        .await;
+    assert_eq!(
+        text(&added.payload, "agentIdentifier"),
+        "2",
+        "only the big agent"
+    );
+
+    // The FALSE subscriber heard nothing: its next message is the reply to this request.
+    let role = blind.request("controllerRole", Dictionary::new()).await;
+    assert_eq!(text(&role, "controllerRole"), "MASTER");
+    assert!(blind.unread().is_empty(), "{:?}", blind.unread());
+    controller.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_task_fails_its_job_with_the_reason() {
+    let dir = TempDir::new("failed");
+    let controller = start(test_config(&dir)).await;
+    let addr = controller.local_addr();
+    let mut agent = Peer::open(addr, profile::AGENT, None).await;
+    agent.register("mac1", 1, 2000.0).await;
+    let mut client = Peer::client(addr).await;
+    let job = submit(&mut client, echo_job("doomed", 2)).await;
+    take_task(&mut agent, "1").await;
+    report(&mut agent, "1", TaskState::Running, false).await;
+    report(&mut agent, "1", TaskState::Failed, false).await;
+    // The failed run's output is still fetched.
+    let fetch = agent
+        .expect_named("taskResults", MessageType::Request)
+        .await;
+    agent
+        .reply(
+            &fetch,
+            AgentReply::TaskResults(TaskResultsReply {
+                agent_name: "mac1".into(),
+                task_ref: "1".into(),
+                streams: TaskStreams::default(),
+            }),
+        )
+        .await;
+    wait_for_status(&mut client, &job, "Failed").await;
+    let reply = client
+        .request("jobAttributes", dict! {"jobIdentifier" => job.as_str()})
+        .await;
+    let attributes = nested(&reply, "jobAttributes");
+    assert_eq!(text(attributes, "error"), "task 0 failed");
+    assert!(attributes.contains_key("dateStopped"));
+    let log = client
+        .request("jobLog", dict! {"jobIdentifier" => job.as_str()})
+        .await;
+    let messages: Vec<String> = match log.get("jobLog") {
+        Some(Value::Array(lines)) => lines
+            .iter()
+            .filter_map(Value::as_dictionary)
+            .map(|line| text(line, "message"))
+            .collect(),
+        other => panic!("no jobLog array: {other:?}"),
+    };
+    assert!(
+        messages.first().is_some_and(|m| m.contains("submitted")),
+        "{messages:?}"
+    );
+    assert_eq!(
+        messages.last().map(String::as_str),
+        Some("failed: task 0 failed"),
+        "{messages:?}"
+    );
+    controller.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_running_job_cancels_its_task_on_the_agent() {
+    let dir = TempDir::new("delete");
+    let controller = start(test_config(&dir)).await;
+    let addr = controller.local_addr();
+    let mut agent = Peer::open(addr, profile::AGENT, None).await;
+    agent.register("mac1", 1, 2000.0).await;
+    let mut client = Peer::client(addr).await;
+    let job = submit(&mut client, echo_job("brief", 1)).await;
+    take_task(&mut agent, "4").await;
+    report(&mut agent, "4", TaskState::Running, false).await;
+    wait_for_status(&mut client, &job, "Running").await;
+
+    let reply = client
+        .request(
+            "jobControl",
+            dict! {"jobIdentifier" => job.as_str(), "control" => "remove"},
+        )
+        .await;
+    assert_eq!(error_of(&reply), None);
+    let cancel = agent
+        .expect_named("taskControl", MessageType::Request)
+        .await;
+    assert_eq!(text(&cancel.payload, "taskRef"), "4");
+    assert_eq!(text(&cancel.payload, "control"), "cancel");
+    agent.reply(&cancel, AgentReply::TaskControl).await;
+    let gone = client
+        .request("jobAttributes", dict! {"jobIdentifier" => job.as_str()})
+        .await;
+    assert_eq!(error_of(&gone).as_deref(), Some("InvalidJobIdentifier"));
+    let list = client
+        .request("gridJobList", dict! {"gridIdentifier" => "0"})
+        .await;
+    assert_eq!(list.get("jobList"), Some(&Value::Array(Vec::new())));
+    controller.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_job_runs_again_and_a_canceled_one_stops() {
+    let dir = TempDir::new("restart-job");
+    let controller = start(test_config(&dir)).await;
+    let addr = controller.local_addr();
+    let mut agent = Peer::open(addr, profile::AGENT, None).await;
+    agent.register("mac1", 1, 2000.0).await;
+    let mut client = Peer::client(addr).await;
+    let job = submit(&mut client, echo_job("twice", 1)).await;
+    run_next_task(&mut agent, "mac1", "1", b"one\n").await;
+    wait_for_status(&mut client, &job, "Finished").await;
+
+    let control = |what: &str| dict! {"jobIdentifier" => job.as_str(), "control" => what};
+    let reply = client.request("jobControl", control("restart")).await;
+    assert_eq!(error_of(&reply), None);
+    run_next_task(&mut agent, "mac1", "2", b"two\n").await;
+    wait_for_status(&mut client, &job, "Finished").await;
+    let results = client
+        .request("jobResults", dict! {"jobIdentifier" => job.as_str()})
+        .await;
+    let task = nested(nested(&results, "taskResults"), "0");
+    assert_eq!(task.get("readData"), Some(&Value::Data(b"two\n".to_vec())));
+
+    let reply = client.request("jobControl", control("restart")).await;
+    assert_eq!(error_of(&reply), None);
+    take_task(&mut agent, "3").await;
+    report(&mut agent, "3", TaskState::Running, false).await;
+    wait_for_status(&mut client, &job, "Running").await;
+    let reply = client.request("jobControl", control("cancel")).await;
+    assert_eq!(error_of(&reply), None);
+    let cancel = agent
+        .expect_named("taskControl", MessageType::Request)
+        .await;
+    assert_eq!(text(&cancel.payload, "taskRef"), "3");
+    assert_eq!(text(&cancel.payload, "control"), "cancel");
+    wait_for_status(&mut client, &job, "Canceled").await;
+    let bogus = client.request("jobControl", control("explode")).await;
+    assert_eq!(error_of(&bogus).as_deref(), Some("InvalidControl"));
+    controller.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grids_are_added_and_agents_moved_between_them() {
+    let dir = TempDir::new("grids");
+    let controller = start(test_config(&dir)).await;
+    let addr = controller.local_addr();
+    let mut agent = Peer::open(addr, profile::AGENT, None).await;
+    agent.register("mac1", 1, 2000.0).await;
+    let mut client = Peer::client(addr).await;
+    let reply = client
+        .request(
+            "gridControl",
+            dict! {"gridIdentifier" => "", "control" => "add", "gridName" => "render"},
+        )
+        .await;
+    assert_eq!(error_of(&reply), None);
+    let grids = client.request("gridList", Dictionary::new()).await;
+    assert_eq!(grids.get("gridList"), Some(&strings(&["0", "1"])));
+    let agents = client
+        .request("gridAgentList", dict! {"gridIdentifier" => "0"})
+        .await;
+    assert_eq!(agents.get("agentList"), Some(&strings(&["1"])));
+
+    let reply = client
+        .request(
+            "agentAssign",
+            dict! {"agentIdentifier" => "1", "gridIdentifier" => "1"},
+        )
+        .await;
+    assert_eq!(error_of(&reply), None);
+    let agents = client
+        .request("gridAgentList", dict! {"gridIdentifier" => "1"})
+        .await;
+    assert_eq!(agents.get("agentList"), Some(&strings(&["1"])));
+    let attributes = client
+        .request("gridAttributes", dict! {"gridIdentifier" => "1"})
+        .await;
+    let attributes = nested(&attributes, "gridAttributes");
+    assert_eq!(text(attributes, "name"), "render");
+    assert_eq!(text(attributes, "gridMegahertz"), "2000");
+
+    // A job for the default grid waits: its only agent now serves grid 1.
+    let job = submit(&mut client, echo_job("waits", 1)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(job_status(&mut client, &job).await, "Pending");
+    let agent_attributes = client
+        .request("agentAttributes", dict! {"agentIdentifier" => "mac1"})
+        .await;
+    assert_eq!(
+        text(nested(&agent_attributes, "agentAttributes"), "agentState"),
+        "Available"
+    );
+    let duplicate = client
+        .request(
+            "gridControl",
+            dict! {"gridIdentifier" => "", "control" => "add", "gridName" => "render"},
+        )
+        .await;
+    assert_eq!(error_of(&duplicate).as_deref(), Some("InvalidGridName"));
+    controller.shutdown().await;
+}
+
+/// Plays an agent running an ART that prints `output`.
+async fn answer_art(agent: &mut Peer, name: &str, task_ref: &str, output: &[u8]) {
+    let submission = take_task(agent, task_ref).await;
+    assert_eq!(text(&submission.payload, "command"), "./rank");
+    let files = nested(&submission.payload, "inputFiles");
+    assert!(files.contains_key("rank"), "the ART travels as a file");
+    report(agent, task_ref, TaskState::Terminated, true).await;
+    let fetch = agent
+        .expect_named("taskResults", MessageType::Request)
+        .await;
+    let streams = TaskResultsReply {
+        agent_name: name.into(),
+        task_ref: task_ref.into(),
+        streams: TaskStreams {
+            read_data: output.to_vec(),
+            err_data: Vec::new(),
+        },
+    };
+    agent.reply(&fetch, AgentReply::TaskResults(streams)).await;
+    let last = agent
+        .expect_named("taskFinalResults", MessageType::Request)
+        .await;
+    agent
+        .reply(
+            &last,
+            AgentReply::TaskFinalResults(TaskFinalResultsReply {
+                agent_name: name.into(),
+                task_ref: task_ref.into(),
+                outputs: TaskOutputs::default(),
+            }),
+        )
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_agents_whose_art_scores_well_get_the_tasks() {
+    let dir = TempDir::new("art");
+    let controller = start(test_config(&dir)).await;
+    let addr = controller.local_addr();
+    let mut slow = Peer::open(addr, profile::AGENT, None).await;
+    slow.register("slow", 1, 3000.0).await;
+    let mut fast = Peer::open(addr, profile::AGENT, None).await;
+    fast.register("fast", 1, 1000.0).await;
+    let mut client = Peer::client(addr).await;
+    let mut job = echo_job("ranked", 1);
+    job.insert(
+        "artSpecifications".into(),
+        Value::Dictionary(dict! {
+            "rank" => dict! {"artData" => Value::Data(b"#!/bin/sh\necho $1\n".to_vec())},
+        }),
+    );
+    job.insert(
+        "artConditions".into(),
+        Value::Dictionary(dict! {"rank" => dict! {"artMin" => "10"}}),
+    );
+    let job = submit(&mut client, job).await;
+
+    answer_art(&mut slow, "slow", "a1", b"5\n").await;
+    answer_art(&mut fast, "fast", "b1", b"score 20\n").await;
+    run_next_task(&mut fast, "fast", "b2", b"ranked\n").await;
+    wait_for_status(&mut client, &job, "Finished").await;
+    assert!(
+        slow.unread().is_empty(),
+        "the unqualified agent got {:?}",
+        slow.unread()
+    );
+    controller.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_added_to_a_running_job_run_too() {
+    let dir = TempDir::new("add-task");
+    let controller = start(test_config(&dir)).await;
+    let addr = controller.local_addr();
+    let mut agent = Peer::open(addr, profile::AGENT, None).await;
+    agent.register("mac1", 1, 2000.0).await;
+    let mut client = Peer::client(addr).await;
+    let job = submit(&mut client, echo_job("grows", 1)).await;
+    take_task(&mut agent, "1").await;
+    report(&mut agent, "1", TaskState::Running, false).await;
+    wait_for_status(&mut client, &job, "Running").await;
+
+    let extra = dict! {"extra" => dict! {"command" => "/bin/date"}};
+    let reply = client
+        .request(
+            "jobAddTask",
+            dict! {"jobIdentifier" => job.as_str(), "taskSpecifications" => extra.clone()},
+        )
+        .await;
+    assert_eq!(error_of(&reply), None);
+    let again = client
+        .request(
+            "jobAddTask",
+            dict! {"jobIdentifier" => job.as_str(), "taskSpecifications" => extra},
+        )
+        .await;
+    assert_eq!(
+        error_of(&again).as_deref(),
+        Some("InvalidTaskSpecification")
+    );
+
+    // Task 0 ends; the added task follows on the freed slot.
+    report(&mut agent, "1", TaskState::Terminated, false).await;
+    let fetch = agent
+        .expect_named("taskResults", MessageType::Request)
+        .await;
+    agent
+        .reply(
+            &fetch,
+            AgentReply::TaskResults(TaskResultsReply {
+                agent_name: "mac1".into(),
+                task_ref: "1".into(),
+                streams: TaskStreams::default(),
+            }),
+        )
+        .await;
+    let last = agent
+        .expect_named("taskFinalResults", MessageType::Request)
+        .await;
+    agent
+        .reply(
+            &last,
+            AgentReply::TaskFinalResults(TaskFinalResultsReply {
+                agent_name: "mac1".into(),
+                task_ref: "1".into(),
+                outputs: TaskOutputs::default(),
+            }),
+        )
+        .await;
+    let submission = run_next_task(&mut agent, "mac1", "2", b"today\n").await;
+    assert_eq!(text(&submission.payload, "command"), "/bin/date");
+    wait_for_status(&mut client, &job, "Finished").await;
+    let attributes = client
+        .request("jobAttributes", dict! {"jobIdentifier" => job.as_str()})
+        .await;
+    assert_eq!(text(nested(&attributes, "jobAttributes"), "taskCount"), "2");
+    controller.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_is_no_lost_agent() {
+    let dir = TempDir::new("shutdown");
+    let controller = start(test_config(&dir)).await;
+    let mut agent = Peer::open(controller.local_addr(), profile::AGENT, None).await;
+    let cookie = agent.register("mac1", 1, 2000.0).await;
+    let mut client = Peer::client(controller.local_addr()).await;
+    let job = submit(&mut client, echo_job("kept", 1)).await;
+    take_task(&mut agent, "5").await;
+    report(&mut agent, "5", TaskState::Running, false).await;
+    wait_for_status(&mut client, &job, "Running").await;
+    controller.shutdown().await;
+    drop(agent);
+    // Whatever the closing sessions set off has had time to happen.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let controller = start(test_config(&dir)).await;
+    let mut agent = Peer::open(controller.local_addr(), profile::AGENT, None).await;
+    assert_eq!(
+        agent.register_with("mac1", &cookie, 1, 2000.0).await,
+        cookie
+    );
+    agent.report_status(&cookie, "mac1", &["5"]).await;
+    report(&mut agent, "5", TaskState::Terminated, true).await;
+    let fetch = agent
+        .expect(|e| e.message_type == MessageType::Request)
+        .await;
+    assert_eq!(
+        fetch.name, "taskResults",
+        "the task was not submitted again"
+    );
+    controller.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_that_refuses_work_rests_until_it_reports_available() {
+    let dir = TempDir::new("refusal");
+    let controller = start(test_config(&dir)).await;
+    let addr = controller.local_addr();
+    let mut agent = Peer::open(addr, profile::AGENT, None).await;
+    let cookie = agent.register("busy", 2, 2000.0).await;
+    let mut client = Peer::client(addr).await;
+    let job = submit(&mut client, echo_job("patient", 1)).await;
+    let submission = agent
+        .expect_named("taskSubmission", MessageType::Request)
+        .await;
+    agent
+        .reply(
+            &submission,
+            AgentReply::Error {
+                name: "taskSubmission".into(),
+                code: xgrid_protocol::messages::ErrorCode::TooManyTasks,
+            },
+        )
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(job_status(&mut client, &job).await, "Pending");
+    let state = client
+        .request("agentAttributes", dict! {"agentIdentifier" => "1"})
+        .await;
+    assert_eq!(
+        text(nested(&state, "agentAttributes"), "agentState"),
+        "Unavailable"
+    );
+    assert!(agent.unread().is_empty(), "no new offer while resting");
+
+    agent.report_status(&cookie, "busy", &[]).await;
+    run_next_task(&mut agent, "busy", "1", b"at last\n").await;
+    wait_for_status(&mut client, &job, "Finished").await;
+    controller.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_an_agent_runs_for_nobody_are_canceled() {
+    let dir = TempDir::new("orphans");
+    let controller = start(test_config(&dir)).await;
+    let mut agent = Peer::open(controller.local_addr(), profile::AGENT, None).await;
+    let cookie = agent.register("mac1", 2, 2000.0).await;
+    agent.report_status(&cookie, "mac1", &["zz"]).await;
+    // One report is not enough: a just-answered submission could look like this.
+    let role = agent.request("controllerList", Dictionary::new()).await;
+    assert_eq!(text(&role, "controllerRole"), "MASTER");
+    assert!(agent.unread().is_empty(), "{:?}", agent.unread());
+    agent.report_status(&cookie, "mac1", &["zz"]).await;
+    let cancel = agent
+        .expect_named("taskControl", MessageType::Request)
+        .await;
+    assert_eq!(text(&cancel.payload, "taskRef"), "zz");
+    assert_eq!(text(&cancel.payload, "control"), "cancel");
+    controller.shutdown().await;
+}
