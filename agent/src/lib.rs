@@ -1,5 +1,19 @@
 //! The Linux Xgrid agent: registers with a controller, runs tasks so that they can be
 //! checkpointed and restored elsewhere, and reports the machine's state.
+//!
+//! [`Agent::run`] is the whole daemon behind `xgridagentd`, usable from tests.
 
+pub mod config;
 pub mod executor;
 pub mod probe;
+pub mod session;
+pub mod store;
+pub mod tasks;
+
+pub use config::AgentConfig;
+pub use session::{Agent, AgentError};
+
+/// One line of the agent's log, in plain words, on standard error.
+pub(crate) fn log(message: impl std::fmt::Display) {
+    eprintln!("xgridagentd: {message}");
+}

@@ -118,6 +118,20 @@ impl Store {
         found(result.rows_affected(), job)
     }
 
+    /// A task of the job started: a Pending or Prepared job becomes Running, stamping
+    /// `dateStarted`. Returns whether the job changed (false when already running or over).
+    pub async fn mark_job_running(&self, job: JobId) -> Result<bool> {
+        let result = sqlx::query(
+            "UPDATE jobs SET status = 'Running', date_started = coalesce(date_started, ?)
+             WHERE id = ? AND status IN ('Pending', 'Prepared')",
+        )
+        .bind(now())
+        .bind(db_id(job))
+        .execute(&self.writer)
+        .await?;
+        Ok(result.rows_affected() > 0)
+    }
+
     /// `jobControl suspend` / `resume`: a suspended job gets no new tasks started.
     pub async fn set_job_suspended(&self, job: JobId, suspended: bool) -> Result<()> {
         let result = sqlx::query("UPDATE jobs SET suspended = ? WHERE id = ?")

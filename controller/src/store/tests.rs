@@ -1195,3 +1195,23 @@ async fn snapshot_queries_do_not_scan_all_tasks() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_job_becomes_running_once_and_only_while_open() {
+    let dir = TempDir::new("job-running");
+    let store = open(&dir).await;
+    let job = store.submit_job(&wide_spec(1), 0).await.expect("submit");
+    assert!(store.mark_job_running(job).await.expect("first start"));
+    let attributes = store.job_attributes(job).await.expect("attributes");
+    assert_eq!(attributes.status, JobStatus::Running);
+    let started = attributes.date_started.expect("dateStarted stamped");
+    assert!(!store.mark_job_running(job).await.expect("second start"));
+    store
+        .set_job_status(job, JobStatus::Canceled)
+        .await
+        .expect("cancel");
+    assert!(!store.mark_job_running(job).await.expect("after cancel"));
+    let attributes = store.job_attributes(job).await.expect("attributes");
+    assert_eq!(attributes.status, JobStatus::Canceled);
+    assert_eq!(attributes.date_started, Some(started));
+}

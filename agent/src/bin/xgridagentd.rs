@@ -1,0 +1,57 @@
+//! `xgridagentd`: the Linux Xgrid agent daemon. Reads the command line, then runs the agent
+//! until SIGTERM or SIGINT.
+
+use std::process::ExitCode;
+
+use tokio::signal::unix::{signal, SignalKind};
+use xgrid_agent::config::{machine_hostname, parse_args, Command, USAGE};
+use xgrid_agent::Agent;
+
+fn main() -> ExitCode {
+    let config = match parse_args(std::env::args().skip(1), &machine_hostname()) {
+        Ok(Command::Help) => {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Ok(Command::Run(config)) => config,
+        Err(e) => {
+            eprintln!("xgridagentd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("xgridagentd: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let (mut terminate, mut interrupt) = match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(terminate), Ok(interrupt)) => (terminate, interrupt),
+            (Err(e), _) | (_, Err(e)) => {
+                eprintln!("xgridagentd: cannot listen for signals: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let shutdown = async {
+            tokio::select! {
+                _ = terminate.recv() => eprintln!("xgridagentd: SIGTERM received"),
+                _ = interrupt.recv() => eprintln!("xgridagentd: SIGINT received"),
+            }
+        };
+        match Agent::run(*config, shutdown).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("xgridagentd: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}

@@ -1,0 +1,351 @@
+//! The agent's settings and the `xgridagentd` command line that fills them.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use xgrid_protocol::peer::{Address, PeerError};
+
+/// Where the daemon keeps its cookie and task directories unless told otherwise.
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/xgridagentd";
+
+/// The `--help` text; every flag the parser accepts is listed here.
+pub const USAGE: &str = "\
+Usage: xgridagentd --controller HOST[:PORT] [options]
+
+The Linux Xgrid agent: registers with an Xgrid controller and runs the tasks it sends.
+
+Options:
+  --controller HOST[:PORT]  the controller to serve (port 4111 when left out); required
+  --data-dir DIR            where the agent keeps its cookie and task directories
+                            (default /var/lib/xgridagentd)
+  --name NAME               the agent's name on the grid (default: this machine's hostname)
+  --password PW             the password the controller requires of agents (other users
+                            can see it in the process list: prefer --password-file)
+  --password-file FILE      read that password from a file in Apple's obfuscated format
+                            (as /etc/xgrid/agent/controller-password)
+  --slots N                 how many tasks may run at once (default: the processor count)
+  --task-user USER          run tasks as USER (default: nobody when run as root, else the
+                            agent's own user)
+  --status-interval SECONDS how often to send an agentStatus notification (default 10)
+  --no-pid-namespace        run tasks without a PID namespace of their own
+  -h, --help                print this help and exit
+
+Logs go to standard error. SIGTERM or SIGINT cancels running tasks and exits.
+";
+
+/// Why the command line was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("unknown option {0:?} (see --help)")]
+    UnknownOption(String),
+    #[error("{0} needs a value (see --help)")]
+    MissingValue(&'static str),
+    #[error("--controller is required: name the controller as HOST or HOST:PORT")]
+    NoController,
+    #[error(transparent)]
+    BadController(#[from] PeerError),
+    #[error("{flag} must be a whole number from {min} up, not {value:?}")]
+    BadNumber {
+        flag: &'static str,
+        min: u64,
+        value: String,
+    },
+    #[error("give either --password or --password-file, not both")]
+    TwoPasswords,
+    #[error(transparent)]
+    PasswordFile(#[from] xgrid_protocol::password::PasswordFileError),
+    #[error("--name must not be empty")]
+    EmptyName,
+}
+
+/// Everything the agent needs to run.
+#[derive(Clone)]
+pub struct AgentConfig {
+    pub controller: Address,
+    pub data_dir: PathBuf,
+    /// `agentName`, also `XGRID_AGENT_NAME` for tasks.
+    pub agent_name: String,
+    /// Presented only if the controller asks for authentication.
+    pub password: Option<String>,
+    /// `maximumTaskCount`; `None`: the processor count.
+    pub slots: Option<u32>,
+    /// `None`: `nobody` when the agent is root, else the agent's own user.
+    pub task_user: Option<String>,
+    /// Use a PID namespace per task when the machine allows it.
+    pub pid_namespace: bool,
+    /// Period of the unprompted `agentStatus` notification.
+    pub status_interval: Duration,
+    /// Period of the keepalive request (an empty name, answered with InvalidRequest).
+    pub keepalive_interval: Duration,
+    /// How often running tasks are looked at for new output and state changes.
+    pub poll_interval: Duration,
+    /// The longest wait between two attempts to reach the controller.
+    pub max_reconnect_delay: Duration,
+}
+
+impl std::fmt::Debug for AgentConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentConfig")
+            .field("controller", &self.controller)
+            .field("data_dir", &self.data_dir)
+            .field("agent_name", &self.agent_name)
+            .field("password", &self.password.as_ref().map(|_| "…"))
+            .field("slots", &self.slots)
+            .field("task_user", &self.task_user)
+            .field("pid_namespace", &self.pid_namespace)
+            .field("status_interval", &self.status_interval)
+            .field("keepalive_interval", &self.keepalive_interval)
+            .field("poll_interval", &self.poll_interval)
+            .field("max_reconnect_delay", &self.max_reconnect_delay)
+            .finish()
+    }
+}
+
+impl AgentConfig {
+    /// The defaults for everything but the controller, the data directory and the name.
+    pub fn new(controller: Address, data_dir: impl Into<PathBuf>, agent_name: &str) -> AgentConfig {
+        AgentConfig {
+            controller,
+            data_dir: data_dir.into(),
+            agent_name: agent_name.to_string(),
+            password: None,
+            slots: None,
+            task_user: None,
+            pid_namespace: true,
+            status_interval: Duration::from_secs(10),
+            keepalive_interval: Duration::from_secs(30),
+            poll_interval: Duration::from_millis(200),
+            max_reconnect_delay: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What the command line asks for.
+#[derive(Debug)]
+pub enum Command {
+    Run(Box<AgentConfig>),
+    Help,
+}
+
+/// Read the arguments (without the program name). `hostname` is the default agent name.
+/// Values may follow their flag as the next argument or after `=`.
+pub fn parse_args<I>(args: I, hostname: &str) -> Result<Command, ConfigError>
+where
+    I: IntoIterator<Item = String>,
+{
+    let mut args = args.into_iter();
+    let mut controller = None;
+    let mut data_dir = PathBuf::from(DEFAULT_DATA_DIR);
+    let mut name = None;
+    let mut password = None;
+    let mut password_file = None;
+    let mut slots = None;
+    let mut task_user = None;
+    let mut status_interval = None;
+    let mut pid_namespace = true;
+    while let Some(arg) = args.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((flag, value)) if flag.starts_with("--") => (flag.to_string(), Some(value)),
+            _ => (arg.clone(), None),
+        };
+        let mut value = |flag: &'static str| -> Result<String, ConfigError> {
+            match inline {
+                Some(v) => Ok(v.to_string()),
+                None => args.next().ok_or(ConfigError::MissingValue(flag)),
+            }
+        };
+        match flag.as_str() {
+            "-h" | "--help" => return Ok(Command::Help),
+            "--controller" => controller = Some(value("--controller")?),
+            "--data-dir" => data_dir = PathBuf::from(value("--data-dir")?),
+            "--name" => name = Some(value("--name")?),
+            "--password" => password = Some(value("--password")?),
+            "--password-file" => password_file = Some(PathBuf::from(value("--password-file")?)),
+            "--slots" => slots = Some(number("--slots", &value("--slots")?, 1)?),
+            "--task-user" => task_user = Some(value("--task-user")?),
+            "--status-interval" => {
+                status_interval = Some(number(
+                    "--status-interval",
+                    &value("--status-interval")?,
+                    1,
+                )?)
+            }
+            "--no-pid-namespace" if inline.is_none() => pid_namespace = false,
+            _ => return Err(ConfigError::UnknownOption(arg)),
+        }
+    }
+    let controller = Address::parse(&controller.ok_or(ConfigError::NoController)?)?;
+    let name = name.unwrap_or_else(|| hostname.to_string());
+    if name.trim().is_empty() {
+        return Err(ConfigError::EmptyName);
+    }
+    let mut config = AgentConfig::new(controller, data_dir, &name);
+    config.password = match (password, password_file) {
+        (Some(_), Some(_)) => return Err(ConfigError::TwoPasswords),
+        (Some(password), None) => Some(password),
+        (None, Some(path)) => Some(xgrid_protocol::password::read_password_file(&path)?),
+        (None, None) => None,
+    };
+    config.slots = slots;
+    config.task_user = task_user;
+    config.pid_namespace = pid_namespace;
+    if let Some(seconds) = status_interval {
+        config.status_interval = Duration::from_secs(u64::from(seconds));
+    }
+    Ok(Command::Run(Box::new(config)))
+}
+
+/// This machine's host name (the default agent name and the registration's `hostnames`).
+pub fn machine_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_string())
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
+fn number(flag: &'static str, value: &str, min: u32) -> Result<u32, ConfigError> {
+    value
+        .trim()
+        .parse::<u32>()
+        .ok()
+        .filter(|n| *n >= min)
+        .ok_or_else(|| ConfigError::BadNumber {
+            flag,
+            min: u64::from(min),
+            value: value.to_string(),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Command, ConfigError> {
+        parse_args(args.iter().map(|s| s.to_string()), "host-a")
+    }
+
+    fn run(args: &[&str]) -> AgentConfig {
+        match parse(args) {
+            Ok(Command::Run(config)) => *config,
+            other => panic!("expected a configuration, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let config = run(&["--controller", "grid.example"]);
+        assert_eq!(config.controller.host, "grid.example");
+        assert_eq!(config.controller.port, 4111);
+        assert_eq!(config.agent_name, "host-a");
+        assert_eq!(config.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
+        assert_eq!(config.slots, None);
+        assert_eq!(config.password, None);
+        assert!(config.pid_namespace);
+        assert_eq!(config.status_interval, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn every_flag() {
+        let config = run(&[
+            "--controller=10.0.0.1:5000",
+            "--data-dir",
+            "/tmp/agent",
+            "--name",
+            "node7",
+            "--password=secret",
+            "--slots",
+            "3",
+            "--task-user",
+            "daemon",
+            "--status-interval=2",
+            "--no-pid-namespace",
+        ]);
+        assert_eq!(config.controller.to_string(), "10.0.0.1:5000");
+        assert_eq!(config.data_dir, PathBuf::from("/tmp/agent"));
+        assert_eq!(config.agent_name, "node7");
+        assert_eq!(config.password.as_deref(), Some("secret"));
+        assert_eq!(config.slots, Some(3));
+        assert_eq!(config.task_user.as_deref(), Some("daemon"));
+        assert_eq!(config.status_interval, Duration::from_secs(2));
+        assert!(!config.pid_namespace);
+    }
+
+    #[test]
+    fn every_flag_is_in_the_help() {
+        for flag in [
+            "--controller",
+            "--data-dir",
+            "--name",
+            "--password ",
+            "--password-file",
+            "--slots",
+            "--task-user",
+            "--status-interval",
+            "--no-pid-namespace",
+            "--help",
+        ] {
+            assert!(USAGE.contains(flag), "{flag} missing from the help");
+        }
+        assert!(matches!(parse(&["-h"]), Ok(Command::Help)));
+        assert!(matches!(
+            parse(&["--controller", "x", "--help"]),
+            Ok(Command::Help)
+        ));
+    }
+
+    #[test]
+    fn password_file_in_apples_format() {
+        let path = std::env::temp_dir().join(format!("xgrid-agent-pw-{}", std::process::id()));
+        xgrid_protocol::password::write_password_file(&path, "hunter2").expect("write");
+        let config = run(&[
+            "--controller",
+            "c",
+            "--password-file",
+            path.to_str().expect("utf8"),
+        ]);
+        assert_eq!(config.password.as_deref(), Some("hunter2"));
+        let both = parse(&[
+            "--controller",
+            "c",
+            "--password",
+            "x",
+            "--password-file",
+            path.to_str().expect("utf8"),
+        ]);
+        assert!(matches!(both, Err(ConfigError::TwoPasswords)));
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn refusals() {
+        assert!(matches!(parse(&[]), Err(ConfigError::NoController)));
+        assert!(matches!(
+            parse(&["--controller"]),
+            Err(ConfigError::MissingValue("--controller"))
+        ));
+        assert!(matches!(
+            parse(&["--controller", "c", "--slots", "0"]),
+            Err(ConfigError::BadNumber {
+                flag: "--slots",
+                ..
+            })
+        ));
+        assert!(matches!(
+            parse(&["--controller", "c", "--slots", "many"]),
+            Err(ConfigError::BadNumber { .. })
+        ));
+        assert!(matches!(
+            parse(&["--controller", "c:99999"]),
+            Err(ConfigError::BadController(_))
+        ));
+        assert!(matches!(
+            parse(&["--controller", "c", "--bogus"]),
+            Err(ConfigError::UnknownOption(_))
+        ));
+        assert!(matches!(
+            parse(&["--controller", "c", "--name", " "]),
+            Err(ConfigError::EmptyName)
+        ));
+    }
+}

@@ -1,0 +1,532 @@
+//! The agent profile (`…/controller/agent`, xgrid-wire.md §4.2): registration with cookies,
+//! status reports, keepalives, and the link through which the controller sends an agent its
+//! requests and routes the agent's task notifications to the task that awaits them.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::{mpsc, oneshot};
+use xgrid_protocol::driver::ConnectionHandle;
+use xgrid_protocol::envelope::{Envelope, MessageType};
+use xgrid_protocol::messages::{
+    self, AgentNotification, AgentReply, AgentRequest, AgentStatus, ControllerToAgentReply,
+    ControllerToAgentRequest, ErrorCode, MessageError, TaskAction, TaskControlNotice,
+    TaskControlRequest, TaskStatus,
+};
+
+use crate::client_service::controller_list;
+use crate::dispatch;
+use crate::notify::GridEvent;
+use crate::shared::Shared;
+use crate::store::{self, AgentId, AgentLoad, StoreError};
+
+/// Why a request to an agent got no usable answer.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LinkError {
+    #[error("the agent's connection is closed")]
+    Closed,
+    #[error("the agent's reply to {request} could not be read: {source}")]
+    BadReply {
+        request: String,
+        source: MessageError,
+    },
+    #[error("the agent answered {request} with the error {code:?}")]
+    Refused { request: String, code: ErrorCode },
+}
+
+/// What an agent said about one of its tasks.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TaskEvent {
+    Status(TaskStatus),
+    Control(TaskControlNotice),
+}
+
+/// One agent channel: sends requests to the agent and routes what comes back.
+pub struct AgentLink {
+    conn: ConnectionHandle,
+    channel: u32,
+    /// Where the agent connected from, for the log.
+    peer: String,
+    next_request: AtomicU64,
+    closed: AtomicBool,
+    /// Our requests awaiting the agent's reply, by envelope identifier.
+    pending: Mutex<HashMap<String, oneshot::Sender<Envelope>>>,
+    /// Tasks followed on this agent, by taskRef.
+    tasks: Mutex<HashMap<String, mpsc::UnboundedSender<TaskEvent>>>,
+    /// The registered agent behind the channel, with its name.
+    agent: Mutex<Option<(AgentId, String)>>,
+}
+
+impl fmt::Debug for AgentLink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AgentLink")
+            .field("channel", &self.channel)
+            .field("peer", &self.peer)
+            .finish_non_exhaustive()
+    }
+}
+
+// A poisoned lock only means another task panicked while holding it; the maps stay usable.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl AgentLink {
+    pub fn new(conn: ConnectionHandle, channel: u32, peer: String) -> Arc<AgentLink> {
+        Arc::new(AgentLink {
+            conn,
+            channel,
+            peer,
+            next_request: AtomicU64::new(1),
+            closed: AtomicBool::new(false),
+            pending: Mutex::new(HashMap::new()),
+            tasks: Mutex::new(HashMap::new()),
+            agent: Mutex::new(None),
+        })
+    }
+
+    /// The registered agent behind this channel.
+    pub fn agent(&self) -> Option<AgentId> {
+        lock(&self.agent).as_ref().map(|(id, _)| *id)
+    }
+
+    /// How the log names this agent: its name, else where it connected from.
+    pub fn describe(&self) -> String {
+        match lock(&self.agent).as_ref() {
+            Some((id, name)) => format!("agent {id} ({name})"),
+            None => format!("the agent at {}", self.peer),
+        }
+    }
+
+    fn bind(&self, agent: AgentId, name: String) {
+        *lock(&self.agent) = Some((agent, name));
+    }
+
+    /// Sends `request` and waits for the agent's reply; an `{error}` reply is an error.
+    pub async fn request(
+        &self,
+        request: ControllerToAgentRequest,
+    ) -> Result<AgentReply, LinkError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(LinkError::Closed);
+        }
+        let identifier = self
+            .next_request
+            .fetch_add(1, Ordering::Relaxed)
+            .to_string();
+        let (tx, rx) = oneshot::channel();
+        lock(&self.pending).insert(identifier.clone(), tx);
+        let payload = request.to_envelope(&identifier).to_beep_payload();
+        if self.conn.send_msg(self.channel, payload).await.is_err() {
+            lock(&self.pending).remove(&identifier);
+            return Err(LinkError::Closed);
+        }
+        let envelope = rx.await.map_err(|_| LinkError::Closed)?;
+        let name = request.name().to_string();
+        match AgentReply::from_envelope(&envelope) {
+            Ok(AgentReply::Error { code, .. }) => Err(LinkError::Refused {
+                request: name,
+                code,
+            }),
+            Ok(reply) => Ok(reply),
+            Err(source) => Err(LinkError::BadReply {
+                request: name,
+                source,
+            }),
+        }
+    }
+
+    /// Sends a request whose answer nobody waits for (e.g. a cancel).
+    pub fn request_detached(self: &Arc<Self>, request: ControllerToAgentRequest) {
+        let link = Arc::clone(self);
+        tokio::spawn(async move {
+            let _ = link.request(request).await;
+        });
+    }
+
+    /// Hands the agent's reply to the request awaiting it; false when none does.
+    pub fn deliver_reply(&self, envelope: Envelope) -> bool {
+        match lock(&self.pending).remove(&envelope.identifier) {
+            Some(waiter) => waiter.send(envelope).is_ok(),
+            None => false,
+        }
+    }
+
+    /// Starts following `task_ref`: its notifications go to the returned receiver.
+    pub fn watch_task(&self, task_ref: &str) -> mpsc::UnboundedReceiver<TaskEvent> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        lock(&self.tasks).insert(task_ref.to_string(), tx);
+        rx
+    }
+
+    /// Stops following `task_ref`; whoever followed it sees its receiver end.
+    pub fn unwatch_task(&self, task_ref: &str) {
+        lock(&self.tasks).remove(task_ref);
+    }
+
+    pub fn is_watching(&self, task_ref: &str) -> bool {
+        lock(&self.tasks).contains_key(task_ref)
+    }
+
+    /// Routes a task notification; gives it back when no one follows the task.
+    fn route(&self, task_ref: &str, event: TaskEvent) -> Option<TaskEvent> {
+        match lock(&self.tasks).get(task_ref) {
+            Some(tx) => tx.send(event).err().map(|e| e.0),
+            None => Some(event),
+        }
+    }
+
+    /// The channel is gone: waiting requests fail and followed tasks stop being followed.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        lock(&self.pending).clear();
+        lock(&self.tasks).clear();
+    }
+
+    async fn send(&self, envelope: &Envelope) {
+        let _ = self
+            .conn
+            .send_msg(self.channel, envelope.to_beep_payload())
+            .await;
+    }
+}
+
+/// Serves one agent channel until the connection drops `inbox`'s sender, then treats the
+/// agent as lost. Replies to the controller's own requests never come through `inbox`: the
+/// connection hands them to [`AgentLink::deliver_reply`] at once.
+pub async fn run_agent_channel(
+    shared: Arc<Shared>,
+    link: Arc<AgentLink>,
+    mut inbox: mpsc::Receiver<Envelope>,
+) {
+    while let Some(envelope) = inbox.recv().await {
+        match envelope.message_type {
+            MessageType::Request => answer_request(&shared, &link, &envelope).await,
+            MessageType::Notification => take_notification(&shared, &link, &envelope).await,
+            MessageType::Reply => {
+                link.deliver_reply(envelope);
+            }
+        }
+    }
+    channel_closed(&shared, &link).await;
+}
+
+async fn answer_request(shared: &Arc<Shared>, link: &Arc<AgentLink>, envelope: &Envelope) {
+    let reply = match AgentRequest::from_envelope(envelope) {
+        Ok(AgentRequest::ControllerList(_)) => {
+            ControllerToAgentReply::ControllerList(controller_list(shared))
+        }
+        Ok(AgentRequest::AgentRegistration(registration)) => {
+            register(shared, link, registration).await
+        }
+        // Agents expect exactly this answer to their keepalive (§4.2).
+        Ok(AgentRequest::Keepalive) | Ok(AgentRequest::Unknown(_)) => invalid(envelope),
+        Err(e) => {
+            shared.log(format!(
+                "{} sent a request the controller cannot read: {e}",
+                link.describe()
+            ));
+            invalid(envelope)
+        }
+    };
+    link.send(&reply.to_envelope(&envelope.identifier)).await;
+}
+
+fn invalid(envelope: &Envelope) -> ControllerToAgentReply {
+    ControllerToAgentReply::Error {
+        name: envelope.name.clone(),
+        code: ErrorCode::InvalidRequest,
+    }
+}
+
+async fn register(
+    shared: &Arc<Shared>,
+    link: &Arc<AgentLink>,
+    registration: messages::AgentRegistration,
+) -> ControllerToAgentReply {
+    let first_time = registration.agent_cookie.trim().is_empty();
+    let record = store::AgentRegistration {
+        cookie: Some(registration.agent_cookie.trim().to_string()),
+        name: registration.agent_name.clone(),
+        hostnames: registration.hostnames.clone(),
+        addresses: registration.addresses.clone(),
+        maximum_task_count: clamp_u32(registration.maximum_task_count as f64),
+        maximum_cpu_power: clamp_u32(registration.maximum_cpu_power),
+        core_megahertz: None,
+        custom: registration.agent_custom.as_ref().map(|v| format!("{v:?}")),
+        extensions: registration
+            .linux_capabilities
+            .as_ref()
+            .map(|c| c.join(",")),
+    };
+    match shared.store.register_agent(&record).await {
+        Ok((agent, cookie)) => {
+            let how = if first_time {
+                "registered"
+            } else {
+                "registered again with its cookie"
+            };
+            bind_agent(shared, link, agent, registration.agent_name.clone()).await;
+            shared.log(format!(
+                "agent {agent} ({}) {how} from {}: {} task slot(s), {} MHz",
+                registration.agent_name,
+                link.peer,
+                record.maximum_task_count,
+                record.maximum_cpu_power
+            ));
+            if first_time {
+                if let Ok(a) = shared.store.agent(agent).await {
+                    shared.publish(GridEvent::AgentAdded {
+                        grid: a.grid,
+                        agent,
+                    });
+                }
+            } else {
+                shared.publish(GridEvent::AgentChanged { agent });
+            }
+            shared.reschedule();
+            ControllerToAgentReply::AgentRegistration {
+                agent_cookie: cookie,
+            }
+        }
+        Err(StoreError::InvalidCookie) => {
+            shared.log(format!(
+                "the agent {} at {} presented a cookie this controller never gave out; it must register afresh",
+                registration.agent_name, link.peer
+            ));
+            ControllerToAgentReply::Error {
+                name: "agentRegistration".into(),
+                code: ErrorCode::InvalidCookie,
+            }
+        }
+        Err(e) => {
+            shared.log(format!(
+                "cannot register the agent {}: {e}",
+                registration.agent_name
+            ));
+            ControllerToAgentReply::Error {
+                name: "agentRegistration".into(),
+                code: ErrorCode::InvalidRequest,
+            }
+        }
+    }
+}
+
+/// Ties the channel to `agent`. A channel the agent used before is dropped; the tasks it
+/// followed are picked up again from the agent's next status report.
+async fn bind_agent(shared: &Arc<Shared>, link: &Arc<AgentLink>, agent: AgentId, name: String) {
+    link.bind(agent, name);
+    if let Some(old) = shared.attach_agent(agent, Arc::clone(link)) {
+        if !Arc::ptr_eq(&old, link) {
+            old.close();
+            shared.expect_recovery(agent, std::time::Instant::now());
+        }
+    }
+}
+
+fn clamp_u32(value: f64) -> u32 {
+    if value.is_nan() || value <= 0.0 {
+        0
+    } else if value >= f64::from(u32::MAX) {
+        u32::MAX
+    } else {
+        value as u32
+    }
+}
+
+async fn take_notification(shared: &Arc<Shared>, link: &Arc<AgentLink>, envelope: &Envelope) {
+    let notification = match AgentNotification::from_envelope(envelope) {
+        Ok(n) => n,
+        Err(e) => {
+            shared.log(format!(
+                "{} sent a notification the controller cannot read: {e}",
+                link.describe()
+            ));
+            return;
+        }
+    };
+    match notification {
+        AgentNotification::AgentStatus(status) => agent_status(shared, link, status).await,
+        AgentNotification::TaskStatus { task_ref, status } => {
+            task_event(shared, link, task_ref, TaskEvent::Status(status)).await
+        }
+        AgentNotification::TaskControl { task_ref, notice } => {
+            task_event(shared, link, task_ref, TaskEvent::Control(notice)).await
+        }
+    }
+}
+
+async fn agent_status(shared: &Arc<Shared>, link: &Arc<AgentLink>, status: AgentStatus) {
+    let agent = match link.agent() {
+        Some(agent) => agent,
+        // After a reconnect an agent may report before it registers (§8): its cookie says
+        // who it is.
+        None => match shared
+            .store
+            .agent_by_cookie(status.agent_cookie.trim())
+            .await
+        {
+            Ok(Some(agent)) if !status.agent_cookie.trim().is_empty() => {
+                bind_agent(shared, link, agent, status.agent_name.clone()).await;
+                agent
+            }
+            _ => return,
+        },
+    };
+    let state = match status.agent_status {
+        messages::AgentState::Available => store::AgentState::Available,
+        messages::AgentState::Unavailable | messages::AgentState::Offline => {
+            store::AgentState::Unavailable
+        }
+    };
+    let load = AgentLoad {
+        state,
+        current_cpu_power: clamp_u32(status.current_cpu_power),
+        current_task_count: clamp_u32(status.current_task_count as f64),
+    };
+    if let Err(e) = shared.store.update_agent_load(agent, load).await {
+        shared.log(format!("cannot record the status of agent {agent}: {e}"));
+        return;
+    }
+    shared.publish(GridEvent::AgentChanged { agent });
+    if shared.take_recovery(agent) {
+        reconcile(shared, link, agent, &status.task_ref_array).await;
+    }
+    shared.reschedule();
+}
+
+/// Matches the tasks the store has placed on `agent` against the taskRefs the agent still
+/// runs: those it runs are followed again, those it lost are queued again, and tasks it runs
+/// that the controller no longer wants are canceled.
+async fn reconcile(shared: &Arc<Shared>, link: &Arc<AgentLink>, agent: AgentId, listed: &[String]) {
+    let attached = match shared.store.agent_tasks(agent).await {
+        Ok(tasks) => tasks,
+        Err(e) => {
+            shared.log(format!(
+                "cannot read the tasks placed on agent {agent}: {e}"
+            ));
+            return;
+        }
+    };
+    let listed: HashSet<&str> = listed.iter().map(String::as_str).collect();
+    let mut known: HashSet<&str> = HashSet::new();
+    let mut requeued = false;
+    for task in &attached {
+        match task.task_ref.as_deref() {
+            Some(task_ref) if listed.contains(task_ref) => {
+                known.insert(task_ref);
+                if !link.is_watching(task_ref) {
+                    shared.log(format!(
+                        "job {} task {} is still running on agent {agent}; following it again",
+                        task.job, task.task
+                    ));
+                    dispatch::follow_again(
+                        shared, link, agent, task.job, &task.task, task_ref, None,
+                    );
+                }
+            }
+            _ => {
+                shared.log(format!(
+                    "agent {agent} no longer has job {} task {}; queuing it again",
+                    task.job, task.task
+                ));
+                if let Err(e) = shared.store.requeue_task(task.job, &task.task).await {
+                    shared.log(format!(
+                        "cannot queue job {} task {} again: {e}",
+                        task.job, task.task
+                    ));
+                }
+                shared.publish(GridEvent::JobChanged { job: task.job });
+                requeued = true;
+            }
+        }
+    }
+    for task_ref in listed.difference(&known) {
+        shared.log(format!(
+            "agent {agent} runs task {task_ref}, which the controller no longer wants; canceling it"
+        ));
+        link.request_detached(ControllerToAgentRequest::TaskControl(TaskControlRequest {
+            task_ref: task_ref.to_string(),
+            control: TaskAction::Cancel,
+        }));
+    }
+    if requeued {
+        shared.reschedule();
+    }
+}
+
+async fn task_event(
+    shared: &Arc<Shared>,
+    link: &Arc<AgentLink>,
+    task_ref: String,
+    event: TaskEvent,
+) {
+    let Some(event) = link.route(&task_ref, event) else {
+        return;
+    };
+    // Nobody follows the task: after a controller restart or a reconnect it may still be one
+    // of ours, placed on this agent.
+    let Some(agent) = link.agent() else {
+        return;
+    };
+    match shared.store.task_by_ref(agent, &task_ref).await {
+        Ok(Some((job, task))) => {
+            dispatch::follow_again(shared, link, agent, job, &task, &task_ref, Some(event));
+        }
+        Ok(None) => {}
+        Err(e) => shared.log(format!(
+            "cannot look up task {task_ref} of agent {agent}: {e}"
+        )),
+    }
+}
+
+/// The channel closed: the agent goes Offline and its tasks are queued for other agents,
+/// unless a newer channel of the same agent has already taken over.
+async fn channel_closed(shared: &Arc<Shared>, link: &Arc<AgentLink>) {
+    link.close();
+    let Some(agent) = link.agent() else {
+        return;
+    };
+    if !shared.detach_agent(agent, link) {
+        return;
+    }
+    if let Err(e) = shared.store.set_agent_offline(agent).await {
+        shared.log(format!("cannot mark agent {agent} offline: {e}"));
+    }
+    match shared.store.requeue_agent_tasks(agent).await {
+        Ok(requeued) => {
+            shared.log(format!(
+                "{} disconnected; {} of its task(s) queued again for other agents",
+                link.describe(),
+                requeued.len()
+            ));
+            let jobs: HashSet<_> = requeued.iter().map(|t| t.job).collect();
+            for job in jobs {
+                shared.publish(GridEvent::JobChanged { job });
+            }
+        }
+        Err(e) => shared.log(format!(
+            "{} disconnected, but its tasks could not be queued again: {e}",
+            link.describe()
+        )),
+    }
+    shared.publish(GridEvent::AgentChanged { agent });
+    shared.reschedule();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clamps_reported_numbers_into_u32() {
+        assert_eq!(clamp_u32(-5.0), 0);
+        assert_eq!(clamp_u32(f64::NAN), 0);
+        assert_eq!(clamp_u32(2400.7), 2400);
+        assert_eq!(clamp_u32(1e12), u32::MAX);
+    }
+}

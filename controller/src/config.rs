@@ -1,0 +1,85 @@
+//! The controller's settings: where it listens, where its job store lives, which passwords
+//! clients and agents must prove, and how long it waits for agents after a restart.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Xgrid's well-known port (xgrid-wire.md §1).
+pub const DEFAULT_PORT: u16 = 4111;
+/// The file inside the data directory that holds the job store.
+pub const STORE_FILE: &str = "controller.sqlite";
+
+/// Everything [`crate::server::Controller::start`] needs.
+#[derive(Clone)]
+pub struct Config {
+    /// Address to listen on; port 0 picks a free port (see `Controller::local_addr`).
+    pub listen: SocketAddr,
+    /// Directory holding the job store; created when missing.
+    pub data_dir: PathBuf,
+    /// Password clients must prove with two-way-random; `None`: clients need none.
+    pub client_password: Option<String>,
+    /// Password agents must prove with two-way-random; `None`: agents need none.
+    pub agent_password: Option<String>,
+    /// After a restart, how long an agent that had tasks placed on it may take to come back
+    /// before those tasks are queued again for other agents.
+    pub agent_grace: Duration,
+    /// A scheduling round runs at least this often, even with nothing new to trigger one.
+    pub schedule_tick: Duration,
+    /// The host name reported in `controllerList`.
+    pub hostname: String,
+    /// Whether to log to standard error what happens to jobs and agents.
+    pub log: bool,
+}
+
+impl Config {
+    /// Defaults: all interfaces on port 4111, no passwords, 30 s grace, 1 s ticks.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Config {
+        Config {
+            listen: SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT)),
+            data_dir: data_dir.into(),
+            client_password: None,
+            agent_password: None,
+            agent_grace: Duration::from_secs(30),
+            schedule_tick: Duration::from_secs(1),
+            hostname: local_hostname(),
+            log: true,
+        }
+    }
+
+    /// The SQLite file of the job store.
+    pub fn store_path(&self) -> PathBuf {
+        self.data_dir.join(STORE_FILE)
+    }
+}
+
+// Passwords stay out of debug output, which may end up in logs.
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("data_dir", &self.data_dir)
+            .field(
+                "client_password",
+                &self.client_password.as_ref().map(|_| "…"),
+            )
+            .field("agent_password", &self.agent_password.as_ref().map(|_| "…"))
+            .field("agent_grace", &self.agent_grace)
+            .field("schedule_tick", &self.schedule_tick)
+            .field("hostname", &self.hostname)
+            .field("log", &self.log)
+            .finish()
+    }
+}
+
+/// The machine's host name, from the kernel, else `localhost`.
+pub fn local_hostname() -> String {
+    let from_kernel = std::fs::read_to_string(Path::new("/proc/sys/kernel/hostname"))
+        .ok()
+        .map(|name| name.trim().to_string())
+        .filter(|name| !name.is_empty());
+    from_kernel
+        .or_else(|| std::env::var("HOSTNAME").ok().filter(|n| !n.is_empty()))
+        .unwrap_or_else(|| "localhost".to_string())
+}

@@ -1,0 +1,385 @@
+//! Drives one task on one agent (xgrid-wire.md §4.2): `taskSubmission`, the taskRef,
+//! `taskControl start`, then the agent's `taskStatus` notifications until the task ends,
+//! fetching its output on the way and its final results at the end. Each task placed on an
+//! agent has its own driver, so a slow fetch for one task never holds up another.
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use xgrid_protocol::messages::{
+    self, AgentReply, ControllerToAgentRequest, TaskAction, TaskControlNotice, TaskControlRequest,
+    TaskErrorKind, TaskRefRequest, TaskState, TaskStatus, TaskSubmission,
+};
+
+use crate::agent_service::{AgentLink, LinkError, TaskEvent};
+use crate::notify::GridEvent;
+use crate::shared::Shared;
+use crate::store::{AgentId, AttachedTask, JobId, OutputStream, TaskLaunch};
+
+/// Submits a task the applier has just marked Assigned to `agent`, starts it and follows it
+/// to its end.
+pub async fn launch_task(
+    shared: Arc<Shared>,
+    link: Arc<AgentLink>,
+    agent: AgentId,
+    job: JobId,
+    task: String,
+) {
+    let launch = match shared.store.task_launch(job, &task).await {
+        Ok(launch) => launch,
+        Err(e) => {
+            shared.log(format!(
+                "cannot read job {job} task {task} to submit it: {e}"
+            ));
+            requeue(&shared, job, &task).await;
+            return;
+        }
+    };
+    let request = ControllerToAgentRequest::TaskSubmission(submission(launch));
+    let task_ref = match link.request(request).await {
+        Ok(AgentReply::TaskSubmission { task_ref }) => task_ref,
+        // The agent is gone: losing it queues its tasks again.
+        Err(LinkError::Closed) => return,
+        Ok(other) => {
+            shared.log(format!(
+                "agent {agent} answered the submission of job {job} task {task} with {}; queuing it again",
+                other.name()
+            ));
+            requeue(&shared, job, &task).await;
+            return;
+        }
+        Err(e) => {
+            shared.log(format!(
+                "agent {agent} did not take job {job} task {task} ({e}); queuing it again"
+            ));
+            requeue(&shared, job, &task).await;
+            return;
+        }
+    };
+    // Follow before starting, so no notification of the started task finds nobody.
+    let events = link.watch_task(&task_ref);
+    if let Err(e) = shared
+        .store
+        .mark_dispatched(job, &task, agent, &task_ref)
+        .await
+    {
+        // The job was canceled or deleted meanwhile.
+        shared.log(format!(
+            "job {job} task {task} is no longer wanted on agent {agent} ({e}); canceling it there"
+        ));
+        link.unwatch_task(&task_ref);
+        cancel_request(&link, &task_ref);
+        return;
+    }
+    let start = ControllerToAgentRequest::TaskControl(TaskControlRequest {
+        task_ref: task_ref.clone(),
+        control: TaskAction::Start,
+    });
+    match link.request(start).await {
+        Ok(_) => {}
+        Err(LinkError::Closed) => return,
+        Err(e) => {
+            shared.log(format!(
+                "agent {agent} would not start job {job} task {task} ({e}); queuing it again"
+            ));
+            link.unwatch_task(&task_ref);
+            requeue(&shared, job, &task).await;
+            return;
+        }
+    }
+    follow(shared, link, agent, job, task, task_ref, events, None).await;
+}
+
+/// Follows a task already running on the agent (after a restart or a reconnect), starting
+/// with `first` if a notification about it has just arrived.
+pub fn follow_again(
+    shared: &Arc<Shared>,
+    link: &Arc<AgentLink>,
+    agent: AgentId,
+    job: JobId,
+    task: &str,
+    task_ref: &str,
+    first: Option<TaskEvent>,
+) {
+    let events = link.watch_task(task_ref);
+    tokio::spawn(follow(
+        Arc::clone(shared),
+        Arc::clone(link),
+        agent,
+        job,
+        task.to_string(),
+        task_ref.to_string(),
+        events,
+        first,
+    ));
+}
+
+/// Cancels on their agents the tasks the store has just taken off them (job canceled,
+/// deleted, restarted or failed); their drivers stop following them.
+pub fn cancel_on_agents(shared: &Shared, tasks: &[AttachedTask]) {
+    for task in tasks {
+        let (Some(task_ref), Some(link)) =
+            (task.task_ref.as_deref(), shared.agent_link(task.agent))
+        else {
+            continue;
+        };
+        link.unwatch_task(task_ref);
+        cancel_request(&link, task_ref);
+    }
+}
+
+fn cancel_request(link: &Arc<AgentLink>, task_ref: &str) {
+    link.request_detached(ControllerToAgentRequest::TaskControl(TaskControlRequest {
+        task_ref: task_ref.to_string(),
+        control: TaskAction::Cancel,
+    }));
+}
+
+fn submission(launch: TaskLaunch) -> TaskSubmission {
+    TaskSubmission {
+        command: launch.command,
+        arguments: launch.arguments,
+        environment: launch.environment,
+        input_stream: launch.input_stream,
+        input_files: launch
+            .input_files
+            .into_iter()
+            .map(|(path, file)| {
+                let file = messages::InputFile {
+                    file_data: file.data.to_vec(),
+                    is_executable: file.is_executable,
+                };
+                (path, file)
+            })
+            .collect(),
+    }
+}
+
+async fn requeue(shared: &Shared, job: JobId, task: &str) {
+    if let Err(e) = shared.store.requeue_task(job, task).await {
+        shared.log(format!("cannot queue job {job} task {task} again: {e}"));
+    }
+    shared.publish(GridEvent::JobChanged { job });
+    shared.reschedule();
+}
+
+/// What became of a task after one notification.
+enum Next {
+    Continue,
+    Done,
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn follow(
+    shared: Arc<Shared>,
+    link: Arc<AgentLink>,
+    agent: AgentId,
+    job: JobId,
+    task: String,
+    task_ref: String,
+    mut events: mpsc::UnboundedReceiver<TaskEvent>,
+    mut first: Option<TaskEvent>,
+) {
+    let on = TaskOn {
+        shared: &shared,
+        link: &link,
+        agent,
+        job,
+        task: &task,
+        task_ref: &task_ref,
+    };
+    let mut running = false;
+    loop {
+        let event = match first.take() {
+            Some(event) => event,
+            // The receiver ends when the task is canceled or the agent is lost; whoever
+            // did that has already settled the task in the store.
+            None => match events.recv().await {
+                Some(event) => event,
+                None => return,
+            },
+        };
+        let next = match event {
+            TaskEvent::Status(status) => on.status(status, &mut running).await,
+            TaskEvent::Control(notice) => on.control(notice).await,
+        };
+        if let Next::Done = next {
+            break;
+        }
+    }
+    link.unwatch_task(&task_ref);
+}
+
+/// One task on one agent, as its driver sees it.
+struct TaskOn<'a> {
+    shared: &'a Shared,
+    link: &'a Arc<AgentLink>,
+    agent: AgentId,
+    job: JobId,
+    task: &'a str,
+    task_ref: &'a str,
+}
+
+impl TaskOn<'_> {
+    async fn status(&self, status: TaskStatus, running: &mut bool) -> Next {
+        let (shared, job, task) = (self.shared, self.job, self.task);
+        if status.data_available && status.task_state != TaskState::Terminated {
+            self.fetch_output().await;
+        }
+        match status.task_state {
+            TaskState::Pending => Next::Continue,
+            TaskState::Running => {
+                if !*running {
+                    *running = true;
+                    if let Err(e) = shared.store.mark_running(job, task).await {
+                        shared.log(format!("cannot mark job {job} task {task} running: {e}"));
+                    }
+                    match shared.store.mark_job_running(job).await {
+                        Ok(true) => shared.log(format!("job {job} is running")),
+                        Ok(false) => {}
+                        Err(e) => shared.log(format!("cannot mark job {job} running: {e}")),
+                    }
+                    shared.publish(GridEvent::JobChanged { job });
+                }
+                Next::Continue
+            }
+            TaskState::Stopped => {
+                if let Err(e) = shared.store.mark_stopped(job, task).await {
+                    shared.log(format!("cannot mark job {job} task {task} suspended: {e}"));
+                }
+                *running = false;
+                shared.publish(GridEvent::JobChanged { job });
+                Next::Continue
+            }
+            TaskState::Terminated => {
+                self.finish(status.termination_status).await;
+                Next::Done
+            }
+            TaskState::Failed => {
+                // Output written before the failure still belongs to the job.
+                self.fetch_output().await;
+                let message = format!("agent {} reported that task {task} failed", self.agent);
+                self.fail(&message).await;
+                Next::Done
+            }
+        }
+    }
+
+    async fn control(&self, notice: TaskControlNotice) -> Next {
+        let (shared, job, task) = (self.shared, self.job, self.task);
+        match notice {
+            TaskControlNotice::StatusUpdate { percent_done } => {
+                if let Err(e) = shared
+                    .store
+                    .set_task_progress(job, task, percent_done)
+                    .await
+                {
+                    shared.log(format!(
+                        "cannot record the progress of job {job} task {task}: {e}"
+                    ));
+                }
+                shared.publish(GridEvent::JobChanged { job });
+                Next::Continue
+            }
+            TaskControlNotice::CreateTask(_) => {
+                shared.log(format!(
+                    "job {job} task {task} asked to create a task; this controller does not support that"
+                ));
+                Next::Continue
+            }
+            TaskControlNotice::TaskError { kind, .. } => {
+                cancel_request(self.link, self.task_ref);
+                if kind == TaskErrorKind::FailJob {
+                    self.fail(&format!(
+                        "task {task} reported an error and asked to fail the job"
+                    ))
+                    .await;
+                } else {
+                    shared.log(format!(
+                        "job {job} task {task} reported {kind} on agent {}; queuing it again",
+                        self.agent
+                    ));
+                    requeue(shared, job, task).await;
+                }
+                Next::Done
+            }
+        }
+    }
+
+    /// Asks the agent for the output since the last fetch and stores it.
+    async fn fetch_output(&self) {
+        let (shared, job, task) = (self.shared, self.job, self.task);
+        let request = ControllerToAgentRequest::TaskResults(TaskRefRequest {
+            task_ref: self.task_ref.to_string(),
+        });
+        let streams = match self.link.request(request).await {
+            Ok(AgentReply::TaskResults(reply)) => reply.streams,
+            Ok(_) | Err(LinkError::Closed) => return,
+            Err(e) => {
+                shared.log(format!(
+                    "cannot fetch the output of job {job} task {task}: {e}"
+                ));
+                return;
+            }
+        };
+        if streams.read_data.is_empty() && streams.err_data.is_empty() {
+            return;
+        }
+        for (stream, data) in [
+            (OutputStream::Stdout, &streams.read_data),
+            (OutputStream::Stderr, &streams.err_data),
+        ] {
+            if let Err(e) = shared.store.append_output(job, task, stream, data).await {
+                shared.log(format!(
+                    "cannot store the output of job {job} task {task}: {e}"
+                ));
+            }
+        }
+        shared.publish(GridEvent::JobOutput { job });
+    }
+
+    async fn finish(&self, reported_status: Option<i64>) {
+        let (shared, job, task) = (self.shared, self.job, self.task);
+        // The last output may come with the end, flagged or not.
+        self.fetch_output().await;
+        let request = ControllerToAgentRequest::TaskFinalResults(TaskRefRequest {
+            task_ref: self.task_ref.to_string(),
+        });
+        let outputs = match self.link.request(request).await {
+            Ok(AgentReply::TaskFinalResults(reply)) => reply.outputs,
+            Err(LinkError::Closed) => return,
+            Ok(_) | Err(_) => {
+                shared.log(format!(
+                    "agent {} gave no final results for job {job} task {task}; keeping its exit status only",
+                    self.agent
+                ));
+                messages::TaskOutputs::default()
+            }
+        };
+        let status = outputs.termination_status.or(reported_status).unwrap_or(0);
+        match shared
+            .store
+            .mark_finished(job, task, status, &outputs.output_files)
+            .await
+        {
+            Ok(()) => {}
+            Err(e) => shared.log(format!(
+                "cannot record the end of job {job} task {task}: {e}"
+            )),
+        }
+        shared.publish(GridEvent::JobChanged { job });
+        shared.reschedule();
+    }
+
+    async fn fail(&self, message: &str) {
+        let (shared, job, task) = (self.shared, self.job, self.task);
+        shared.log(format!("job {job}: {message}"));
+        if let Err(e) = shared.store.mark_failed(job, task, message).await {
+            shared.log(format!(
+                "cannot record the failure of job {job} task {task}: {e}"
+            ));
+        }
+        shared.publish(GridEvent::JobChanged { job });
+        shared.reschedule();
+    }
+}

@@ -1,0 +1,353 @@
+//! The scheduling loop, the single applier of the scheduler's plans: on a trigger (a job
+//! submitted, a task ended, an agent came, changed or left) or a periodic tick it reads a
+//! snapshot from the store, asks [`crate::scheduler::schedule`] for a plan, and carries the
+//! plan out (tasks marked Assigned and handed to their agents' drivers, jobs finished or
+//! failed). It also gives up on agents that did not come back after a restart.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::watch;
+
+use crate::dispatch;
+use crate::notify::GridEvent;
+use crate::scheduler::{self, JobDecision, Plan, Snapshot};
+use crate::shared::Shared;
+use crate::store::{self, AgentId, JobStatus, SchedulingSnapshot, StoreError};
+
+/// Runs rounds until `shutdown` turns true.
+pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(shared.config.schedule_tick);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shared.schedule_requested() => {}
+            _ = tick.tick() => expire_recoveries(&shared).await,
+            _ = shutdown.changed() => return,
+        }
+        if *shutdown.borrow() {
+            return;
+        }
+        if let Err(e) = round(&shared).await {
+            shared.log(format!("a scheduling round failed: {e}"));
+        }
+    }
+}
+
+/// One round: snapshot, plan, apply.
+async fn round(shared: &Arc<Shared>) -> Result<(), StoreError> {
+    let stored = shared.store.scheduling_snapshot().await?;
+    let connected: HashSet<AgentId> = shared.connected_agents().into_iter().collect();
+    let plan = scheduler::schedule(&to_scheduler(&stored, &connected));
+    apply(shared, plan).await;
+    Ok(())
+}
+
+async fn apply(shared: &Arc<Shared>, plan: Plan) {
+    for assignment in plan.assignments {
+        let Some(link) = shared.agent_link(assignment.agent) else {
+            continue;
+        };
+        let (job, task, agent) = (assignment.job, assignment.task, assignment.agent);
+        if let Err(e) = shared.store.mark_assigned(job, &task, agent).await {
+            shared.log(format!(
+                "cannot place job {job} task {task} on agent {agent}: {e}"
+            ));
+            continue;
+        }
+        tokio::spawn(dispatch::launch_task(
+            Arc::clone(shared),
+            link,
+            agent,
+            job,
+            task,
+        ));
+    }
+    for decision in plan.decisions {
+        match decision {
+            JobDecision::Finish { job } => {
+                match shared.store.set_job_status(job, JobStatus::Finished).await {
+                    Ok(()) => shared.log(format!("job {job} finished")),
+                    Err(e) => shared.log(format!("cannot mark job {job} finished: {e}")),
+                }
+                shared.publish(GridEvent::JobChanged { job });
+            }
+            JobDecision::Fail { job, reason } => {
+                fail_job(shared, job, &reason.to_string()).await;
+            }
+        }
+    }
+    // ART runs (plan.art_runs) are not carried out yet: jobs with ART conditions wait.
+}
+
+/// Marks the job Failed with `reason` as its error and cancels what still runs of it.
+pub async fn fail_job(shared: &Shared, job: store::JobId, reason: &str) {
+    shared.log(format!("job {job} failed: {reason}"));
+    let store = &shared.store;
+    if let Err(e) = store.set_job_error(job, Some(reason)).await {
+        shared.log(format!("cannot record why job {job} failed: {e}"));
+    }
+    if let Err(e) = store.set_job_status(job, JobStatus::Failed).await {
+        shared.log(format!("cannot mark job {job} failed: {e}"));
+    }
+    match store.cancel_unfinished_tasks(job).await {
+        Ok(attached) => dispatch::cancel_on_agents(shared, &attached),
+        Err(e) => shared.log(format!("cannot stop the remaining tasks of job {job}: {e}")),
+    }
+    shared.publish(GridEvent::JobChanged { job });
+}
+
+/// Agents that held tasks before a restart and did not come back in time lose them.
+async fn expire_recoveries(shared: &Arc<Shared>) {
+    for agent in shared.overdue_recoveries(Instant::now()) {
+        match shared.store.requeue_agent_tasks(agent).await {
+            Ok(requeued) => {
+                shared.log(format!(
+                    "agent {agent} did not come back in time; {} of its task(s) queued again",
+                    requeued.len()
+                ));
+                let jobs: HashSet<_> = requeued.iter().map(|t| t.job).collect();
+                for job in jobs {
+                    shared.publish(GridEvent::JobChanged { job });
+                }
+            }
+            Err(e) => shared.log(format!(
+                "cannot queue the tasks of agent {agent} again: {e}"
+            )),
+        }
+        shared.reschedule();
+    }
+}
+
+/// The scheduler's view of the store's snapshot. An agent without a live channel is
+/// Offline whatever the store says, so no task goes to an agent nobody can reach.
+pub fn to_scheduler(stored: &SchedulingSnapshot, connected: &HashSet<AgentId>) -> Snapshot {
+    let agents = stored
+        .agents
+        .iter()
+        .map(|a| scheduler::Agent {
+            id: a.id,
+            name: a.name.clone(),
+            grid: a.grid,
+            state: if connected.contains(&a.id) {
+                agent_state(a.state)
+            } else {
+                scheduler::AgentState::Offline
+            },
+            maximum_task_count: a.maximum_task_count,
+            current_task_count: a.placed_task_count,
+            total_megahertz: a.maximum_cpu_power,
+            core_megahertz: a.core_megahertz,
+            art_results: stored
+                .art_results
+                .iter()
+                .filter(|r| r.agent == a.id)
+                .map(|r| scheduler::ArtResult {
+                    job: r.job,
+                    art: r.art.clone(),
+                    verdict: match r.verdict {
+                        store::ArtVerdict::Measuring => scheduler::ArtVerdict::Measuring,
+                        store::ArtVerdict::Qualified => scheduler::ArtVerdict::Qualified,
+                        store::ArtVerdict::Unqualified => scheduler::ArtVerdict::Unqualified,
+                    },
+                })
+                .collect(),
+        })
+        .collect();
+    let jobs = stored
+        .jobs
+        .iter()
+        .map(|j| scheduler::Job {
+            id: j.id,
+            grid: j.grid,
+            status: job_status(j.status),
+            suspended: j.suspended,
+            depends_on_jobs: j
+                .depends_on_jobs
+                .iter()
+                .map(|d| match d.job.trim().parse::<u64>() {
+                    Ok(job) => scheduler::JobDependency {
+                        job,
+                        status: d.status.map(job_status),
+                    },
+                    // A name that is no job identifier names no job: the scheduler fails
+                    // the job for a missing dependency, under an identifier no job has.
+                    Err(_) => scheduler::JobDependency {
+                        job: u64::MAX,
+                        status: None,
+                    },
+                })
+                .collect(),
+            tasks_must_start_simultaneously: j.tasks_must_start_simultaneously,
+            minimum_task_count: j
+                .minimum_task_count
+                .map(|n| u32::try_from(n).unwrap_or(u32::MAX)),
+            art_conditions: j
+                .art_conditions
+                .iter()
+                .map(|(art, c)| scheduler::ArtCondition {
+                    art: art.clone(),
+                    min: c.min,
+                    max: c.max,
+                    equal: c.equal,
+                })
+                .collect(),
+            tasks: j
+                .tasks
+                .iter()
+                .map(|t| scheduler::Task {
+                    id: t.id.clone(),
+                    state: task_state(t.state),
+                    depends_on_tasks: t.depends_on_tasks.clone(),
+                    scheduler_hint: t.scheduler_hint.clone(),
+                })
+                .collect(),
+        })
+        .collect();
+    Snapshot { agents, jobs }
+}
+
+fn agent_state(state: store::AgentState) -> scheduler::AgentState {
+    match state {
+        store::AgentState::Available => scheduler::AgentState::Available,
+        store::AgentState::Unavailable => scheduler::AgentState::Unavailable,
+        store::AgentState::Offline => scheduler::AgentState::Offline,
+    }
+}
+
+fn job_status(status: JobStatus) -> scheduler::JobStatus {
+    use scheduler::JobStatus as S;
+    match status {
+        JobStatus::Pending => S::Pending,
+        JobStatus::Prepared => S::Prepared,
+        JobStatus::Running => S::Running,
+        JobStatus::Canceling => S::Canceling,
+        JobStatus::Canceled => S::Canceled,
+        JobStatus::Failing => S::Failing,
+        JobStatus::Failed => S::Failed,
+        JobStatus::Finishing => S::Finishing,
+        JobStatus::Finished => S::Finished,
+    }
+}
+
+fn task_state(state: store::TaskState) -> scheduler::TaskState {
+    use scheduler::TaskState as S;
+    match state {
+        store::TaskState::Pending => S::Pending,
+        store::TaskState::Assigned => S::Assigned,
+        store::TaskState::Running => S::Running,
+        store::TaskState::Stopped => S::Stopped,
+        store::TaskState::Finished => S::Finished,
+        store::TaskState::Failed => S::Failed,
+        store::TaskState::Canceled => S::Canceled,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{AgentRecord, JobDependency, SnapshotJob, SnapshotTask};
+
+    fn agent(id: AgentId, state: store::AgentState) -> AgentRecord {
+        AgentRecord {
+            id,
+            name: format!("a{id}"),
+            cookie: String::new(),
+            grid: 0,
+            state,
+            hostnames: Vec::new(),
+            addresses: Vec::new(),
+            maximum_task_count: 2,
+            maximum_cpu_power: 2000,
+            core_megahertz: None,
+            current_cpu_power: 0,
+            reported_task_count: 0,
+            placed_task_count: 1,
+            custom: None,
+            extensions: None,
+            last_seen: None,
+        }
+    }
+
+    #[test]
+    fn agents_without_a_live_channel_are_offline_to_the_scheduler() {
+        let stored = SchedulingSnapshot {
+            agents: vec![
+                agent(1, store::AgentState::Available),
+                agent(2, store::AgentState::Available),
+                agent(3, store::AgentState::Unavailable),
+            ],
+            art_results: Vec::new(),
+            jobs: Vec::new(),
+        };
+        let connected: HashSet<AgentId> = [1, 3].into_iter().collect();
+        let snapshot = to_scheduler(&stored, &connected);
+        let states: Vec<_> = snapshot.agents.iter().map(|a| (a.id, a.state)).collect();
+        assert_eq!(
+            states,
+            [
+                (1, scheduler::AgentState::Available),
+                (2, scheduler::AgentState::Offline),
+                (3, scheduler::AgentState::Unavailable)
+            ]
+        );
+        assert_eq!(snapshot.agents[0].current_task_count, 1);
+    }
+
+    #[test]
+    fn a_dependency_that_is_no_number_names_no_job() {
+        let stored = SchedulingSnapshot {
+            agents: Vec::new(),
+            art_results: Vec::new(),
+            jobs: vec![SnapshotJob {
+                id: 7,
+                grid: 0,
+                status: JobStatus::Pending,
+                suspended: false,
+                depends_on_jobs: vec![
+                    JobDependency {
+                        job: "3".into(),
+                        status: Some(JobStatus::Running),
+                    },
+                    JobDependency {
+                        job: "x".into(),
+                        status: None,
+                    },
+                ],
+                tasks_must_start_simultaneously: false,
+                minimum_task_count: None,
+                art_conditions: Default::default(),
+                tasks: vec![SnapshotTask {
+                    id: "0".into(),
+                    state: store::TaskState::Assigned,
+                    depends_on_tasks: Vec::new(),
+                    scheduler_hint: None,
+                    agent: Some(1),
+                }],
+            }],
+        };
+        let snapshot = to_scheduler(&stored, &HashSet::new());
+        let job = &snapshot.jobs[0];
+        assert_eq!(
+            job.depends_on_jobs,
+            [
+                scheduler::JobDependency {
+                    job: 3,
+                    status: Some(scheduler::JobStatus::Running)
+                },
+                scheduler::JobDependency {
+                    job: u64::MAX,
+                    status: None
+                }
+            ]
+        );
+        assert_eq!(job.tasks[0].state, scheduler::TaskState::Assigned);
+        // The missing dependency fails the job.
+        let plan = scheduler::schedule(&snapshot);
+        assert!(matches!(
+            plan.decisions.as_slice(),
+            [JobDecision::Fail { job: 7, .. }]
+        ));
+    }
+}

@@ -1,0 +1,128 @@
+//! The state every part of a running controller shares: the job store, the settings, the
+//! event hub, the live connection of each registered agent, and the trigger that wakes the
+//! scheduling loop.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use tokio::sync::Notify;
+
+use crate::agent_service::AgentLink;
+use crate::config::Config;
+use crate::notify::{GridEvent, Hub};
+use crate::store::{AgentId, Store};
+
+/// Shared by the accept loop, every connection and the scheduling loop.
+pub struct Shared {
+    pub store: Store,
+    pub config: Config,
+    pub hub: Hub,
+    /// Registered agents with a live channel, by identifier.
+    agents: Mutex<HashMap<AgentId, Arc<AgentLink>>>,
+    /// Agents that held tasks when the controller last stopped, with the moment their
+    /// tasks are given up for lost unless they come back.
+    recovering: Mutex<HashMap<AgentId, Instant>>,
+    schedule: Notify,
+}
+
+impl fmt::Debug for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Shared")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+// A poisoned lock only means another task panicked while holding it; the maps stay usable.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Shared {
+    pub fn new(store: Store, config: Config) -> Shared {
+        Shared {
+            store,
+            config,
+            hub: Hub::new(),
+            agents: Mutex::new(HashMap::new()),
+            recovering: Mutex::new(HashMap::new()),
+            schedule: Notify::new(),
+        }
+    }
+
+    /// Writes one line about what happened to standard error (unless logging is off).
+    pub fn log(&self, message: impl fmt::Display) {
+        if self.config.log {
+            eprintln!("xgridcontrollerd: {message}");
+        }
+    }
+
+    pub fn publish(&self, event: GridEvent) {
+        self.hub.publish(event);
+    }
+
+    /// Asks for a scheduling round soon; several requests before it runs make one round.
+    pub fn reschedule(&self) {
+        self.schedule.notify_one();
+    }
+
+    pub(crate) async fn schedule_requested(&self) {
+        self.schedule.notified().await;
+    }
+
+    /// The live link of a registered agent.
+    pub fn agent_link(&self, agent: AgentId) -> Option<Arc<AgentLink>> {
+        lock(&self.agents).get(&agent).cloned()
+    }
+
+    pub fn connected_agents(&self) -> Vec<AgentId> {
+        lock(&self.agents).keys().copied().collect()
+    }
+
+    /// Makes `link` the agent's live link; returns the link it replaces, if any.
+    pub fn attach_agent(&self, agent: AgentId, link: Arc<AgentLink>) -> Option<Arc<AgentLink>> {
+        lock(&self.agents).insert(agent, link)
+    }
+
+    /// Forgets the agent's link if it is still `link` (a newer connection may have taken
+    /// over); returns whether it was.
+    pub fn detach_agent(&self, agent: AgentId, link: &Arc<AgentLink>) -> bool {
+        let mut agents = lock(&self.agents);
+        match agents.get(&agent) {
+            Some(current) if Arc::ptr_eq(current, link) => {
+                agents.remove(&agent);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    pub fn expect_recovery(&self, agent: AgentId, deadline: Instant) {
+        lock(&self.recovering).insert(agent, deadline);
+    }
+
+    /// Whether the agent's tasks date from before the restart and still await its report;
+    /// answering clears the mark.
+    pub fn take_recovery(&self, agent: AgentId) -> bool {
+        lock(&self.recovering).remove(&agent).is_some()
+    }
+
+    /// Agents whose grace period ended at `now` without their coming back; they are cleared.
+    pub fn overdue_recoveries(&self, now: Instant) -> Vec<AgentId> {
+        let connected = lock(&self.agents);
+        let mut recovering = lock(&self.recovering);
+        let overdue: Vec<AgentId> = recovering
+            .iter()
+            .filter(|(agent, deadline)| **deadline <= now && !connected.contains_key(agent))
+            .map(|(agent, _)| *agent)
+            .collect();
+        for agent in &overdue {
+            recovering.remove(agent);
+        }
+        overdue
+    }
+}
