@@ -1,0 +1,173 @@
+//! Lifecycle benchmark (issue: the whole Xgrid job lifecycle). Prints figures; asserts
+//! nothing about time. Needs release binaries and GNU parallel:
+//!
+//! ```sh
+//! cargo build --release --bins && cargo bench -p xgrid-grid-tests --bench lifecycle
+//! ```
+//!
+//! 1. N trivial tasks (`/bin/true`) as one batch through the controller and one local agent
+//!    with 8 slots, beside GNU parallel running the same N commands with 8 jobs at a time:
+//!    tasks per second for both and their ratio (target ≥ 1,000 tasks/s);
+//! 2. submit → running latency, p50 and p99, over single-task jobs (target p50 ≤ 5 ms);
+//! 3. the controller's resident memory with 100,000 finished tasks stored (target ≤ 100 MB).
+//!
+//! `XGRID_BENCH_TASKS` (default 5000) and `XGRID_BENCH_STORED` (default 100000) scale it.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use xgrid_grid_tests::Grid;
+use xgrid_protocol::peer::{self, Address, Peer, PeerOptions, PeerRole};
+use xgrid_protocol::plist::{Dictionary, Value};
+
+fn env_number(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn trivial_job(name: &str, tasks: usize, command: &str, arguments: &[&str]) -> Dictionary {
+    let mut specifications = Dictionary::new();
+    for i in 0..tasks {
+        let mut task = Dictionary::new();
+        task.insert("command".into(), Value::from(command));
+        if !arguments.is_empty() {
+            task.insert(
+                "arguments".into(),
+                Value::Array(arguments.iter().map(|a| Value::from(*a)).collect()),
+            );
+        }
+        specifications.insert(i.to_string(), Value::Dictionary(task));
+    }
+    let mut job = Dictionary::new();
+    job.insert("name".into(), Value::from(name));
+    job.insert(
+        "taskSpecifications".into(),
+        Value::Dictionary(specifications),
+    );
+    let mut payload = Dictionary::new();
+    payload.insert("jobSpecification".into(), Value::Dictionary(job));
+    payload
+}
+
+async fn submit(client: &Peer, payload: Dictionary) -> String {
+    let reply = client
+        .request("jobSubmission", payload)
+        .await
+        .expect("jobSubmission");
+    reply
+        .payload
+        .get("jobIdentifier")
+        .and_then(Value::to_string_lenient)
+        .expect("a job identifier")
+}
+
+async fn status(client: &Peer, job: &str) -> String {
+    let mut payload = Dictionary::new();
+    payload.insert("jobIdentifier".into(), Value::from(job));
+    let reply = client
+        .request("jobAttributes", payload)
+        .await
+        .expect("jobAttributes");
+    reply
+        .payload
+        .get("jobAttributes")
+        .and_then(|a| a.as_dictionary())
+        .and_then(|a| a.get("jobStatus"))
+        .and_then(|s| s.as_str())
+        .unwrap_or_default()
+        .to_string()
+}
+
+async fn wait_until(client: &Peer, job: &str, wanted: &[&str], pause: Duration) {
+    loop {
+        let now = status(client, job).await;
+        if wanted.contains(&now.as_str()) {
+            return;
+        }
+        assert!(
+            !matches!(now.as_str(), "Failed" | "Canceled"),
+            "job {job} ended {now}"
+        );
+        tokio::time::sleep(pause).await;
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn resident_mb(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    kb / 1024.0
+}
+
+fn main() {
+    let tasks = env_number("XGRID_BENCH_TASKS", 5000);
+    let stored = env_number("XGRID_BENCH_STORED", 100_000);
+    let grid = Grid::start("bench", 1, 8);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let address = Address::parse(&grid.address).expect("address");
+        let (client, _incoming) =
+            peer::connect(&address, PeerOptions { role: PeerRole::Client, password: None }).await.expect("connect");
+
+        // 1. Throughput.
+        let start = Instant::now();
+        let job = submit(&client, trivial_job("throughput", tasks, "/bin/true", &[])).await;
+        wait_until(&client, &job, &["Finished"], Duration::from_millis(20)).await;
+        let grid_rate = tasks as f64 / start.elapsed().as_secs_f64();
+        let start = Instant::now();
+        let parallel = Command::new("sh")
+            .arg("-c")
+            .arg(format!("seq {tasks} | parallel -j 8 /bin/true"))
+            .status()
+            .expect("GNU parallel (Debian package `parallel`) is installed");
+        assert!(parallel.success(), "GNU parallel failed");
+        let parallel_rate = tasks as f64 / start.elapsed().as_secs_f64();
+        println!("throughput: {tasks} tasks of /bin/true, one agent with 8 slots");
+        println!("  grid:          {grid_rate:8.0} tasks/s (target ≥ 1000)");
+        println!("  GNU parallel:  {parallel_rate:8.0} tasks/s (-j 8)");
+        println!("  grid / parallel: {:.2}", grid_rate / parallel_rate);
+
+        // 2. Submit → running latency of single-task jobs.
+        let mut latencies = Vec::new();
+        for _ in 0..200 {
+            let start = Instant::now();
+            let job = submit(&client, trivial_job("latency", 1, "/bin/sleep", &["0.05"])).await;
+            wait_until(&client, &job, &["Running", "Finished"], Duration::ZERO).await;
+            latencies.push(start.elapsed());
+        }
+        latencies.sort();
+        println!(
+            "submit → running over {} single-task jobs: p50 {:.2} ms, p99 {:.2} ms (target p50 ≤ 5 ms)",
+            latencies.len(),
+            percentile(&latencies, 0.50).as_secs_f64() * 1e3,
+            percentile(&latencies, 0.99).as_secs_f64() * 1e3
+        );
+
+        // 3. Memory with many finished tasks stored.
+        let mut done = tasks;
+        while done < stored {
+            let batch = (stored - done).min(10_000);
+            let job = submit(&client, trivial_job("memory", batch, "/bin/true", &[])).await;
+            wait_until(&client, &job, &["Finished"], Duration::from_millis(200)).await;
+            done += batch;
+        }
+        println!(
+            "controller resident memory with {done} finished tasks stored: {:.1} MB (target ≤ 100 MB)",
+            resident_mb(grid.controller_pid())
+        );
+        let _ = client.close().await;
+    });
+}

@@ -1,0 +1,351 @@
+//! Whole-grid test harness: starts the real `xgridcontrollerd` and `xgridagentd` binaries as
+//! processes on loopback, each with its own data directory, runs the real `xgrid` command
+//! against them, and ends every process it started (by PID) when the grid is dropped.
+//!
+//! The binaries are taken from the cargo target directory that holds this test; the test
+//! script builds them first (`cargo build --workspace --bins`).
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use xgrid_protocol::peer::{self, Address, PeerOptions, PeerRole};
+use xgrid_protocol::plist::{Dictionary, Value};
+
+/// Where cargo put the workspace's binaries (`target/debug` beside `target/debug/deps`).
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target directory");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace --bins` first",
+        path.display()
+    );
+    path
+}
+
+/// A fresh, empty directory for one test.
+pub fn scratch_dir(label: &str) -> PathBuf {
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    let dir = std::env::temp_dir().join(format!("xgrid-grid-{}-{label}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create scratch directory");
+    dir
+}
+
+/// A running grid: one controller and some agents.
+#[derive(Debug)]
+pub struct Grid {
+    pub dir: PathBuf,
+    pub address: String,
+    client_password: Option<String>,
+    controller: Child,
+    agents: Vec<(String, Child)>,
+}
+
+impl Grid {
+    /// A controller and `agents` agents with `slots` slots each, every agent registered.
+    pub fn start(label: &str, agents: usize, slots: usize) -> Grid {
+        Grid::start_with_password(label, agents, slots, None)
+    }
+
+    /// Like [`Grid::start`], with a client password on the controller.
+    pub fn start_with_password(
+        label: &str,
+        agents: usize,
+        slots: usize,
+        client_password: Option<&str>,
+    ) -> Grid {
+        let dir = scratch_dir(label);
+        let client_password = client_password.map(str::to_string);
+        let (controller, address) = start_controller(
+            &dir.join("controller"),
+            "127.0.0.1:0",
+            client_password.as_deref(),
+        );
+        let mut grid = Grid {
+            dir,
+            address,
+            client_password,
+            controller,
+            agents: Vec::new(),
+        };
+        for i in 0..agents {
+            grid.add_agent(&format!("agent{i}"), slots);
+        }
+        grid.wait_for_agents(agents);
+        grid
+    }
+
+    /// Kill the controller with SIGKILL and start it again on the same address and data.
+    pub fn crash_and_restart_controller(&mut self) {
+        let _ = self.controller.kill();
+        let _ = self.controller.wait();
+        let (controller, address) = start_controller(
+            &self.dir.join("controller"),
+            &self.address,
+            self.client_password.as_deref(),
+        );
+        assert_eq!(
+            address, self.address,
+            "the controller came back on the same address"
+        );
+        self.controller = controller;
+    }
+
+    /// The controller's process id (for reading its memory use).
+    pub fn controller_pid(&self) -> u32 {
+        self.controller.id()
+    }
+
+    /// Kill agent `name` with SIGKILL.
+    pub fn kill_agent(&mut self, name: &str) {
+        let (_, child) = self
+            .agents
+            .iter_mut()
+            .find(|(n, _)| n == name)
+            .expect("no such agent");
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    /// Start one more agent process.
+    pub fn add_agent(&mut self, name: &str, slots: usize) {
+        let child = Command::new(binary("xgridagentd"))
+            .args([
+                "--controller",
+                &self.address,
+                "--name",
+                name,
+                "--slots",
+                &slots.to_string(),
+            ])
+            .arg("--data-dir")
+            .arg(self.dir.join(name))
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start xgridagentd");
+        self.agents.push((name.to_string(), child));
+    }
+
+    /// Wait (up to 30 s) until the controller lists `count` agents.
+    pub fn wait_for_agents(&self, count: usize) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let listed = self
+                .request("agentList", Dictionary::new())
+                .ok()
+                .and_then(|reply| {
+                    reply
+                        .get("agentList")
+                        .and_then(|v| v.as_array())
+                        .map(<[_]>::len)
+                });
+            if listed == Some(count) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "only {listed:?} of {count} agents registered within 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// One client request through the protocol crate; the reply's payload.
+    pub fn request(&self, name: &str, payload: Dictionary) -> Result<Dictionary, String> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            let address = Address::parse(&self.address).map_err(|e| e.to_string())?;
+            let options = PeerOptions {
+                role: PeerRole::Client,
+                password: self.client_password.clone(),
+            };
+            let (client, _incoming) = peer::connect(&address, options)
+                .await
+                .map_err(|e| e.to_string())?;
+            let reply = client
+                .request(name, payload)
+                .await
+                .map_err(|e| e.to_string())?;
+            let _ = client.close().await;
+            Ok(reply.payload)
+        })
+    }
+
+    /// The job's attributes dictionary (`jobAttributes` reply), or the error reply's code.
+    pub fn job_attributes(&self, job: &str) -> Result<Dictionary, String> {
+        let reply = self.request("jobAttributes", job_payload(job))?;
+        if let Some(code) = reply.get("error").and_then(|v| v.as_str()) {
+            return Err(code.to_string());
+        }
+        reply
+            .get("jobAttributes")
+            .and_then(|v| v.as_dictionary())
+            .cloned()
+            .ok_or_else(|| format!("jobAttributes reply without attributes: {reply:?}"))
+    }
+
+    /// The job's status string (`Running`, `Finished`, …).
+    pub fn job_status(&self, job: &str) -> String {
+        let attributes = self.job_attributes(job).expect("job exists");
+        attributes
+            .get("jobStatus")
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// Poll the job's attributes until `done` says so; panics after `seconds`.
+    pub fn wait_for_job(
+        &self,
+        job: &str,
+        seconds: u64,
+        done: impl Fn(&Dictionary) -> bool,
+    ) -> Dictionary {
+        let deadline = Instant::now() + Duration::from_secs(seconds);
+        loop {
+            let attributes = self.job_attributes(job).expect("job exists");
+            if done(&attributes) {
+                return attributes;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "job {job} did not get there within {seconds} s: {attributes:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Each task's standard output (`jobResults`).
+    pub fn task_stdout(&self, job: &str) -> BTreeMap<String, Vec<u8>> {
+        let reply = self
+            .request("jobResults", job_payload(job))
+            .expect("jobResults");
+        let results = reply
+            .get("taskResults")
+            .and_then(|v| v.as_dictionary())
+            .cloned()
+            .unwrap_or_default();
+        results
+            .into_iter()
+            .map(|(task, streams)| {
+                let data = streams
+                    .as_dictionary()
+                    .and_then(|d| d.get("readData"))
+                    .and_then(|v| v.as_data())
+                    .map(<[u8]>::to_vec)
+                    .unwrap_or_default();
+                (task, data)
+            })
+            .collect()
+    }
+
+    /// Run the real `xgrid` command against this grid.
+    pub fn xgrid(&self, args: &[&str]) -> Output {
+        let mut command = Command::new(binary("xgrid"));
+        command.arg("-h").arg(&self.address);
+        if let Some(password) = &self.client_password {
+            command.arg("-p").arg(password);
+        }
+        command
+            .args(args)
+            .current_dir(&self.dir)
+            .env_remove("XGRID_CONTROLLER_HOSTNAME")
+            .env_remove("XGRID_CONTROLLER_PASSWORD")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run xgrid")
+    }
+}
+
+/// `{jobIdentifier = job}`.
+pub fn job_payload(job: &str) -> Dictionary {
+    let mut payload = Dictionary::new();
+    payload.insert("jobIdentifier".into(), Value::from(job));
+    payload
+}
+
+/// The job identifier in `xgrid -job submit`/`-job batch` output (`jobIdentifier = 27;`).
+pub fn job_identifier(output: &Output) -> String {
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "xgrid failed: {}{}",
+        text,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    text.split("jobIdentifier = ")
+        .nth(1)
+        .map(|rest| rest.chars().take_while(char::is_ascii_digit).collect())
+        .filter(|id: &String| !id.is_empty())
+        .unwrap_or_else(|| panic!("no job identifier in {text:?}"))
+}
+
+/// Start `xgridcontrollerd` listening on `listen`; its address once it listens.
+pub fn start_controller(
+    data_dir: &Path,
+    listen: &str,
+    client_password: Option<&str>,
+) -> (Child, String) {
+    let mut command = Command::new(binary("xgridcontrollerd"));
+    command
+        .args(["--listen", listen])
+        .arg("--data-dir")
+        .arg(data_dir);
+    if let Some(password) = client_password {
+        command.args(["--client-password", password]);
+    }
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start xgridcontrollerd");
+    let stdout = child.stdout.take().expect("controller stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let address = loop {
+        match lines.next() {
+            Some(Ok(line)) => {
+                if let Some(address) = line.split("listening on ").nth(1) {
+                    break address.trim().to_string();
+                }
+            }
+            _ => {
+                let _ = child.kill();
+                panic!("xgridcontrollerd exited before saying where it listens");
+            }
+        }
+    };
+    // Keep draining its stdout so the controller never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (child, address)
+}
+
+impl Drop for Grid {
+    fn drop(&mut self) {
+        for child in self
+            .agents
+            .iter_mut()
+            .map(|(_, c)| c)
+            .chain(std::iter::once(&mut self.controller))
+        {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
