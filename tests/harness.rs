@@ -18,9 +18,16 @@ use xgrid_protocol::plist::{Dictionary, Value};
 /// Where cargo put the workspace's binaries (`target/debug` beside `target/debug/deps`).
 pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe.parent().and_then(Path::parent).expect("target directory");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target directory");
     let path = dir.join(name);
-    assert!(path.exists(), "{} is missing: run `cargo build --workspace --bins` first", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace --bins` first",
+        path.display()
+    );
     path
 }
 
@@ -51,12 +58,26 @@ impl Grid {
     }
 
     /// Like [`Grid::start`], with a client password on the controller.
-    pub fn start_with_password(label: &str, agents: usize, slots: usize, client_password: Option<&str>) -> Grid {
+    pub fn start_with_password(
+        label: &str,
+        agents: usize,
+        slots: usize,
+        client_password: Option<&str>,
+    ) -> Grid {
         let dir = scratch_dir(label);
         let client_password = client_password.map(str::to_string);
-        let (controller, address) =
-            start_controller(&dir.join("controller"), "127.0.0.1:0", client_password.as_deref());
-        let mut grid = Grid { dir, address, client_password, controller, agents: Vec::new() };
+        let (controller, address) = start_controller(
+            &dir.join("controller"),
+            "127.0.0.1:0",
+            client_password.as_deref(),
+        );
+        let mut grid = Grid {
+            dir,
+            address,
+            client_password,
+            controller,
+            agents: Vec::new(),
+        };
         for i in 0..agents {
             grid.add_agent(&format!("agent{i}"), slots);
         }
@@ -68,9 +89,15 @@ impl Grid {
     pub fn crash_and_restart_controller(&mut self) {
         let _ = self.controller.kill();
         let _ = self.controller.wait();
-        let (controller, address) =
-            start_controller(&self.dir.join("controller"), &self.address, self.client_password.as_deref());
-        assert_eq!(address, self.address, "the controller came back on the same address");
+        let (controller, address) = start_controller(
+            &self.dir.join("controller"),
+            &self.address,
+            self.client_password.as_deref(),
+        );
+        assert_eq!(
+            address, self.address,
+            "the controller came back on the same address"
+        );
         self.controller = controller;
     }
 
@@ -81,7 +108,11 @@ impl Grid {
 
     /// Kill agent `name` with SIGKILL.
     pub fn kill_agent(&mut self, name: &str) {
-        let (_, child) = self.agents.iter_mut().find(|(n, _)| n == name).expect("no such agent");
+        let (_, child) = self
+            .agents
+            .iter_mut()
+            .find(|(n, _)| n == name)
+            .expect("no such agent");
         let _ = child.kill();
         let _ = child.wait();
     }
@@ -89,7 +120,14 @@ impl Grid {
     /// Start one more agent process.
     pub fn add_agent(&mut self, name: &str, slots: usize) {
         let child = Command::new(binary("xgridagentd"))
-            .args(["--controller", &self.address, "--name", name, "--slots", &slots.to_string()])
+            .args([
+                "--controller",
+                &self.address,
+                "--name",
+                name,
+                "--slots",
+                &slots.to_string(),
+            ])
             .arg("--data-dir")
             .arg(self.dir.join(name))
             .stdout(Stdio::null())
@@ -103,25 +141,45 @@ impl Grid {
     pub fn wait_for_agents(&self, count: usize) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let listed = self.request("agentList", Dictionary::new()).ok().and_then(|reply| {
-                reply.get("agentList").and_then(|v| v.as_array()).map(<[_]>::len)
-            });
+            let listed = self
+                .request("agentList", Dictionary::new())
+                .ok()
+                .and_then(|reply| {
+                    reply
+                        .get("agentList")
+                        .and_then(|v| v.as_array())
+                        .map(<[_]>::len)
+                });
             if listed == Some(count) {
                 return;
             }
-            assert!(Instant::now() < deadline, "only {listed:?} of {count} agents registered within 30 s");
+            assert!(
+                Instant::now() < deadline,
+                "only {listed:?} of {count} agents registered within 30 s"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
 
     /// One client request through the protocol crate; the reply's payload.
     pub fn request(&self, name: &str, payload: Dictionary) -> Result<Dictionary, String> {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
         runtime.block_on(async {
             let address = Address::parse(&self.address).map_err(|e| e.to_string())?;
-            let options = PeerOptions { role: PeerRole::Client, password: self.client_password.clone() };
-            let (client, _incoming) = peer::connect(&address, options).await.map_err(|e| e.to_string())?;
-            let reply = client.request(name, payload).await.map_err(|e| e.to_string())?;
+            let options = PeerOptions {
+                role: PeerRole::Client,
+                password: self.client_password.clone(),
+            };
+            let (client, _incoming) = peer::connect(&address, options)
+                .await
+                .map_err(|e| e.to_string())?;
+            let reply = client
+                .request(name, payload)
+                .await
+                .map_err(|e| e.to_string())?;
             let _ = client.close().await;
             Ok(reply.payload)
         })
@@ -143,26 +201,44 @@ impl Grid {
     /// The job's status string (`Running`, `Finished`, …).
     pub fn job_status(&self, job: &str) -> String {
         let attributes = self.job_attributes(job).expect("job exists");
-        attributes.get("jobStatus").and_then(|v| v.as_str()).unwrap_or_default().to_string()
+        attributes
+            .get("jobStatus")
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_string()
     }
 
     /// Poll the job's attributes until `done` says so; panics after `seconds`.
-    pub fn wait_for_job(&self, job: &str, seconds: u64, done: impl Fn(&Dictionary) -> bool) -> Dictionary {
+    pub fn wait_for_job(
+        &self,
+        job: &str,
+        seconds: u64,
+        done: impl Fn(&Dictionary) -> bool,
+    ) -> Dictionary {
         let deadline = Instant::now() + Duration::from_secs(seconds);
         loop {
             let attributes = self.job_attributes(job).expect("job exists");
             if done(&attributes) {
                 return attributes;
             }
-            assert!(Instant::now() < deadline, "job {job} did not get there within {seconds} s: {attributes:?}");
+            assert!(
+                Instant::now() < deadline,
+                "job {job} did not get there within {seconds} s: {attributes:?}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
 
     /// Each task's standard output (`jobResults`).
     pub fn task_stdout(&self, job: &str) -> BTreeMap<String, Vec<u8>> {
-        let reply = self.request("jobResults", job_payload(job)).expect("jobResults");
-        let results = reply.get("taskResults").and_then(|v| v.as_dictionary()).cloned().unwrap_or_default();
+        let reply = self
+            .request("jobResults", job_payload(job))
+            .expect("jobResults");
+        let results = reply
+            .get("taskResults")
+            .and_then(|v| v.as_dictionary())
+            .cloned()
+            .unwrap_or_default();
         results
             .into_iter()
             .map(|(task, streams)| {
@@ -205,7 +281,12 @@ pub fn job_payload(job: &str) -> Dictionary {
 /// The job identifier in `xgrid -job submit`/`-job batch` output (`jobIdentifier = 27;`).
 pub fn job_identifier(output: &Output) -> String {
     let text = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "xgrid failed: {}{}", text, String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "xgrid failed: {}{}",
+        text,
+        String::from_utf8_lossy(&output.stderr)
+    );
     text.split("jobIdentifier = ")
         .nth(1)
         .map(|rest| rest.chars().take_while(char::is_ascii_digit).collect())
@@ -214,9 +295,16 @@ pub fn job_identifier(output: &Output) -> String {
 }
 
 /// Start `xgridcontrollerd` listening on `listen`; its address once it listens.
-pub fn start_controller(data_dir: &Path, listen: &str, client_password: Option<&str>) -> (Child, String) {
+pub fn start_controller(
+    data_dir: &Path,
+    listen: &str,
+    client_password: Option<&str>,
+) -> (Child, String) {
     let mut command = Command::new(binary("xgridcontrollerd"));
-    command.args(["--listen", listen]).arg("--data-dir").arg(data_dir);
+    command
+        .args(["--listen", listen])
+        .arg("--data-dir")
+        .arg(data_dir);
     if let Some(password) = client_password {
         command.args(["--client-password", password]);
     }
@@ -247,7 +335,12 @@ pub fn start_controller(data_dir: &Path, listen: &str, client_password: Option<&
 
 impl Drop for Grid {
     fn drop(&mut self) {
-        for child in self.agents.iter_mut().map(|(_, c)| c).chain(std::iter::once(&mut self.controller)) {
+        for child in self
+            .agents
+            .iter_mut()
+            .map(|(_, c)| c)
+            .chain(std::iter::once(&mut self.controller))
+        {
             let _ = child.kill();
             let _ = child.wait();
         }

@@ -21,7 +21,10 @@ use xgrid_protocol::peer::{self, Address, Peer, PeerOptions, PeerRole};
 use xgrid_protocol::plist::{Dictionary, Value};
 
 fn env_number(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn trivial_job(name: &str, tasks: usize, command: &str, arguments: &[&str]) -> Dictionary {
@@ -30,27 +33,43 @@ fn trivial_job(name: &str, tasks: usize, command: &str, arguments: &[&str]) -> D
         let mut task = Dictionary::new();
         task.insert("command".into(), Value::from(command));
         if !arguments.is_empty() {
-            task.insert("arguments".into(), Value::Array(arguments.iter().map(|a| Value::from(*a)).collect()));
+            task.insert(
+                "arguments".into(),
+                Value::Array(arguments.iter().map(|a| Value::from(*a)).collect()),
+            );
         }
         specifications.insert(i.to_string(), Value::Dictionary(task));
     }
     let mut job = Dictionary::new();
     job.insert("name".into(), Value::from(name));
-    job.insert("taskSpecifications".into(), Value::Dictionary(specifications));
+    job.insert(
+        "taskSpecifications".into(),
+        Value::Dictionary(specifications),
+    );
     let mut payload = Dictionary::new();
     payload.insert("jobSpecification".into(), Value::Dictionary(job));
     payload
 }
 
 async fn submit(client: &Peer, payload: Dictionary) -> String {
-    let reply = client.request("jobSubmission", payload).await.expect("jobSubmission");
-    reply.payload.get("jobIdentifier").and_then(Value::to_string_lenient).expect("a job identifier")
+    let reply = client
+        .request("jobSubmission", payload)
+        .await
+        .expect("jobSubmission");
+    reply
+        .payload
+        .get("jobIdentifier")
+        .and_then(Value::to_string_lenient)
+        .expect("a job identifier")
 }
 
 async fn status(client: &Peer, job: &str) -> String {
     let mut payload = Dictionary::new();
     payload.insert("jobIdentifier".into(), Value::from(job));
-    let reply = client.request("jobAttributes", payload).await.expect("jobAttributes");
+    let reply = client
+        .request("jobAttributes", payload)
+        .await
+        .expect("jobAttributes");
     reply
         .payload
         .get("jobAttributes")
@@ -67,7 +86,10 @@ async fn wait_until(client: &Peer, job: &str, wanted: &[&str], pause: Duration) 
         if wanted.contains(&now.as_str()) {
             return;
         }
-        assert!(!matches!(now.as_str(), "Failed" | "Canceled"), "job {job} ended {now}");
+        assert!(
+            !matches!(now.as_str(), "Failed" | "Canceled"),
+            "job {job} ended {now}"
+        );
         tokio::time::sleep(pause).await;
     }
 }
@@ -91,7 +113,10 @@ fn main() {
     let tasks = env_number("XGRID_BENCH_TASKS", 5000);
     let stored = env_number("XGRID_BENCH_STORED", 100_000);
     let grid = Grid::start("bench", 1, 8);
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     runtime.block_on(async {
         let address = Address::parse(&grid.address).expect("address");
         let (client, _incoming) =
