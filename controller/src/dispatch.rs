@@ -302,9 +302,14 @@ impl TaskOn<'_> {
                 Next::Done
             }
             TaskState::Failed => {
-                // Output written before the failure still belongs to the job.
+                // Output written before the failure still belongs to the job; its last line
+                // of standard error is the agent's reason, which the job's error repeats.
                 self.fetch_output().await;
-                let message = format!("agent {} reported that task {task} failed", self.agent);
+                let reason = self.shared.store.last_stderr_line(self.job, task).await;
+                let message = match reason.ok().flatten() {
+                    Some(reason) => format!("{reason} (on agent {})", self.agent),
+                    None => format!("agent {} reported that task {task} failed", self.agent),
+                };
                 self.fail(&message).await;
                 Next::Done
             }
@@ -354,6 +359,7 @@ impl TaskOn<'_> {
     }
 
     /// Asks the agent for the output since the last fetch and stores it.
+    /// Fetch and store the output the agent has gathered since the last fetch.
     async fn fetch_output(&self) {
         let (shared, job, task) = (self.shared, self.job, self.task);
         let request = ControllerToAgentRequest::TaskResults(TaskRefRequest {

@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use crate::art;
 use crate::dispatch;
 use crate::notify::GridEvent;
-use crate::scheduler::{self, JobDecision, Plan, Snapshot};
+use crate::scheduler::{self, FailureReason, JobDecision, Plan, Snapshot};
 use crate::shared::Shared;
 use crate::store::{self, AgentId, JobStatus, SchedulingSnapshot, StoreError};
 
@@ -83,7 +83,21 @@ async fn apply(shared: &Arc<Shared>, plan: Plan) {
                 shared.publish(GridEvent::JobChanged { job });
             }
             JobDecision::Fail { job, reason } => {
-                fail_job(shared, job, &reason.to_string()).await;
+                // The scheduler knows which task failed; the store knows why.
+                let why = match &reason {
+                    FailureReason::TaskFailed { task } => shared
+                        .store
+                        .task(job, task)
+                        .await
+                        .ok()
+                        .and_then(|t| t.error),
+                    _ => None,
+                };
+                let reason = match why {
+                    Some(why) => format!("{reason}: {why}"),
+                    None => reason.to_string(),
+                };
+                fail_job(shared, job, &reason).await;
             }
         }
     }

@@ -551,6 +551,29 @@ impl Store {
         Ok(())
     }
 
+    /// The last non-blank line the task wrote on standard error, if any: where an agent
+    /// says why a task failed. Reads only that task's newest stderr pieces.
+    pub async fn last_stderr_line(&self, job: JobId, task: &str) -> Result<Option<String>> {
+        let mut conn = self.readers.acquire().await?;
+        let pieces: Vec<Vec<u8>> = sqlx::query_scalar(
+            "SELECT c.data FROM task_output_chunks c JOIN tasks t ON t.id = c.task_id \
+             WHERE t.job_id = ? AND t.name = ? AND c.stream = ? ORDER BY c.id DESC LIMIT 4",
+        )
+        .bind(db_id(job))
+        .bind(task)
+        .bind(OutputStream::Stderr.code())
+        .fetch_all(&mut *conn)
+        .await?;
+        let tail: Vec<u8> = pieces.into_iter().rev().flatten().collect();
+        let text = String::from_utf8_lossy(&tail);
+        Ok(text
+            .lines()
+            .rev()
+            .map(str::trim)
+            .find(|l| !l.is_empty())
+            .map(str::to_string))
+    }
+
     /// `jobResults`: all streamed output of every task of the job, by task identifier.
     pub async fn job_results(&self, job: JobId) -> Result<BTreeMap<String, StreamResults>> {
         let mut tx = self.readers.begin().await?;
