@@ -319,7 +319,7 @@ fn wrong_password_is_refused_with_535_and_no_channel() {
         .map(|_| ())
     });
     assert!(
-        matches!(outcome, Err(PeerError::WrongPassword { .. })),
+        matches!(outcome, Err(PeerError::WrongPassword)),
         "{outcome:?}"
     );
     let out = grid.xgrid(&["-job", "list"]);

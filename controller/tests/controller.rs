@@ -495,7 +495,11 @@ async fn a_failed_task_fails_its_job_with_the_reason() {
             AgentReply::TaskResults(TaskResultsReply {
                 agent_name: "mac1".into(),
                 task_ref: "1".into(),
-                streams: TaskStreams::default(),
+                // Where agents say why a task failed.
+                streams: TaskStreams {
+                    read_data: Vec::new(),
+                    err_data: b"partial output\ncommand not found: /bin/nothing\n".to_vec(),
+                },
             }),
         )
         .await;
@@ -504,7 +508,10 @@ async fn a_failed_task_fails_its_job_with_the_reason() {
         .request("jobAttributes", dict! {"jobIdentifier" => job.as_str()})
         .await;
     let attributes = nested(&reply, "jobAttributes");
-    assert_eq!(text(attributes, "error"), "task 0 failed");
+    assert_eq!(
+        text(attributes, "error"),
+        "task 0 failed: command not found: /bin/nothing (on agent 1)"
+    );
     assert!(attributes.contains_key("dateStopped"));
     let log = client
         .request("jobLog", dict! {"jobIdentifier" => job.as_str()})
@@ -523,7 +530,7 @@ async fn a_failed_task_fails_its_job_with_the_reason() {
     );
     assert_eq!(
         messages.last().map(String::as_str),
-        Some("failed: task 0 failed"),
+        Some("failed: task 0 failed: command not found: /bin/nothing (on agent 1)"),
         "{messages:?}"
     );
     controller.shutdown().await;

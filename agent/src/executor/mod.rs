@@ -565,6 +565,8 @@ impl Cursor {
 }
 
 /// Where a task is in its life.
+// One per task, so the size of the running variant costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 enum Run {
     Pending,
