@@ -1,0 +1,20 @@
+//! The controller's web dashboard: server-rendered pages over a read-only `GridView` of the
+//! grid, live updates over server-sent events, a few job actions behind the client
+//! password, and Prometheus metrics. The controller implements `GridView` and mounts
+//! `router` on its `--web` address; this crate knows nothing of its database.
+
+mod auth;
+pub mod demo;
+mod html;
+mod json;
+mod metrics;
+mod pages;
+mod routes;
+pub mod view;
+
+pub use routes::router;
+pub use view::{
+    AgentView, GridEvent, GridSummary, GridView, JobDetail, JobSummary, LatencyHistogram,
+    MetricsView, MigrationView, OutputFileView, SimpleJob, TaskCounts, TaskView, UsageSample,
+    ViewError, ViewFuture,
+};
