@@ -208,6 +208,32 @@ pub fn same_origin(headers: &HeaderMap) -> bool {
     }
 }
 
+/// Whether the `Host` asked for is an address or `localhost` (or absent). Without a
+/// password this is required: a DNS-rebinding page reaches us under its own host name, and
+/// would otherwise be same-origin with the dashboard and free to read and post.
+pub fn host_is_literal(headers: &HeaderMap) -> bool {
+    let Some(host) = headers.get(header::HOST) else {
+        return true;
+    };
+    let Ok(host) = host.to_str() else {
+        return false;
+    };
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        match rest.split_once(']') {
+            Some((inside, _)) => inside,
+            None => return false,
+        }
+    } else if host.parse::<std::net::IpAddr>().is_ok() {
+        host
+    } else {
+        match host.rsplit_once(':') {
+            Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+            _ => host,
+        }
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok()
+}
+
 #[cfg(test)]
 mod tests {
     use axum::http::HeaderValue;
@@ -220,6 +246,29 @@ mod tests {
             h.append(*k, HeaderValue::from_static(v));
         }
         h
+    }
+
+    #[test]
+    fn only_addresses_and_localhost_are_literal_hosts() {
+        for host in [
+            "127.0.0.1:8080",
+            "localhost",
+            "LOCALHOST:1",
+            "[::1]:80",
+            "::1",
+            "10.0.0.5",
+        ] {
+            assert!(host_is_literal(&headers(&[("host", host)])), "{host}");
+        }
+        for host in [
+            "evil.example:8080",
+            "evil.example",
+            "127.0.0.1.evil.example",
+            "[::1",
+        ] {
+            assert!(!host_is_literal(&headers(&[("host", host)])), "{host}");
+        }
+        assert!(host_is_literal(&headers(&[])));
     }
 
     #[test]

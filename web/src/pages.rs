@@ -35,7 +35,7 @@ pub fn layout(title: &str, tab: Tab, chrome: &Chrome<'_>, body: &str) -> String 
         out,
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <meta name=\"csrf\" content=\"{}\">\
+         <meta name=\"csrf\" content=\"{}\"><link rel=\"icon\" href=\"data:,\">\
          <title>{} · Xgrid</title><link rel=\"stylesheet\" href=\"/static/app.css\">\
          <script src=\"/static/app.js\" defer></script></head><body>\
          <header class=\"top\"><a class=\"brand\" href=\"/\"><span class=\"logo\">▦</span> Xgrid</a><nav>",
@@ -347,7 +347,7 @@ pub fn jobs(jobs: &[JobSummary], csrf: &str) -> String {
     }
     out.push_str(
         "<section class=\"card\"><table id=\"jobs\"><thead><tr><th class=\"num\">Id</th>\
-         <th>Name</th><th>Status</th><th>Progress</th><th>Tasks</th><th>Submitted</th>\
+         <th>Name</th><th>Status</th><th>Progress</th><th>Tasks</th><th>Submitted (UTC)</th>\
          <th>Took</th><th></th></tr></thead><tbody>",
     );
     for j in jobs {
@@ -389,7 +389,7 @@ pub fn job(detail: &JobDetail, csrf: &str) -> String {
     );
     out.push_str(
         "<h2>Tasks</h2><section class=\"card\"><table><thead><tr><th>Task</th><th>State</th>\
-         <th>Agent</th><th>Started</th><th>Finished</th><th>Took</th><th class=\"num\">Exit</th>\
+         <th>Agent</th><th>Started (UTC)</th><th>Finished (UTC)</th><th>Took</th><th class=\"num\">Exit</th>\
          </tr></thead><tbody>",
     );
     for task in &detail.tasks {
@@ -490,7 +490,7 @@ pub fn percent_encode(segment: &str) -> String {
 pub fn migrations(list: &[MigrationView]) -> String {
     let mut out = String::from(
         "<h1>Migrations</h1><section class=\"card\"><table id=\"migrations\"><thead><tr>\
-         <th>When</th><th>Job</th><th>Task</th><th>From</th><th></th><th>To</th><th>Reason</th>\
+         <th>When (UTC)</th><th>Job</th><th>Task</th><th>From</th><th></th><th>To</th><th>Reason</th>\
          <th class=\"num\">Frozen</th></tr></thead><tbody>",
     );
     for m in list {

@@ -64,6 +64,14 @@ pub fn router(view: Arc<dyn GridView>) -> Router {
 /// browser to the login form otherwise.
 async fn gate(State(app): State<App>, mut request: Request, next: Next) -> Response {
     let password = app.view.client_password();
+    if password.is_none() && !auth::host_is_literal(request.headers()) {
+        return (
+            StatusCode::MISDIRECTED_REQUEST,
+            "refused: without a client password the dashboard answers only to an IP address \
+             or localhost (set a password to reach it by a host name)\n",
+        )
+            .into_response();
+    }
     match app.sessions.check(request.headers(), password.as_deref()) {
         Some(access) => {
             request.extensions_mut().insert(access);

@@ -478,6 +478,30 @@ async fn with_a_password_the_dashboard_asks_for_it() {
 }
 
 #[tokio::test]
+async fn without_a_password_host_names_are_refused() {
+    let (_, router) = setup(None);
+    let rebound = Request::get("/jobs")
+        .header(header::HOST, "attacker.example:8080")
+        .body(Body::empty())
+        .expect("request");
+    assert_eq!(
+        send(&router, rebound).await.status,
+        StatusCode::MISDIRECTED_REQUEST
+    );
+    let local = Request::get("/jobs")
+        .header(header::HOST, "127.0.0.1:8080")
+        .body(Body::empty())
+        .expect("request");
+    assert_eq!(send(&router, local).await.status, StatusCode::OK);
+    let (_, guarded) = setup(Some("pw"));
+    let named = Request::get("/login")
+        .header(header::HOST, "grid.example:8080")
+        .body(Body::empty())
+        .expect("request");
+    assert_eq!(send(&guarded, named).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
 async fn without_a_password_there_is_no_login() {
     let (_, router) = setup(None);
     let login = get(&router, "/login", None).await;
