@@ -307,7 +307,7 @@ impl DemoGrid {
                     a.recent_load.remove(0);
                 }
             }
-            let busy: f64 = state.agents.iter().map(|a| a.load).sum();
+            let busy = 6.0 + (f64::from(60 + step) / 6.0).sin() * 3.0;
             let sample = UsageSample {
                 at: Date::now(),
                 cores_busy: busy,

@@ -38,20 +38,28 @@ pub fn layout(title: &str, tab: Tab, chrome: &Chrome<'_>, body: &str) -> String 
          <meta name=\"csrf\" content=\"{}\"><link rel=\"icon\" href=\"data:,\">\
          <title>{} · Xgrid</title><link rel=\"stylesheet\" href=\"/static/app.css\">\
          <script src=\"/static/app.js\" defer></script></head><body>\
-         <header class=\"top\"><a class=\"brand\" href=\"/\"><span class=\"logo\">▦</span> Xgrid</a><nav>",
+         <header class=\"top\"><a class=\"brand\" href=\"/\"><span class=\"logo\">▦</span> Xgrid</a>",
         Esc(chrome.csrf),
         Esc(title)
     );
+    // Pages without a form token (login, errors) stand outside the dashboard: no nav.
+    let inside = !chrome.csrf.is_empty();
+    out.push_str("<nav>");
     for (t, href, label) in [
         (Tab::Overview, "/", "Overview"),
         (Tab::Agents, "/agents", "Agents"),
         (Tab::Jobs, "/jobs", "Jobs"),
         (Tab::Migrations, "/migrations", "Migrations"),
     ] {
-        let class = if t == tab { " class=\"active\"" } else { "" };
-        let _ = write!(out, "<a href=\"{href}\"{class}>{label}</a>");
+        if inside {
+            let class = if t == tab { " class=\"active\"" } else { "" };
+            let _ = write!(out, "<a href=\"{href}\"{class}>{label}</a>");
+        }
     }
-    out.push_str("</nav><span class=\"live\" id=\"live\" title=\"live updates\">offline</span>");
+    out.push_str("</nav>");
+    if inside {
+        out.push_str("<span class=\"live\" id=\"live\" title=\"live updates\">offline</span>");
+    }
     if chrome.logged_in {
         let _ = write!(
             out,
@@ -209,7 +217,7 @@ pub fn overview(
     let of = usage.last().map(|u| u.cores_total).unwrap_or(0);
     let span = match (usage.first(), usage.last()) {
         (Some(first), Some(last)) => html::elapsed(Some(first.at), Some(last.at))
-            .map(|d| format!(" over the last {}", duration(d))),
+            .map(|d| format!(" · last {}", duration(d))),
         _ => None,
     };
     let _ = write!(
@@ -526,7 +534,7 @@ pub fn login(wrong: bool) -> String {
     }
     out.push_str(
         "<form method=\"post\" action=\"/login\"><label>Password \
-         <input type=\"password\" name=\"password\" autofocus required></label>\
+         <input type=\"password\" name=\"password\" autocomplete=\"current-password\" autofocus required></label>\
          <button type=\"submit\">Log in</button></form></section>",
     );
     out

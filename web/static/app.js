@@ -218,7 +218,8 @@
   }
 
   function listen() {
-    if (!window.EventSource) return;
+    // Pages without a form token (login, errors) are outside the dashboard proper.
+    if (!window.EventSource || !csrf) return;
     const live = document.getElementById("live");
     const source = new EventSource("/events");
     const on = (name, handler) =>
