@@ -216,8 +216,9 @@ pub fn overview(
     let now = usage.last().map(|u| u.cores_busy).unwrap_or(0.0);
     let of = usage.last().map(|u| u.cores_total).unwrap_or(0);
     let span = match (usage.first(), usage.last()) {
-        (Some(first), Some(last)) => html::elapsed(Some(first.at), Some(last.at))
-            .map(|d| format!(" · last {}", duration(d))),
+        (Some(first), Some(last)) => {
+            html::elapsed(Some(first.at), Some(last.at)).map(|d| format!(" · last {}", duration(d)))
+        }
         _ => None,
     };
     let _ = write!(
@@ -339,7 +340,7 @@ fn job_row(out: &mut String, j: &JobSummary, csrf: &str) {
     out.push_str("</td></tr>");
 }
 
-pub fn jobs(jobs: &[JobSummary], csrf: &str) -> String {
+pub fn jobs(jobs: &[JobSummary], grids: &[GridSummary], csrf: &str) -> String {
     let mut out = String::from("<h1>Jobs</h1>");
     if !csrf.is_empty() {
         let _ = write!(
@@ -348,10 +349,24 @@ pub fn jobs(jobs: &[JobSummary], csrf: &str) -> String {
              <form method=\"post\" action=\"/jobs\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">\
              <label>Name <input name=\"name\" placeholder=\"my job\"></label>\
              <label>Command <input name=\"command\" required placeholder=\"/usr/bin/cal\"></label>\
-             <label>Arguments, one per line <textarea name=\"arguments\" rows=\"3\"></textarea></label>\
-             <button type=\"submit\">Submit</button></form></details>",
+             <label>Arguments, one per line <textarea name=\"arguments\" rows=\"3\"></textarea></label>",
             Esc(csrf)
         );
+        // A choice only when there is one to make; otherwise the default grid.
+        if grids.len() > 1 {
+            out.push_str("<label>Grid <select name=\"grid\">");
+            for g in grids {
+                let selected = if g.is_default { " selected" } else { "" };
+                let _ = write!(
+                    out,
+                    "<option value=\"{}\"{selected}>{}</option>",
+                    g.id,
+                    Esc(&g.name)
+                );
+            }
+            out.push_str("</select></label>");
+        }
+        out.push_str("<button type=\"submit\">Submit</button></form></details>");
     }
     out.push_str(
         "<section class=\"card\"><table id=\"jobs\"><thead><tr><th class=\"num\">Id</th>\
@@ -593,9 +608,9 @@ mod tests {
 
     #[test]
     fn readers_without_a_form_token_see_no_forms() {
-        let page = jobs(&[summary(JobStatus::Running, false)], "");
+        let page = jobs(&[summary(JobStatus::Running, false)], &[], "");
         assert!(!page.contains("<form"));
-        let page = jobs(&[summary(JobStatus::Running, false)], "tok");
+        let page = jobs(&[summary(JobStatus::Running, false)], &[], "tok");
         assert!(page.contains("action=\"/jobs/3/suspend\""));
         assert!(page.contains("name=\"csrf\" value=\"tok\""));
     }

@@ -3,6 +3,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{Extension, Path, Request, State};
@@ -22,10 +23,15 @@ use crate::{json, metrics};
 const CSS: &str = include_str!("../static/app.css");
 const JS: &str = include_str!("../static/app.js");
 
+/// After a wrong password the next attempt waits this long: logins are taken one at a
+/// time, so guessing runs at about one password a second whatever the number of connections.
+const WRONG_PASSWORD_DELAY: Duration = Duration::from_secs(1);
+
 #[derive(Clone)]
 struct App {
     view: Arc<dyn GridView>,
     sessions: Arc<Sessions>,
+    login_turn: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// The dashboard, ready to be served or nested by the controller.
@@ -33,6 +39,7 @@ pub fn router(view: Arc<dyn GridView>) -> Router {
     let app = App {
         view,
         sessions: Arc::new(Sessions::new()),
+        login_turn: Arc::new(tokio::sync::Mutex::new(())),
     };
     Router::new()
         .route("/", get(overview))
@@ -212,14 +219,14 @@ async fn agents(State(app): State<App>, Extension(access): Extension<Access>) ->
 }
 
 async fn jobs(State(app): State<App>, Extension(access): Extension<Access>, uri: Uri) -> Response {
-    match app.view.jobs().await {
-        Ok(list) => {
+    match (app.view.jobs().await, app.view.grids().await) {
+        (Ok(list), Ok(grids)) => {
             let mut body = String::new();
             pages::notice(&mut body, error_notice(&uri).as_deref());
-            body.push_str(&pages::jobs(&list, &access.csrf));
+            body.push_str(&pages::jobs(&list, &grids, &access.csrf));
             page(StatusCode::OK, "Jobs", Tab::Jobs, &access, &body)
         }
-        Err(e) => failure(&access, &e),
+        (Err(e), _) | (_, Err(e)) => failure(&access, &e),
     }
 }
 
@@ -325,7 +332,7 @@ fn simple_job(body: &[u8]) -> Result<SimpleJob, String> {
         name,
         command,
         arguments,
-        grid: None,
+        grid: field(body, "grid").and_then(|g| g.trim().parse().ok()),
     })
 }
 
@@ -447,7 +454,9 @@ async fn login(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Respo
         return forbidden();
     }
     let given = field(&body, "password").unwrap_or_default();
+    let _turn = app.login_turn.lock().await;
     if !auth::same_secret(given.as_bytes(), password.as_bytes()) {
+        tokio::time::sleep(WRONG_PASSWORD_DELAY).await;
         return login_page(StatusCode::UNAUTHORIZED, true);
     }
     match app.sessions.open() {

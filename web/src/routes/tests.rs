@@ -130,6 +130,9 @@ async fn jobs_page_lists_jobs_and_the_submit_form() {
     assert!(page.body.contains("Running (suspended)"));
     assert!(page.body.contains("action=\"/jobs\""));
     assert!(page.body.contains("action=\"/jobs/13/resume\""));
+    assert!(page
+        .body
+        .contains("<option value=\"1\">Render farm</option>"));
     assert!(!csrf_of(&page.body).is_empty());
 }
 
@@ -379,6 +382,9 @@ fn submitted_arguments_are_one_per_line() {
         super::simple_job(b"command=echo&arguments=a+b%0D%0A%0D%0Ac&name=Greet").expect("job");
     assert_eq!(job.arguments, vec!["a b", "c"]);
     assert_eq!(job.name, "Greet");
+    assert_eq!(job.grid, None);
+    let on_grid = super::simple_job(b"command=echo&grid=1").expect("job");
+    assert_eq!(on_grid.grid, Some(1));
     assert!(super::simple_job(b"arguments=x").is_err());
 }
 
@@ -413,8 +419,13 @@ async fn with_a_password_the_dashboard_asks_for_it() {
         .expect("request");
     assert_eq!(send(&router, scrape).await.status, StatusCode::OK);
 
+    let started = std::time::Instant::now();
     let wrong = post(&router, "/login", "password=guess", None).await;
     assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    assert!(
+        started.elapsed() >= super::WRONG_PASSWORD_DELAY,
+        "a wrong guess is slowed down"
+    );
     assert!(wrong.body.contains("Wrong password"));
     assert!(!wrong.headers.contains_key(header::SET_COOKIE));
 
