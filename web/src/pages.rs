@@ -411,7 +411,7 @@ pub fn job(detail: &JobDetail, csrf: &str) -> String {
         t.total, t.pending, t.running, t.finished, t.failed
     );
     out.push_str(
-        "<h2>Tasks</h2><section class=\"card\"><table><thead><tr><th>Task</th><th>State</th>\
+        "<div id=\"job-parts\"><h2>Tasks</h2><section class=\"card\"><table><thead><tr><th>Task</th><th>State</th>\
          <th>Agent</th><th>Started (UTC)</th><th>Finished (UTC)</th><th>Took</th><th class=\"num\">Exit</th>\
          </tr></thead><tbody>",
     );
@@ -494,6 +494,7 @@ pub fn job(detail: &JobDetail, csrf: &str) -> String {
         }
         out.push_str("</ul></section>");
     }
+    out.push_str("</div>");
     out
 }
 

@@ -151,6 +151,27 @@
     }
     buildActions(row.querySelector('[data-field="actions"]'), job, table ? "list" : "job");
     if (row.tagName === "TR") flash(row);
+    else refreshJobParts();
+  }
+
+  // On a job's page the tasks, output and files change with the job: fetch the page again
+  // (at most once a second) and swap in its server-rendered, server-escaped parts.
+  let refreshTimer = null;
+  function refreshJobParts() {
+    if (refreshTimer) return;
+    refreshTimer = setTimeout(async () => {
+      refreshTimer = null;
+      try {
+        const response = await fetch(window.location.pathname, { credentials: "same-origin" });
+        if (!response.ok) return;
+        const fresh = new DOMParser().parseFromString(await response.text(), "text/html");
+        const parts = fresh.getElementById("job-parts");
+        const current = document.getElementById("job-parts");
+        if (parts && current) current.replaceWith(document.importNode(parts, true));
+      } catch (err) {
+        console.error("job refresh", err);
+      }
+    }, 1000);
   }
 
   function onJobRemoved(data) {

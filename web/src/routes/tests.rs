@@ -142,6 +142,7 @@ async fn job_page_shows_tasks_output_and_files() {
     let page = get(&router, "/jobs/12", None).await;
     assert_eq!(page.status, StatusCode::OK);
     assert!(page.body.contains("frame 1 done in 41.2 s"));
+    assert!(page.body.contains("<div id=\"job-parts\">"));
     assert!(page.body.contains("mac-mini-studio"));
     assert!(page
         .body
