@@ -390,7 +390,7 @@ pub fn job(detail: &JobDetail, csrf: &str) -> String {
     let _ = write!(
         out,
         "<p class=\"crumbs\"><a href=\"/jobs\">Jobs</a> ›</p><h1>{} <small>#{}</small></h1>\
-         <section class=\"card job\" id=\"job-{}\"><div class=\"job-head\">",
+         <div id=\"job-parts\"><section class=\"card job\" id=\"job-{}\"><div class=\"job-head\">",
         Esc(&j.name),
         j.id,
         j.id
@@ -398,7 +398,7 @@ pub fn job(detail: &JobDetail, csrf: &str) -> String {
     job_badge(&mut out, j);
     progress(&mut out, j.percent_done);
     job_actions(&mut out, j, csrf, "job");
-    out.push_str("</div><dl class=\"facts\"><dt>Submitted</dt><dd>");
+    out.push_str("</div><dl class=\"facts\"><dt>Submitted (UTC)</dt><dd>");
     date(&mut out, j.submitted);
     out.push_str("</dd><dt>Started</dt><dd>");
     date(&mut out, j.started);
@@ -411,7 +411,7 @@ pub fn job(detail: &JobDetail, csrf: &str) -> String {
         t.total, t.pending, t.running, t.finished, t.failed
     );
     out.push_str(
-        "<div id=\"job-parts\"><h2>Tasks</h2><section class=\"card\"><table><thead><tr><th>Task</th><th>State</th>\
+        "<h2>Tasks</h2><section class=\"card\"><table><thead><tr><th>Task</th><th>State</th>\
          <th>Agent</th><th>Started (UTC)</th><th>Finished (UTC)</th><th>Took</th><th class=\"num\">Exit</th>\
          </tr></thead><tbody>",
     );
