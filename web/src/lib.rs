@@ -12,7 +12,7 @@ mod pages;
 mod routes;
 pub mod view;
 
-pub use routes::router;
+pub use routes::{router, serve};
 pub use view::{
     AgentView, GridEvent, GridSummary, GridView, JobDetail, JobSummary, LatencyHistogram,
     MetricsView, MigrationView, OutputFileView, SimpleJob, TaskCounts, TaskView, UsageSample,

@@ -2,6 +2,7 @@
 //! `GridView` answers into HTTP responses.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,6 +15,7 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::watch;
 
 use crate::auth::{self, Access, Sessions};
 use crate::pages::{self, Chrome, Tab};
@@ -32,14 +34,40 @@ struct App {
     view: Arc<dyn GridView>,
     sessions: Arc<Sessions>,
     login_turn: Arc<tokio::sync::Mutex<()>>,
+    /// Turns true when the server shuts down, ending the event streams (which would
+    /// otherwise keep a graceful shutdown waiting for ever). A router that is never told to
+    /// stop has its sender dropped: the streams then run on.
+    stopping: watch::Receiver<bool>,
 }
 
 /// The dashboard, ready to be served or nested by the controller.
 pub fn router(view: Arc<dyn GridView>) -> Router {
+    let (_, stopping) = watch::channel(false);
+    build(view, stopping)
+}
+
+/// Serve the dashboard on `listener` until `shutdown` completes; open event streams are
+/// ended then, so the server finishes promptly.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    view: Arc<dyn GridView>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let (stop, stopping) = watch::channel(false);
+    axum::serve(listener, build(view, stopping))
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            stop.send_replace(true);
+        })
+        .await
+}
+
+fn build(view: Arc<dyn GridView>, stopping: watch::Receiver<bool>) -> Router {
     let app = App {
         view,
         sessions: Arc::new(Sessions::new()),
         login_turn: Arc::new(tokio::sync::Mutex::new(())),
+        stopping,
     };
     Router::new()
         .route("/", get(overview))
@@ -401,9 +429,14 @@ async fn output_file(
 }
 
 async fn events(State(app): State<App>) -> Response {
-    let receiver = app.view.events();
-    let stream = futures_util::stream::unfold(receiver, |mut receiver| async move {
-        let sse = match receiver.recv().await {
+    let state = (app.view.events(), app.stopping.clone());
+    let stream = futures_util::stream::unfold(state, |(mut receiver, mut stopping)| async move {
+        let next = tokio::select! {
+            next = receiver.recv() => next,
+            // An error means no one can ever stop this router: the branch is then disabled.
+            Ok(_) = stopping.wait_for(|stop| *stop) => return None,
+        };
+        let sse = match next {
             Ok(event) => {
                 let (name, data) = json::event(&event);
                 Event::default().event(name).data(data)
@@ -412,7 +445,7 @@ async fn events(State(app): State<App>) -> Response {
             Err(RecvError::Lagged(_)) => Event::default().event("lagged").data("{}"),
             Err(RecvError::Closed) => return None,
         };
-        Some((Ok::<_, Infallible>(sse), receiver))
+        Some((Ok::<_, Infallible>(sse), (receiver, stopping)))
     });
     Sse::new(stream)
         .keep_alive(KeepAlive::default())

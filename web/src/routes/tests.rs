@@ -521,3 +521,40 @@ async fn without_a_password_there_is_no_login() {
     assert_eq!(login.location(), "/");
     assert!(!get(&router, "/", None).await.body.contains("Log out"));
 }
+
+#[tokio::test]
+async fn serve_stops_promptly_even_with_a_dashboard_open() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let grid = Arc::new(DemoGrid::new(DemoState::default(), None));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("address");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(super::serve(listener, grid.clone(), async {
+        let _ = stopped.await;
+    }));
+
+    let mut browser = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("connect");
+    browser
+        .write_all(b"GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .await
+        .expect("request");
+    let mut head = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), browser.read(&mut head))
+        .await
+        .expect("headers in time")
+        .expect("read");
+    let head = String::from_utf8_lossy(head.get(..n).unwrap_or_default()).into_owned();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.contains("text/event-stream"), "{head}");
+
+    let _ = stop.send(());
+    let finished = tokio::time::timeout(Duration::from_secs(5), server)
+        .await
+        .expect("the server stops within five seconds");
+    assert!(matches!(finished, Ok(Ok(()))));
+}
