@@ -24,9 +24,10 @@ async fn main() -> std::io::Result<()> {
             ticker.tick(step);
         }
     });
-    let server = axum::serve(listener, xgrid_web::router(grid));
-    match tokio::time::timeout(Duration::from_secs(seconds), server).await {
-        Ok(result) => result,
-        Err(_) => Ok(()),
-    }
+    xgrid_web::serve(
+        listener,
+        grid,
+        tokio::time::sleep(Duration::from_secs(seconds)),
+    )
+    .await
 }
