@@ -498,8 +498,12 @@ pub fn job(detail: &JobDetail, csrf: &str) -> String {
     out
 }
 
-/// Percent-encoding of one path segment: everything but unreserved characters.
+/// Percent-encoding of one path segment: everything but unreserved characters, and the
+/// dots of `.` and `..` too, which a browser would otherwise resolve away.
 pub fn percent_encode(segment: &str) -> String {
+    if segment == "." || segment == ".." {
+        return segment.replace('.', "%2E");
+    }
     let mut out = String::new();
     for b in segment.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
@@ -605,6 +609,8 @@ mod tests {
     #[test]
     fn path_segments_are_percent_encoded() {
         assert_eq!(percent_encode("a b/<c>.txt"), "a%20b%2F%3Cc%3E.txt");
+        assert_eq!(percent_encode(".."), "%2E%2E");
+        assert_eq!(percent_encode("..a"), "..a");
     }
 
     #[test]
