@@ -138,3 +138,55 @@ pub(crate) fn log_line(time: Date, text: String) -> Value {
     line.insert("message".into(), Value::from(text));
     Value::Dictionary(line)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn agent(addresses: &[&str], hostnames: &[&str], core: Option<u32>) -> AgentRecord {
+        AgentRecord {
+            id: 4,
+            name: "mac".into(),
+            cookie: String::new(),
+            grid: 0,
+            state: store::AgentState::Unavailable,
+            hostnames: hostnames.iter().map(|s| s.to_string()).collect(),
+            addresses: addresses.iter().map(|s| s.to_string()).collect(),
+            maximum_task_count: 4,
+            maximum_cpu_power: 8000,
+            core_megahertz: core,
+            current_cpu_power: 1500,
+            reported_task_count: 1,
+            placed_task_count: 3,
+            custom: None,
+            extensions: None,
+            last_seen: None,
+        }
+    }
+
+    #[test]
+    fn agent_attributes_name_an_address_and_the_placed_tasks() {
+        let attributes = agent_attributes(&agent(&["10.0.0.2"], &["mac.local"], None));
+        assert_eq!(attributes.address, "10.0.0.2");
+        assert_eq!(attributes.current_task_count, 3);
+        assert_eq!(attributes.maximum_cpu_power, 8000.0);
+        assert_eq!(attributes.agent_state, messages::AgentState::Unavailable);
+        let by_name = agent_attributes(&agent(&[], &["mac.local"], None));
+        assert_eq!(by_name.address, "mac.local");
+        assert_eq!(agent_attributes(&agent(&[], &[], None)).address, "");
+    }
+
+    #[test]
+    fn a_task_gets_a_core_or_a_share_of_the_agent() {
+        assert_eq!(task_megahertz(&agent(&[], &[], None)), 2000.0);
+        assert_eq!(task_megahertz(&agent(&[], &[], Some(2600))), 2600.0);
+    }
+
+    #[test]
+    fn a_log_line_is_a_dated_message() {
+        let line = log_line(Date(10.0), "finished".into());
+        let line = line.as_dictionary().expect("a dictionary");
+        assert_eq!(line.get("date"), Some(&Value::Date(Date(10.0))));
+        assert_eq!(line.get("message"), Some(&Value::from("finished")));
+    }
+}

@@ -898,3 +898,65 @@ async fn tasks_an_agent_runs_for_nobody_are_canceled() {
     assert_eq!(text(&cancel.payload, "control"), "cancel");
     controller.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latest_results_come_once_and_their_arrival_is_announced() {
+    let dir = TempDir::new("latest");
+    let controller = start(test_config(&dir)).await;
+    let addr = controller.local_addr();
+    let mut agent = Peer::open(addr, profile::AGENT, None).await;
+    agent.register("mac1", 1, 2000.0).await;
+    let mut client = Peer::client(addr).await;
+    let job = submit(&mut client, echo_job("chatty", 1)).await;
+    let first = client
+        .request(
+            "jobLatestResults",
+            dict! {"jobIdentifier" => job.as_str(), "shouldSubscribe" => "YES"},
+        )
+        .await;
+    assert_eq!(
+        nested(&first, "taskResults").len(),
+        0,
+        "nothing has run yet: {first:?}"
+    );
+    take_task(&mut agent, "1").await;
+    // Output while running: the controller fetches it at once.
+    report(&mut agent, "1", TaskState::Running, true).await;
+    let fetch = agent
+        .expect_named("taskResults", MessageType::Request)
+        .await;
+    agent
+        .reply(
+            &fetch,
+            AgentReply::TaskResults(TaskResultsReply {
+                agent_name: "mac1".into(),
+                task_ref: "1".into(),
+                streams: TaskStreams {
+                    read_data: b"partial\n".to_vec(),
+                    err_data: Vec::new(),
+                },
+            }),
+        )
+        .await;
+    let announced = client
+        .expect_named("jobLatestResultsAvailable", MessageType::Notification)
+        .await;
+    assert_eq!(announced.identifier, job);
+    let latest = client
+        .request("jobLatestResults", dict! {"jobIdentifier" => job.as_str()})
+        .await;
+    let task = nested(nested(&latest, "taskResults"), "0");
+    assert_eq!(
+        task.get("readData"),
+        Some(&Value::Data(b"partial\n".to_vec()))
+    );
+    let again = client
+        .request("jobLatestResults", dict! {"jobIdentifier" => job.as_str()})
+        .await;
+    assert_eq!(
+        nested(&again, "taskResults").len(),
+        0,
+        "already taken: {again:?}"
+    );
+    controller.shutdown().await;
+}
