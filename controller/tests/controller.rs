@@ -960,3 +960,38 @@ async fn latest_results_come_once_and_their_arrival_is_announced() {
     );
     controller.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_agent_is_taken_for_lost() {
+    let dir = TempDir::new("silent");
+    let mut config = test_config(&dir);
+    config.agent_timeout = Duration::from_millis(800);
+    let controller = start(config).await;
+    let addr = controller.local_addr();
+    let mut quiet = Peer::open(addr, profile::AGENT, None).await;
+    quiet.register("quiet", 1, 2000.0).await;
+    let mut client = Peer::client(addr).await;
+    let job = submit(&mut client, echo_job("abandoned", 1)).await;
+    take_task(&mut quiet, "1").await;
+    report(&mut quiet, "1", TaskState::Running, false).await;
+    wait_for_status(&mut client, &job, "Running").await;
+
+    // The agent says nothing more, its connection open: it is dropped and goes Offline.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let reply = client
+            .request("agentAttributes", dict! {"agentIdentifier" => "1"})
+            .await;
+        if text(nested(&reply, "agentAttributes"), "agentState") == "Offline" {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "still not offline");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut other = Peer::open(addr, profile::AGENT, None).await;
+    other.register("other", 1, 1000.0).await;
+    run_next_task(&mut other, "other", "1", b"rescued\n").await;
+    wait_for_status(&mut client, &job, "Finished").await;
+    drop(quiet);
+    controller.shutdown().await;
+}
