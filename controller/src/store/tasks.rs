@@ -245,16 +245,18 @@ impl Store {
 
     /// What the `taskSubmission` to an agent carries for this task.
     pub async fn task_launch(&self, job: JobId, task: &str) -> Result<TaskLaunch> {
-        let mut tx = self.readers.begin().await?;
+        // No transaction: a task's specification never changes once stored, and the
+        // BEGIN and COMMIT would cost two more hops to SQLite's thread for every task.
+        let mut conn = self.readers.acquire().await?;
         let row: Option<(i64, String, Option<String>)> = sqlx::query_as(
             "SELECT id, command, input_stream FROM tasks WHERE job_id = ? AND name = ?",
         )
         .bind(db_id(job))
         .bind(task)
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&mut *conn)
         .await?;
         let Some((id, command, input_stream)) = row else {
-            job_exists(&mut tx, job).await?;
+            job_exists(&mut conn, job).await?;
             return Err(StoreError::NoSuchTask {
                 job,
                 task: task.to_string(),
@@ -269,7 +271,7 @@ impl Store {
              ORDER BY 1, 2",
         )
         .bind(id)
-        .fetch_all(&mut *tx)
+        .fetch_all(&mut *conn)
         .await?;
         let mut arguments = Vec::new();
         let mut environment = Vec::new();
@@ -281,8 +283,7 @@ impl Store {
                 _ => file_map.push((first, second)),
             }
         }
-        let job_files = input_files_of(&mut tx, db_id(job)).await?;
-        tx.commit().await?;
+        let job_files = input_files_of(&mut conn, db_id(job)).await?;
         // Same rule as JobSpecification::task_input_files: every job file at its own path,
         // then the task's map entries, which win on a clash.
         let mut input_files = job_files.clone();
