@@ -58,7 +58,9 @@ pub async fn run_client_channel(
                 if events.is_none() && subscriptions.any() {
                     events = Some(shared.hub.subscribe());
                 }
-                let reply = reply.to_envelope(&envelope.identifier);
+                let mut reply = reply.to_envelope(&envelope.identifier);
+                // A reply always carries its request's name, whatever served it.
+                reply.name = envelope.name;
                 if conn.send_msg(channel, reply.to_beep_payload()).await.is_err() {
                     return;
                 }
@@ -231,7 +233,11 @@ async fn serve(shared: &Arc<Shared>, request: ClientRequest, subs: &mut Subscrip
             }
             Ok(ControllerReply::AgentAttributes(agent_attributes(&agent)))
         }
-        R::AgentAdd(r) | R::AgentAssign(r) => {
+        R::AgentAdd(r) => {
+            move_agent(shared, &r, false).await?;
+            Ok(ControllerReply::AgentAdd)
+        }
+        R::AgentAssign(r) => {
             move_agent(shared, &r, false).await?;
             Ok(ControllerReply::AgentAssign)
         }

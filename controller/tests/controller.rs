@@ -640,6 +640,14 @@ async fn grids_are_added_and_agents_moved_between_them() {
         .request("gridAgentList", dict! {"gridIdentifier" => "1"})
         .await;
     assert_eq!(agents.get("agentList"), Some(&strings(&["1"])));
+    // The reply echoes the request's name (the test peer checks it).
+    let again = client
+        .request(
+            "agentAdd",
+            dict! {"agentIdentifier" => "mac1", "gridIdentifier" => "1"},
+        )
+        .await;
+    assert_eq!(error_of(&again), None);
     let attributes = client
         .request("gridAttributes", dict! {"gridIdentifier" => "1"})
         .await;
