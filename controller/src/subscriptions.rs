@@ -147,6 +147,7 @@ pub(crate) async fn notifications(
                     agent_identifier: agent.to_string(),
                 });
             }
+            grid_power_changed(shared, subs, grid, &mut out).await;
         }
         GridEvent::AgentRemoved { grid, agent } => {
             if subs.grid_agent_list.contains(&grid) {
@@ -155,19 +156,45 @@ pub(crate) async fn notifications(
                     agent_identifier: agent.to_string(),
                 });
             }
+            grid_power_changed(shared, subs, grid, &mut out).await;
         }
         GridEvent::AgentChanged { agent } => {
-            if subs.agent_attributes.contains(&agent) {
+            let watched = subs.agent_attributes.contains(&agent);
+            if watched || !subs.grid_attributes.is_empty() {
                 if let Ok(record) = shared.store.agent(agent).await {
-                    out.push(N::AgentAttributes {
-                        agent_identifier: agent.to_string(),
-                        attributes: agent_attributes(&record),
-                    });
+                    if watched {
+                        out.push(N::AgentAttributes {
+                            agent_identifier: agent.to_string(),
+                            attributes: agent_attributes(&record),
+                        });
+                    }
+                    // Coming, going or changing state changes the grid's megahertz.
+                    grid_power_changed(shared, subs, record.grid, &mut out).await;
                 }
             }
         }
     }
     out
+}
+
+/// A `gridAttributes` notification for `grid`, if the channel watches it.
+async fn grid_power_changed(
+    shared: &Shared,
+    subs: &Subscriptions,
+    grid: GridId,
+    out: &mut Vec<ClientNotification>,
+) {
+    if !subs.grid_attributes.contains(&grid) {
+        return;
+    }
+    if let Ok(Some(record)) = grid_record(shared, grid).await {
+        if let Ok(attributes) = grid_attributes(shared, &record).await {
+            out.push(ClientNotification::GridAttributes {
+                grid_identifier: grid.to_string(),
+                attributes,
+            });
+        }
+    }
 }
 
 /// Whether a filter could let anything through: `FALSE` subscribers hear nothing, not even

@@ -453,8 +453,28 @@ async fn subscribers_hear_of_new_jobs_and_their_changes() {
         )
         .await;
     assert_eq!(agents.get("agentList"), Some(&Value::Array(Vec::new())));
+    watcher
+        .request(
+            "gridAttributes",
+            dict! {"gridIdentifier" => "0", "shouldSubscribe" => "YES"},
+        )
+        .await;
     let mut small = Peer::open(addr, profile::AGENT, None).await;
     small.register("small", 1, 1000.0).await;
+    let grid = watcher
+        .expect(|e| {
+            e.name == "gridAttributes"
+                && e.message_type == MessageType::Notification
+                && e.payload
+                    .get("gridAttributes")
+                    .and_then(Value::as_dictionary)
+                    .and_then(|a| a.get("gridMegahertz"))
+                    .and_then(Value::to_string_lenient)
+                    .as_deref()
+                    == Some("1000")
+        })
+        .await;
+    assert_eq!(grid.identifier, "0");
     let mut big = Peer::open(addr, profile::AGENT, None).await;
     big.register("big", 4, 4000.0).await;
     let added = watcher
