@@ -993,7 +993,7 @@ async fn latest_results_come_once_and_their_arrival_is_announced() {
 async fn a_silent_agent_is_taken_for_lost() {
     let dir = TempDir::new("silent");
     let mut config = test_config(&dir);
-    config.agent_timeout = Duration::from_millis(800);
+    config.agent_timeout = Duration::from_millis(1500);
     let controller = start(config).await;
     let addr = controller.local_addr();
     let mut quiet = Peer::open(addr, profile::AGENT, None).await;
