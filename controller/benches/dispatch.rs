@@ -28,7 +28,6 @@ fn count(var: &str, default: usize) -> usize {
 /// An agent whose tasks end the moment they start; each start is reported on `started`.
 async fn instant_agent(mut agent: Peer, started: mpsc::UnboundedSender<Instant>) {
     let mut next_ref = 0u64;
-    // The loop ends when the controller closes the session at the end of the run.
     while let Some(message) = agent.next_message().await {
         if message.message_type != MessageType::Request {
             continue;
@@ -129,7 +128,7 @@ async fn bench() {
     let mut agent = Peer::open(addr, profile::AGENT, None).await;
     agent.register("bench", 8, 8000.0).await;
     let (started_tx, mut started) = mpsc::unbounded_channel();
-    tokio::spawn(instant_agent(agent, started_tx));
+    let agent = tokio::spawn(instant_agent(agent, started_tx));
     let mut client = Peer::client(addr).await;
 
     // Throughput: one job of many trivial tasks, from submission to Finished.
@@ -163,5 +162,7 @@ async fn bench() {
         percentile(&latencies, 0.9).as_secs_f64() * 1000.0,
         percentile(&latencies, 1.0).as_secs_f64() * 1000.0
     );
+    // The agent stops first, so it never answers into a closed session.
+    agent.abort();
     controller.shutdown().await;
 }

@@ -6,9 +6,9 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 use xgrid_protocol::driver::ConnectionHandle;
 use xgrid_protocol::envelope::{Envelope, MessageType};
 use xgrid_protocol::messages::{
@@ -56,6 +56,10 @@ pub struct AgentLink {
     channel: u32,
     /// Where the agent connected from, for the log.
     peer: String,
+    /// Wakes the session's loop to drop the whole connection.
+    hang_up: Arc<Notify>,
+    /// When the agent last sent anything on the channel.
+    last_heard: Mutex<Instant>,
     next_request: AtomicU64,
     closed: AtomicBool,
     /// Our requests awaiting the agent's reply, by envelope identifier.
@@ -85,11 +89,19 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl AgentLink {
-    pub fn new(conn: ConnectionHandle, channel: u32, peer: String) -> Arc<AgentLink> {
+    /// `hang_up` ends the session the channel belongs to (see [`AgentLink::hang_up`]).
+    pub fn new(
+        conn: ConnectionHandle,
+        channel: u32,
+        peer: String,
+        hang_up: Arc<Notify>,
+    ) -> Arc<AgentLink> {
         Arc::new(AgentLink {
             conn,
             channel,
             peer,
+            hang_up,
+            last_heard: Mutex::new(Instant::now()),
             next_request: AtomicU64::new(1),
             closed: AtomicBool::new(false),
             pending: Mutex::new(HashMap::new()),
@@ -194,6 +206,23 @@ impl AgentLink {
             Some(tx) => tx.send(event).err().map(|e| e.0),
             None => Some(event),
         }
+    }
+
+    /// The agent sent something: it is alive.
+    pub fn heard(&self) {
+        *lock(&self.last_heard) = Instant::now();
+    }
+
+    /// How long the agent has been silent.
+    pub fn silence(&self) -> Duration {
+        lock(&self.last_heard).elapsed()
+    }
+
+    /// Drops the agent's connection, as when it is silent too long: a connection that died
+    /// without closing would otherwise hold its tasks forever. The session's end then
+    /// counts as the agent lost.
+    pub fn hang_up(&self) {
+        self.hang_up.notify_one();
     }
 
     /// The channel is gone: waiting requests fail and followed tasks stop being followed.

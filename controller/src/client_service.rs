@@ -1,8 +1,8 @@
 //! The client profile (`…/controller/client`, xgrid-wire.md §4.1): answers every client
 //! request from the store, and sends a subscribed channel the notifications it asked for
-//! (filtered by its predicates) until the channel closes.
+//! (see [`crate::subscriptions`]) until the channel closes.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use tokio::sync::{broadcast, mpsc};
@@ -10,17 +10,21 @@ use xgrid_protocol::driver::ConnectionHandle;
 use xgrid_protocol::envelope::{Envelope, MessageType};
 use xgrid_protocol::jobspec::JobSpecification;
 use xgrid_protocol::messages::{
-    self, AgentGridRequest, ClientNotification, ClientRequest, ControllerEntry,
-    ControllerListReply, ControllerReply, ErrorCode, GridAction, GridControlRequest, JobAction,
-    JobAddTask, JobControlRequest, Subscription, TaskOutputs, TaskStreams, MASTER_ROLE,
+    AgentGridRequest, ClientRequest, ControllerEntry, ControllerListReply, ControllerReply,
+    ErrorCode, GridAction, GridControlRequest, JobAction, JobAddTask, JobControlRequest,
+    Subscription, TaskOutputs, TaskStreams, MASTER_ROLE,
 };
-use xgrid_protocol::plist::{Date, Dictionary, Value};
+use xgrid_protocol::plist::{Dictionary, Value};
 
+use crate::attributes::{
+    agent_attributes, grid_attributes, grid_record, job_attributes, job_matches, log_line,
+};
 use crate::dispatch;
 use crate::notify::GridEvent;
 use crate::predicate::Predicate;
 use crate::shared::Shared;
 use crate::store::{self, AgentId, AgentRecord, GridId, JobId, StoreError};
+use crate::subscriptions::{notifications, Subscriptions};
 
 /// `controllerList`: this controller alone, as master.
 pub fn controller_list(shared: &Shared) -> ControllerListReply {
@@ -31,20 +35,6 @@ pub fn controller_list(shared: &Shared) -> ControllerListReply {
         }],
         controller_role: MASTER_ROLE.to_string(),
     }
-}
-
-/// What one client channel subscribed to.
-#[derive(Debug, Default)]
-struct Subscriptions {
-    grid_list: Option<Predicate>,
-    grid_attributes: HashSet<GridId>,
-    grid_job_list: HashMap<GridId, Predicate>,
-    grid_agent_list: HashSet<GridId>,
-    agent_list: Option<Predicate>,
-    agent_attributes: HashSet<AgentId>,
-    job_attributes: HashSet<JobId>,
-    job_results: HashSet<JobId>,
-    job_log: HashSet<JobId>,
 }
 
 /// Serves one client channel: requests in the order they came, notifications in between.
@@ -68,7 +58,9 @@ pub async fn run_client_channel(
                 if events.is_none() && subscriptions.any() {
                     events = Some(shared.hub.subscribe());
                 }
-                let reply = reply.to_envelope(&envelope.identifier);
+                let mut reply = reply.to_envelope(&envelope.identifier);
+                // A reply always carries its request's name, whatever served it.
+                reply.name = envelope.name;
                 if conn.send_msg(channel, reply.to_beep_payload()).await.is_err() {
                     return;
                 }
@@ -97,20 +89,6 @@ async fn next_event(
     match events {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
-    }
-}
-
-impl Subscriptions {
-    fn any(&self) -> bool {
-        self.grid_list.is_some()
-            || !self.grid_attributes.is_empty()
-            || !self.grid_job_list.is_empty()
-            || !self.grid_agent_list.is_empty()
-            || self.agent_list.is_some()
-            || !self.agent_attributes.is_empty()
-            || !self.job_attributes.is_empty()
-            || !self.job_results.is_empty()
-            || !self.job_log.is_empty()
     }
 }
 
@@ -255,7 +233,11 @@ async fn serve(shared: &Arc<Shared>, request: ClientRequest, subs: &mut Subscrip
             }
             Ok(ControllerReply::AgentAttributes(agent_attributes(&agent)))
         }
-        R::AgentAdd(r) | R::AgentAssign(r) => {
+        R::AgentAdd(r) => {
+            move_agent(shared, &r, false).await?;
+            Ok(ControllerReply::AgentAdd)
+        }
+        R::AgentAssign(r) => {
             move_agent(shared, &r, false).await?;
             Ok(ControllerReply::AgentAssign)
         }
@@ -352,14 +334,6 @@ async fn serve(shared: &Arc<Shared>, request: ClientRequest, subs: &mut Subscrip
     }
 }
 
-/// One line of a job's log. The entry shape is Apple's secret (§9): `{date, message}`.
-fn log_line(time: Date, text: String) -> Value {
-    let mut line = Dictionary::new();
-    line.insert("date".into(), Value::Date(time));
-    line.insert("message".into(), Value::from(text));
-    Value::Dictionary(line)
-}
-
 /// The subscription's filter; none (or an empty one) lets everything through.
 fn predicate(subscription: &Option<Subscription>) -> Result<Predicate, Refusal> {
     match subscription.as_ref().and_then(|s| s.predicate.as_deref()) {
@@ -390,12 +364,8 @@ async fn resolve_grid(shared: &Shared, text: &str) -> Result<GridId, Refusal> {
 }
 
 async fn find_grid(shared: &Shared, grid: GridId) -> Result<store::Grid, Refusal> {
-    shared
-        .store
-        .grids()
+    grid_record(shared, grid)
         .await?
-        .into_iter()
-        .find(|g| g.id == grid)
         .ok_or_else(|| ErrorCode::InvalidGridIdentifier.into())
 }
 
@@ -408,111 +378,6 @@ async fn resolve_agent(shared: &Shared, text: &str) -> Result<AgentRecord, Refus
         .into_iter()
         .find(|a| Some(a.id) == by_id || a.name == text)
         .ok_or_else(|| ErrorCode::InvalidAgentIdentifier.into())
-}
-
-async fn grid_attributes(
-    shared: &Shared,
-    grid: &store::Grid,
-) -> Result<messages::GridAttributes, StoreError> {
-    let megahertz: u64 = shared
-        .store
-        .agents()
-        .await?
-        .iter()
-        .filter(|a| a.grid == grid.id && a.state != store::AgentState::Offline)
-        .map(|a| u64::from(a.maximum_cpu_power))
-        .sum();
-    Ok(messages::GridAttributes {
-        name: grid.name.clone(),
-        is_default: grid.is_default,
-        grid_megahertz: megahertz as f64,
-    })
-}
-
-fn agent_attributes(agent: &AgentRecord) -> messages::AgentAttributes {
-    let address = agent
-        .addresses
-        .first()
-        .or_else(|| agent.hostnames.first())
-        .cloned()
-        .unwrap_or_default();
-    messages::AgentAttributes {
-        name: agent.name.clone(),
-        address,
-        maximum_task_count: i64::from(agent.maximum_task_count),
-        current_task_count: i64::from(agent.placed_task_count),
-        maximum_cpu_power: f64::from(agent.maximum_cpu_power),
-        current_cpu_power: f64::from(agent.current_cpu_power),
-        agent_state: match agent.state {
-            store::AgentState::Offline => messages::AgentState::Offline,
-            store::AgentState::Available => messages::AgentState::Available,
-            store::AgentState::Unavailable => messages::AgentState::Unavailable,
-        },
-    }
-}
-
-/// The speed one task gets on `agent` (as the scheduler ranks agents).
-fn task_megahertz(agent: &AgentRecord) -> f64 {
-    let megahertz = agent
-        .core_megahertz
-        .unwrap_or(agent.maximum_cpu_power / agent.maximum_task_count.max(1));
-    f64::from(megahertz)
-}
-
-/// `jobAttributes`, with the controller's clock and the power the job's running tasks use.
-pub async fn job_attributes(
-    shared: &Shared,
-    job: JobId,
-) -> Result<messages::JobAttributes, StoreError> {
-    let stored = shared.store.job_attributes(job).await?;
-    let mut active_cpu_power = 0.0;
-    if stored.status == store::JobStatus::Running {
-        let running: Vec<AgentId> = shared
-            .store
-            .tasks(job)
-            .await?
-            .iter()
-            .filter(|t| t.state == store::TaskState::Running)
-            .filter_map(|t| t.agent)
-            .collect();
-        if !running.is_empty() {
-            let agents: BTreeMap<AgentId, AgentRecord> = shared
-                .store
-                .agents()
-                .await?
-                .into_iter()
-                .map(|a| (a.id, a))
-                .collect();
-            active_cpu_power = running
-                .iter()
-                .filter_map(|id| agents.get(id))
-                .map(task_megahertz)
-                .sum();
-        }
-    }
-    Ok(messages::JobAttributes {
-        name: stored.name.unwrap_or_default(),
-        application_identifier: stored.application_identifier,
-        job_status: messages::JobStatus::parse(stored.status.as_str())
-            .unwrap_or(messages::JobStatus::Pending),
-        error: stored.error,
-        active_cpu_power,
-        date_now: Date::now(),
-        date_submitted: Some(stored.date_submitted),
-        date_started: stored.date_started,
-        date_stopped: stored.date_stopped,
-        task_count: i64::try_from(stored.task_count).unwrap_or(i64::MAX),
-        undone_task_count: i64::try_from(stored.undone_task_count).unwrap_or(i64::MAX),
-        percent_done: stored.percent_done,
-        suspended: stored.suspended,
-    })
-}
-
-async fn job_matches(shared: &Shared, filter: &Predicate, job: JobId) -> bool {
-    match job_attributes(shared, job).await {
-        Ok(attributes) => filter.matches(&attributes.to_dictionary()),
-        Err(_) => false,
-    }
 }
 
 fn streams(results: BTreeMap<String, store::StreamResults>) -> BTreeMap<String, TaskStreams> {
@@ -690,139 +555,6 @@ async fn move_agent(
     Ok(())
 }
 
-/// The notifications `event` means for a channel with `subs`.
-async fn notifications(
-    shared: &Shared,
-    subs: &mut Subscriptions,
-    event: GridEvent,
-) -> Vec<ClientNotification> {
-    use ClientNotification as N;
-    let mut out = Vec::new();
-    match event {
-        GridEvent::GridAdded { grid } => {
-            if let Some(filter) = &subs.grid_list {
-                if let Ok(record) = find_grid(shared, grid).await {
-                    if let Ok(attributes) = grid_attributes(shared, &record).await {
-                        if filter.matches(&attributes.to_dictionary()) {
-                            out.push(N::GridListDidAddGrid {
-                                grid_identifier: grid.to_string(),
-                            });
-                        }
-                    }
-                }
-            }
-        }
-        GridEvent::GridRemoved { grid } => {
-            if subs.grid_list.as_ref().is_some_and(may_match) {
-                out.push(N::GridListDidRemoveGrid {
-                    grid_identifier: grid.to_string(),
-                });
-            }
-            subs.grid_attributes.remove(&grid);
-        }
-        GridEvent::GridChanged { grid } => {
-            if subs.grid_attributes.contains(&grid) {
-                if let Ok(record) = find_grid(shared, grid).await {
-                    if let Ok(attributes) = grid_attributes(shared, &record).await {
-                        out.push(N::GridAttributes {
-                            grid_identifier: grid.to_string(),
-                            attributes,
-                        });
-                    }
-                }
-            }
-        }
-        GridEvent::JobAdded { grid, job } => {
-            if let Some(filter) = subs.grid_job_list.get(&grid) {
-                if job_matches(shared, filter, job).await {
-                    out.push(N::GridJobListDidAddJob {
-                        grid_identifier: grid.to_string(),
-                        job_identifier: job.to_string(),
-                    });
-                }
-            }
-        }
-        GridEvent::JobRemoved { grid, job } => {
-            if subs.grid_job_list.get(&grid).is_some_and(may_match) {
-                out.push(N::GridJobListDidRemoveJob {
-                    grid_identifier: grid.to_string(),
-                    job_identifier: job.to_string(),
-                });
-            }
-            subs.job_attributes.remove(&job);
-            subs.job_results.remove(&job);
-            subs.job_log.remove(&job);
-        }
-        GridEvent::JobLogged { job, text } => {
-            if subs.job_log.contains(&job) {
-                out.push(N::JobLog {
-                    job_identifier: job.to_string(),
-                    log: Value::Array(vec![log_line(Date::now(), text)]),
-                });
-            }
-        }
-        GridEvent::JobChanged { job } => {
-            if subs.job_attributes.contains(&job) {
-                if let Ok(attributes) = job_attributes(shared, job).await {
-                    out.push(N::JobAttributes {
-                        job_identifier: job.to_string(),
-                        attributes,
-                    });
-                }
-            }
-        }
-        GridEvent::JobOutput { job } => {
-            if subs.job_results.contains(&job) || subs.job_attributes.contains(&job) {
-                out.push(N::JobLatestResultsAvailable {
-                    job_identifier: job.to_string(),
-                });
-            }
-        }
-        GridEvent::AgentAdded { grid, agent } => {
-            if let Ok(record) = shared.store.agent(agent).await {
-                if let Some(filter) = &subs.agent_list {
-                    if filter.matches(&agent_attributes(&record).to_dictionary()) {
-                        out.push(N::AgentListDidAddAgent {
-                            agent_identifier: agent.to_string(),
-                        });
-                    }
-                }
-            }
-            if subs.grid_agent_list.contains(&grid) {
-                out.push(N::GridAgentListDidAddAgent {
-                    grid_identifier: grid.to_string(),
-                    agent_identifier: agent.to_string(),
-                });
-            }
-        }
-        GridEvent::AgentRemoved { grid, agent } => {
-            if subs.grid_agent_list.contains(&grid) {
-                out.push(N::GridAgentListDidRemoveAgent {
-                    grid_identifier: grid.to_string(),
-                    agent_identifier: agent.to_string(),
-                });
-            }
-        }
-        GridEvent::AgentChanged { agent } => {
-            if subs.agent_attributes.contains(&agent) {
-                if let Ok(record) = shared.store.agent(agent).await {
-                    out.push(N::AgentAttributes {
-                        agent_identifier: agent.to_string(),
-                        attributes: agent_attributes(&record),
-                    });
-                }
-            }
-        }
-    }
-    out
-}
-
-/// Whether a filter could let anything through: `FALSE` subscribers hear nothing, not even
-/// removals (whose attributes are gone and cannot be tested).
-fn may_match(filter: &Predicate) -> bool {
-    *filter != Predicate::Constant(false)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -854,7 +586,7 @@ mod tests {
             predicate: Some("FALSE".into()),
         });
         let filter = predicate(&falsy).ok().expect("FALSE parses");
-        assert!(!may_match(&filter));
+        assert_eq!(filter, Predicate::Constant(false));
         let broken = Some(Subscription {
             should_subscribe: true,
             predicate: Some("name ==".into()),

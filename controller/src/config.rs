@@ -25,6 +25,9 @@ pub struct Config {
     /// After a restart, how long an agent that had tasks placed on it may take to come back
     /// before those tasks are queued again for other agents.
     pub agent_grace: Duration,
+    /// An agent silent this long (no status, keepalive or reply) is taken for lost: its
+    /// connection is dropped and its tasks go to other agents.
+    pub agent_timeout: Duration,
     /// A scheduling round runs at least this often, even with nothing new to trigger one.
     pub schedule_tick: Duration,
     /// The host name reported in `controllerList`.
@@ -34,7 +37,8 @@ pub struct Config {
 }
 
 impl Config {
-    /// Defaults: all interfaces on port 4111, no passwords, 30 s grace, 1 s ticks.
+    /// Defaults: all interfaces on port 4111, no passwords, 30 s grace after a restart,
+    /// agents lost after 300 s of silence, 1 s ticks.
     pub fn new(data_dir: impl Into<PathBuf>) -> Config {
         Config {
             listen: SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT)),
@@ -42,6 +46,8 @@ impl Config {
             client_password: None,
             agent_password: None,
             agent_grace: Duration::from_secs(30),
+            // Apple's agents report every 60 s by default (HeartbeatUpdateInterval).
+            agent_timeout: Duration::from_secs(300),
             schedule_tick: Duration::from_secs(1),
             hostname: local_hostname(),
             log: true,
@@ -66,6 +72,7 @@ impl fmt::Debug for Config {
             )
             .field("agent_password", &self.agent_password.as_ref().map(|_| "…"))
             .field("agent_grace", &self.agent_grace)
+            .field("agent_timeout", &self.agent_timeout)
             .field("schedule_tick", &self.schedule_tick)
             .field("hostname", &self.hostname)
             .field("log", &self.log)

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, Notify};
 use xgrid_protocol::auth::{self, ListenerStep};
 use xgrid_protocol::beep::{Channel0Message, Config as BeepConfig, Event, ProfileOffer, Role};
 use xgrid_protocol::driver::{self, ConnectionHandle};
@@ -70,6 +70,8 @@ struct Session {
     peer: SocketAddr,
     /// Who the session authenticated as with two-way-random.
     user: Option<String>,
+    /// Notified to drop the connection (an agent silent too long).
+    hang_up: Arc<Notify>,
     channels: HashMap<u32, Channel>,
 }
 
@@ -87,8 +89,10 @@ pub async fn serve(
         conn: conn.clone(),
         peer,
         user: None,
+        hang_up: Arc::new(Notify::new()),
         channels: HashMap::new(),
     };
+    let hang_up = Arc::clone(&session.hang_up);
     loop {
         let event = tokio::select! {
             event = events.recv() => match event {
@@ -97,6 +101,11 @@ pub async fn serve(
             },
             _ = shutdown.changed() => {
                 let _ = tokio::time::timeout(CLOSE_WAIT, conn.close()).await;
+                break;
+            }
+            // No polite close: the peer is presumed dead.
+            _ = hang_up.notified() => {
+                session.shared.log(format!("dropping the connection of {peer}"));
                 break;
             }
         };
@@ -185,7 +194,12 @@ impl Session {
             ));
             self.channels.insert(channel, Channel::Client(inbox));
         } else {
-            let link = AgentLink::new(self.conn.clone(), channel, self.peer.to_string());
+            let link = AgentLink::new(
+                self.conn.clone(),
+                channel,
+                self.peer.to_string(),
+                Arc::clone(&self.hang_up),
+            );
             tokio::spawn(agent_service::run_agent_channel(
                 Arc::clone(&self.shared),
                 Arc::clone(&link),
@@ -261,6 +275,7 @@ impl Session {
                 }
             }
             Some(Channel::Agent { link, inbox }) => {
+                link.heard();
                 let _ = self.conn.send_rpy(channel, msgno, b"\r\n".to_vec()).await;
                 let Some(envelope) = decode(&self.shared, self.peer, &payload) else {
                     return;

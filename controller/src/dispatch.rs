@@ -65,8 +65,10 @@ pub async fn launch_task(
         }
     };
     // Follow before starting, so no notification of the started task finds nobody. The
-    // taskRef reaches the store with the first Running report (one write, not two); until
-    // then the task is Assigned to the agent, which is all a lost agent or a cancel needs.
+    // taskRef reaches the store with the first Running report (one write, not two). Until
+    // then the task is Assigned to the agent, which is all a lost agent needs; a cancel
+    // meanwhile cannot name the taskRef, so the Running report that finds the task no
+    // longer placed cancels it on the agent.
     let events = link.watch_task(&task_ref);
     let start = ControllerToAgentRequest::TaskControl(TaskControlRequest {
         task_ref: task_ref.clone(),

@@ -7,6 +7,7 @@
 
 pub mod agent_service;
 pub mod art;
+pub mod attributes;
 pub mod client_service;
 pub mod config;
 pub mod connection;
@@ -18,6 +19,7 @@ pub mod scheduling;
 pub mod server;
 pub mod shared;
 pub mod store;
+pub mod subscriptions;
 
 pub use config::Config;
 pub use server::{Controller, StartError};

@@ -24,7 +24,10 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             _ = shared.schedule_requested() => {}
-            _ = tick.tick() => expire_recoveries(&shared).await,
+            _ = tick.tick() => {
+                expire_recoveries(&shared).await;
+                hang_up_silent_agents(&shared);
+            }
             _ = shutdown.changed() => return,
         }
         if *shutdown.borrow() {
@@ -149,6 +152,24 @@ pub async fn fail_job(shared: &Shared, job: store::JobId, reason: &str) {
         Err(e) => shared.log(format!("cannot stop the remaining tasks of job {job}: {e}")),
     }
     shared.publish(GridEvent::JobChanged { job });
+}
+
+/// Agents silent past `agent_timeout` lose their connection, which then counts as lost.
+fn hang_up_silent_agents(shared: &Shared) {
+    for agent in shared.connected_agents() {
+        let Some(link) = shared.agent_link(agent) else {
+            continue;
+        };
+        let silence = link.silence();
+        if silence > shared.config.agent_timeout {
+            shared.log(format!(
+                "{} has been silent for {} s; taking it for lost",
+                link.describe(),
+                silence.as_secs()
+            ));
+            link.hang_up();
+        }
+    }
 }
 
 /// Agents that held tasks before a restart and did not come back in time lose them.

@@ -453,8 +453,28 @@ async fn subscribers_hear_of_new_jobs_and_their_changes() {
         )
         .await;
     assert_eq!(agents.get("agentList"), Some(&Value::Array(Vec::new())));
+    watcher
+        .request(
+            "gridAttributes",
+            dict! {"gridIdentifier" => "0", "shouldSubscribe" => "YES"},
+        )
+        .await;
     let mut small = Peer::open(addr, profile::AGENT, None).await;
     small.register("small", 1, 1000.0).await;
+    let grid = watcher
+        .expect(|e| {
+            e.name == "gridAttributes"
+                && e.message_type == MessageType::Notification
+                && e.payload
+                    .get("gridAttributes")
+                    .and_then(Value::as_dictionary)
+                    .and_then(|a| a.get("gridMegahertz"))
+                    .and_then(Value::to_string_lenient)
+                    .as_deref()
+                    == Some("1000")
+        })
+        .await;
+    assert_eq!(grid.identifier, "0");
     let mut big = Peer::open(addr, profile::AGENT, None).await;
     big.register("big", 4, 4000.0).await;
     let added = watcher
@@ -647,6 +667,14 @@ async fn grids_are_added_and_agents_moved_between_them() {
         .request("gridAgentList", dict! {"gridIdentifier" => "1"})
         .await;
     assert_eq!(agents.get("agentList"), Some(&strings(&["1"])));
+    // The reply echoes the request's name (the test peer checks it).
+    let again = client
+        .request(
+            "agentAdd",
+            dict! {"agentIdentifier" => "mac1", "gridIdentifier" => "1"},
+        )
+        .await;
+    assert_eq!(error_of(&again), None);
     let attributes = client
         .request("gridAttributes", dict! {"gridIdentifier" => "1"})
         .await;
@@ -903,5 +931,102 @@ async fn tasks_an_agent_runs_for_nobody_are_canceled() {
         .await;
     assert_eq!(text(&cancel.payload, "taskRef"), "zz");
     assert_eq!(text(&cancel.payload, "control"), "cancel");
+    controller.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latest_results_come_once_and_their_arrival_is_announced() {
+    let dir = TempDir::new("latest");
+    let controller = start(test_config(&dir)).await;
+    let addr = controller.local_addr();
+    let mut agent = Peer::open(addr, profile::AGENT, None).await;
+    agent.register("mac1", 1, 2000.0).await;
+    let mut client = Peer::client(addr).await;
+    let job = submit(&mut client, echo_job("chatty", 1)).await;
+    let first = client
+        .request(
+            "jobLatestResults",
+            dict! {"jobIdentifier" => job.as_str(), "shouldSubscribe" => "YES"},
+        )
+        .await;
+    assert_eq!(
+        nested(&first, "taskResults").len(),
+        0,
+        "nothing has run yet: {first:?}"
+    );
+    take_task(&mut agent, "1").await;
+    // Output while running: the controller fetches it at once.
+    report(&mut agent, "1", TaskState::Running, true).await;
+    let fetch = agent
+        .expect_named("taskResults", MessageType::Request)
+        .await;
+    agent
+        .reply(
+            &fetch,
+            AgentReply::TaskResults(TaskResultsReply {
+                agent_name: "mac1".into(),
+                task_ref: "1".into(),
+                streams: TaskStreams {
+                    read_data: b"partial\n".to_vec(),
+                    err_data: Vec::new(),
+                },
+            }),
+        )
+        .await;
+    let announced = client
+        .expect_named("jobLatestResultsAvailable", MessageType::Notification)
+        .await;
+    assert_eq!(announced.identifier, job);
+    let latest = client
+        .request("jobLatestResults", dict! {"jobIdentifier" => job.as_str()})
+        .await;
+    let task = nested(nested(&latest, "taskResults"), "0");
+    assert_eq!(
+        task.get("readData"),
+        Some(&Value::Data(b"partial\n".to_vec()))
+    );
+    let again = client
+        .request("jobLatestResults", dict! {"jobIdentifier" => job.as_str()})
+        .await;
+    assert_eq!(
+        nested(&again, "taskResults").len(),
+        0,
+        "already taken: {again:?}"
+    );
+    controller.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_agent_is_taken_for_lost() {
+    let dir = TempDir::new("silent");
+    let mut config = test_config(&dir);
+    config.agent_timeout = Duration::from_millis(1500);
+    let controller = start(config).await;
+    let addr = controller.local_addr();
+    let mut quiet = Peer::open(addr, profile::AGENT, None).await;
+    quiet.register("quiet", 1, 2000.0).await;
+    let mut client = Peer::client(addr).await;
+    let job = submit(&mut client, echo_job("abandoned", 1)).await;
+    take_task(&mut quiet, "1").await;
+    report(&mut quiet, "1", TaskState::Running, false).await;
+    wait_for_status(&mut client, &job, "Running").await;
+
+    // The agent says nothing more, its connection open: it is dropped and goes Offline.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let reply = client
+            .request("agentAttributes", dict! {"agentIdentifier" => "1"})
+            .await;
+        if text(nested(&reply, "agentAttributes"), "agentState") == "Offline" {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "still not offline");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut other = Peer::open(addr, profile::AGENT, None).await;
+    other.register("other", 1, 1000.0).await;
+    run_next_task(&mut other, "other", "1", b"rescued\n").await;
+    wait_for_status(&mut client, &job, "Finished").await;
+    drop(quiet);
     controller.shutdown().await;
 }

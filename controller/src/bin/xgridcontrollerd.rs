@@ -31,6 +31,8 @@ options:
                                file, e.g. /etc/xgrid/controller/agent-password
   --agent-grace SECONDS        after a restart, how long agents that had tasks may take to
                                come back before their tasks go to other agents (default 30)
+  --agent-timeout SECONDS      an agent silent this long is taken for lost and its tasks
+                               go to other agents (default 300)
   --quiet                      do not log jobs and agents to standard error
   --help                       print this help
 
@@ -77,6 +79,12 @@ fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> {
                     format!("--agent-grace wants a whole number of seconds, not {value:?}")
                 })?;
                 config.agent_grace = Duration::from_secs(seconds);
+            }
+            "--agent-timeout" => {
+                let seconds: u64 = value.parse().ok().filter(|s| *s > 0).ok_or_else(|| {
+                    format!("--agent-timeout wants a positive number of seconds, not {value:?}")
+                })?;
+                config.agent_timeout = Duration::from_secs(seconds);
             }
             _ => return Err(format!("unknown option {flag} (see --help)")),
         }
@@ -180,6 +188,8 @@ mod tests {
             "a",
             "--agent-grace",
             "5",
+            "--agent-timeout",
+            "90",
             "--quiet",
         ]));
         let Ok(Command::Run(config)) = parsed else {
@@ -193,6 +203,7 @@ mod tests {
         assert_eq!(config.client_password.as_deref(), Some("c"));
         assert_eq!(config.agent_password.as_deref(), Some("a"));
         assert_eq!(config.agent_grace, Duration::from_secs(5));
+        assert_eq!(config.agent_timeout, Duration::from_secs(90));
         assert!(!config.log);
     }
 

@@ -104,6 +104,34 @@ pub(super) async fn requeue_where(
     Ok(requeued)
 }
 
+/// A task placed on an agent (the states `task_in_state` allows for running, stopping and
+/// finishing), as a condition on the `tasks` table.
+const PLACED: &str = "state IN ('Assigned', 'Running', 'Stopped')";
+
+impl Store {
+    /// After a one-statement update of a placed task: no row changed means the task is
+    /// missing or not placed, and the error says which.
+    async fn placed_task_updated(
+        &self,
+        rows: u64,
+        job: JobId,
+        task: &str,
+        action: &'static str,
+    ) -> Result<()> {
+        if rows > 0 {
+            return Ok(());
+        }
+        let mut conn = self.writer.acquire().await?;
+        let (_, state) = task_row(&mut conn, job, task).await?;
+        Err(StoreError::TaskStateConflict {
+            job,
+            task: task.to_string(),
+            state,
+            action,
+        })
+    }
+}
+
 /// The task's row identifier, after checking that its state is one of `allowed`.
 async fn task_in_state(
     conn: &mut SqliteConnection,
@@ -217,39 +245,45 @@ impl Store {
 
     /// What the `taskSubmission` to an agent carries for this task.
     pub async fn task_launch(&self, job: JobId, task: &str) -> Result<TaskLaunch> {
-        let mut tx = self.readers.begin().await?;
+        // No transaction: a task's specification never changes once stored, and the
+        // BEGIN and COMMIT would cost two more hops to SQLite's thread for every task.
+        let mut conn = self.readers.acquire().await?;
         let row: Option<(i64, String, Option<String>)> = sqlx::query_as(
             "SELECT id, command, input_stream FROM tasks WHERE job_id = ? AND name = ?",
         )
         .bind(db_id(job))
         .bind(task)
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&mut *conn)
         .await?;
         let Some((id, command, input_stream)) = row else {
-            job_exists(&mut tx, job).await?;
+            job_exists(&mut conn, job).await?;
             return Err(StoreError::NoSuchTask {
                 job,
                 task: task.to_string(),
             });
         };
-        let arguments: Vec<String> = sqlx::query_scalar(
-            "SELECT value FROM task_arguments WHERE task_id = ? ORDER BY position",
+        // Arguments, environment and file map in one statement: this runs for every task
+        // submitted, and each statement costs a hop to SQLite's thread.
+        let parts: Vec<(i64, i64, String, String)> = sqlx::query_as(
+            "SELECT 0, position, value, '' FROM task_arguments WHERE task_id = ?1
+             UNION ALL SELECT 1, 0, name, value FROM task_environment WHERE task_id = ?1
+             UNION ALL SELECT 2, 0, name, file_key FROM task_input_map WHERE task_id = ?1
+             ORDER BY 1, 2",
         )
         .bind(id)
-        .fetch_all(&mut *tx)
+        .fetch_all(&mut *conn)
         .await?;
-        let environment: Vec<(String, String)> =
-            sqlx::query_as("SELECT name, value FROM task_environment WHERE task_id = ?")
-                .bind(id)
-                .fetch_all(&mut *tx)
-                .await?;
-        let file_map: Vec<(String, String)> =
-            sqlx::query_as("SELECT name, file_key FROM task_input_map WHERE task_id = ?")
-                .bind(id)
-                .fetch_all(&mut *tx)
-                .await?;
-        let job_files = input_files_of(&mut tx, db_id(job)).await?;
-        tx.commit().await?;
+        let mut arguments = Vec::new();
+        let mut environment = Vec::new();
+        let mut file_map = Vec::new();
+        for (kind, _, first, second) in parts {
+            match kind {
+                0 => arguments.push(first),
+                1 => environment.push((first, second)),
+                _ => file_map.push((first, second)),
+            }
+        }
+        let job_files = input_files_of(&mut conn, db_id(job)).await?;
         // Same rule as JobSpecification::task_input_files: every job file at its own path,
         // then the task's map entries, which win on a clash.
         let mut input_files = job_files.clone();
@@ -383,28 +417,21 @@ impl Store {
         agent: AgentId,
         task_ref: &str,
     ) -> Result<()> {
-        let mut tx = self.writer.begin().await?;
-        let id = task_in_state(
-            &mut tx,
-            job,
-            task,
-            &[Assigned, Running, Stopped],
-            "marked running",
-        )
-        .await?;
-        sqlx::query(
+        // One statement, no transaction: this runs for every task that starts.
+        let result = sqlx::query(&format!(
             "UPDATE tasks SET state = 'Running', agent_id = ?, task_ref = ?,
                  date_started = coalesce(date_started, ?)
-             WHERE id = ?",
-        )
+             WHERE job_id = ? AND name = ? AND {PLACED}"
+        ))
         .bind(db_id(agent))
         .bind(task_ref)
         .bind(now())
-        .bind(id)
-        .execute(&mut *tx)
+        .bind(db_id(job))
+        .bind(task)
+        .execute(&self.writer)
         .await?;
-        tx.commit().await?;
-        Ok(())
+        self.placed_task_updated(result.rows_affected(), job, task, "marked running")
+            .await
     }
 
     /// The agent reports the task suspended (`taskControl stop`).
@@ -451,6 +478,23 @@ impl Store {
         termination_status: i64,
         output_files: &BTreeMap<String, Vec<u8>>,
     ) -> Result<()> {
+        if output_files.is_empty() {
+            // One statement, no transaction: most tasks leave no files.
+            let result = sqlx::query(&format!(
+                "UPDATE tasks SET state = 'Finished', task_ref = NULL, termination_status = ?,
+                     percent_done = 100.0, date_stopped = ?
+                 WHERE job_id = ? AND name = ? AND {PLACED}"
+            ))
+            .bind(termination_status)
+            .bind(now())
+            .bind(db_id(job))
+            .bind(task)
+            .execute(&self.writer)
+            .await?;
+            return self
+                .placed_task_updated(result.rows_affected(), job, task, "marked finished")
+                .await;
+        }
         let mut tx = self.writer.begin().await?;
         let id = task_in_state(
             &mut tx,
