@@ -445,6 +445,8 @@ struct Player {
     vars: HashMap<String, String>,
     log: Vec<String>,
     name: String,
+    /// The profile we asked for on each channel we started (Xgrid channels carry plists).
+    profiles: HashMap<u32, String>,
 }
 
 impl Drop for Player {
@@ -474,6 +476,7 @@ impl Player {
         self.sent.clear();
         self.partial.clear();
         self.inbox.clear();
+        self.profiles.clear();
         self.log.push("--- reconnect ---".into());
     }
 
@@ -562,6 +565,12 @@ impl Player {
                 let body = unescape(&self.substitute(payload, Some(channel), 0));
                 let line = self.substitute(header, Some(channel), body.len());
                 *self.sent.entry(channel).or_insert(0) += body.len() as u64;
+                if channel == 0 && body.contains("<start") {
+                    let number = attribute(&body, "number").and_then(|n| n.parse().ok());
+                    if let (Some(number), Some(uri)) = (number, attribute(&body, "uri")) {
+                        self.profiles.insert(number, uri);
+                    }
+                }
                 self.write(format!("{line}\r\n{body}END\r\n").as_bytes());
             }
         }
@@ -735,7 +744,11 @@ impl Player {
         let text = String::from_utf8_lossy(&message.payload).to_string();
         // An empty MIME entity: no octets at all, or only the blank line that ends no headers.
         let body_empty = message.payload.is_empty() || message.payload == b"\r\n";
-        let plist = if message.channel != 0 && !body_empty {
+        let xgrid_channel = self
+            .profiles
+            .get(&message.channel)
+            .is_some_and(|uri| uri.contains("/xgrid/controller/"));
+        let plist = if xgrid_channel && message.kind != "ERR" && !body_empty {
             Some(Player::plist_of(message)?)
         } else {
             None
@@ -798,7 +811,7 @@ impl Player {
                     let bytes = B64
                         .decode(attribute_free_blob(&text)?)
                         .map_err(|e| e.to_string())?;
-                    let end = bytes.len().checked_sub(36).ok_or("step 4 blob too short")?;
+                    let end = bytes.len().checked_sub(34).ok_or("step 4 blob too short")?;
                     let (r2, tail) = bytes.split_at(end);
                     let r2 = r2.strip_suffix(b"\r\n").ok_or("no CRLF after R2")?;
                     if r2.len() != 16 || r2.contains(&b'\r') || r2.contains(&b'\n') {
@@ -922,6 +935,7 @@ impl Player {
             vars: HashMap::new(),
             log: Vec::new(),
             name: name.to_string(),
+            profiles: HashMap::new(),
         };
         // Rc, the client's random for two-way-random; fixed, as the test vector in the doc.
         player
@@ -999,4 +1013,9 @@ fn blob(text: &str) -> Result<String, String> {
 #[test]
 fn client_session_opening() {
     Player::play("client-opening.txt");
+}
+
+#[test]
+fn client_password_two_way_random() {
+    Player::play("client-password.txt");
 }
