@@ -1019,3 +1019,8 @@ fn client_session_opening() {
 fn client_password_two_way_random() {
     Player::play("client-password.txt");
 }
+
+#[test]
+fn agent_session_and_reconnect() {
+    Player::play("agent-session.txt");
+}
