@@ -1024,3 +1024,8 @@ fn client_password_two_way_random() {
 fn agent_session_and_reconnect() {
     Player::play("agent-session.txt");
 }
+
+#[test]
+fn client_jobs_notifications_and_abrupt_close() {
+    Player::play("client-jobs.txt");
+}
