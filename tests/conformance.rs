@@ -1029,3 +1029,8 @@ fn agent_session_and_reconnect() {
 fn client_jobs_notifications_and_abrupt_close() {
     Player::play("client-jobs.txt");
 }
+
+#[test]
+fn grids_and_agent_assignment() {
+    Player::play("grids.txt");
+}
