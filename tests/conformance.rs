@@ -965,6 +965,10 @@ impl Player {
                 Step::Reconnect => player.reset_connection(),
             }
         }
+        // `XGRID_CONFORMANCE_LOG=1` prints what was exchanged even when every check passed.
+        if std::env::var_os("XGRID_CONFORMANCE_LOG").is_some() {
+            println!("--- {name} ---\n{}", player.log.join("\n"));
+        }
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
@@ -1033,4 +1037,9 @@ fn client_jobs_notifications_and_abrupt_close() {
 #[test]
 fn grids_and_agent_assignment() {
     Player::play("grids.txt");
+}
+
+#[test]
+fn flow_control_small_window_and_eager_seq() {
+    Player::play("window.txt");
 }
