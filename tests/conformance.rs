@@ -1043,3 +1043,55 @@ fn grids_and_agent_assignment() {
 fn flow_control_small_window_and_eager_seq() {
     Player::play("window.txt");
 }
+
+// ---------------------------------------------------------------------------------------------
+// The suite's own readers, so that a passing transcript means something.
+
+#[test]
+fn plist_reader_enforces_apple_whitespace() {
+    let good = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<!DOCTYPE plist PUBLIC \"-//Apple//DTD PLIST 1.0//EN\" \"x\">\n<plist version=\"1.0\">\n<dict>\n\t<key>a &amp; b</key>\n\t<string> kept </string>\n</dict>\n</plist>\n";
+    let value = PlistReader::document(good).expect("a well-formed Apple plist");
+    assert_eq!(lookup(&value, "a & b").map(render).as_deref(), Some(" kept "));
+
+    let space = good.replace("\t<key>", "  <key>");
+    let error = PlistReader::document(&space).expect_err("spaces between tags");
+    assert!(error.contains("' '"), "{error}");
+    let carriage_return = good.replace("</dict>\n</plist>", "</dict>\r\n</plist>");
+    assert!(PlistReader::document(&carriage_return).is_err());
+    let doctype_crlf = good.replace("\"x\">\n", "\"x\">\r\n");
+    let error = PlistReader::document(&doctype_crlf).expect_err("DOCTYPE ended by CRLF");
+    assert!(error.contains("DOCTYPE"), "{error}");
+}
+
+#[test]
+fn two_way_random_matches_the_documented_vector() {
+    // xgrid-wire.md §3: user one-xgrid-client, password secret, Rs = 0x00..0x0f, Rc = 0x10..0x1f.
+    let rs: Vec<u8> = (0u8..16).collect();
+    let rc: Vec<u8> = (16u8..32).collect();
+    assert_eq!(
+        B64.encode(format!("{}\r\n", B64.encode(&rs))),
+        "QUFFQ0F3UUZCZ2NJQ1FvTERBME9Edz09DQo="
+    );
+    assert_eq!(
+        hmac_md5("secret", &[b"one-xgrid-client", &rc, &rs]),
+        "1c6d3085abc413cdcc8e68f0f7e38098"
+    );
+    assert_eq!(
+        hmac_md5("secret", &[b"one-xgrid-client", &rc, &rs, b"ABCDEFGHIJKLMNOP"]),
+        "516b8de15dc3a00588bc554685609ab8"
+    );
+}
+
+#[test]
+fn transcript_payload_escapes() {
+    assert_eq!(unescape(r"a\r\n\tb\\c"), "a\r\n\tb\\c");
+    let transcript = parse_transcript(
+        "controller client-password=pw\nsend MSG 1 1 . {seq} {size}\n    \\r\\n\n    <x/>\nend\nexpect RPY 1 1\n    empty\n",
+    );
+    assert_eq!(transcript.client_password.as_deref(), Some("pw"));
+    assert!(matches!(
+        &transcript.steps[0],
+        Step::Send { payload: Some(p), .. } if p == "\\r\\n<x/>"
+    ));
+    assert!(matches!(&transcript.steps[1], Step::Expect(e) if e.checks == ["empty"]));
+}
