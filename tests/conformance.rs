@@ -34,17 +34,17 @@
 //! controller sends on an Xgrid channel is answered at once with an empty RPY, as Apple peers do.
 
 use std::collections::HashMap;
-use std::io::{ErrorKind, Read, Write};
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::Child;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use md5::Md5;
 
-use xgrid_grid_tests::{scratch_dir, start_controller};
+use xgrid_grid_tests::{binary, scratch_dir};
 
 // ---------------------------------------------------------------------------------------------
 // Frames
@@ -273,7 +273,8 @@ struct Expectation {
 
 #[derive(Debug)]
 struct Transcript {
-    client_password: Option<String>,
+    /// `--client-password` / `--agent-password` and their values.
+    controller_args: Vec<String>,
     steps: Vec<Step>,
 }
 
@@ -292,7 +293,7 @@ fn parse_transcript(text: &str) -> Transcript {
         .collect();
     let mut i = 0;
     let mut transcript = Transcript {
-        client_password: None,
+        controller_args: Vec::new(),
         steps: Vec::new(),
     };
     let mut unordered: Option<Vec<Expectation>> = None;
@@ -304,8 +305,9 @@ fn parse_transcript(text: &str) -> Transcript {
             "controller" => {
                 for option in &words[1..] {
                     match option.split_once('=') {
-                        Some(("client-password", pw)) => {
-                            transcript.client_password = Some(pw.to_string())
+                        Some((flag @ ("client-password" | "agent-password"), pw)) => {
+                            transcript.controller_args.push(format!("--{flag}"));
+                            transcript.controller_args.push(pw.to_string());
                         }
                         _ => panic!("line {number}: unknown controller option {option}"),
                     }
@@ -915,11 +917,7 @@ impl Player {
         let text = std::fs::read_to_string(transcript_path(name)).expect("read transcript");
         let transcript = parse_transcript(&text);
         let dir = scratch_dir(&format!("conform-{}", name.trim_end_matches(".txt")));
-        let (controller, address) = start_controller(
-            &dir.join("controller"),
-            "127.0.0.1:0",
-            transcript.client_password.as_deref(),
-        );
+        let (controller, address) = spawn_controller(&dir, &transcript.controller_args);
         let stream = Player::connect(&address);
         let mut player = Player {
             controller,
@@ -971,6 +969,37 @@ impl Player {
         }
         let _ = std::fs::remove_dir_all(&dir);
     }
+}
+
+/// Start `xgridcontrollerd` on a free loopback port with `args`; its address once it listens.
+fn spawn_controller(dir: &Path, args: &[String]) -> (Child, String) {
+    let mut child = Command::new(binary("xgridcontrollerd"))
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.join("controller"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start xgridcontrollerd");
+    let stdout = child.stdout.take().expect("controller stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let address = loop {
+        match lines.next() {
+            Some(Ok(line)) => {
+                if let Some(address) = line.split("listening on ").nth(1) {
+                    break address.trim().to_string();
+                }
+            }
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("xgridcontrollerd exited before saying where it listens");
+            }
+        }
+    };
+    // Keep draining its stdout so the controller never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (child, address)
 }
 
 /// Every value of attribute `name` in channel-0 XML, either quote style.
@@ -1088,10 +1117,15 @@ fn transcript_payload_escapes() {
     let transcript = parse_transcript(
         "controller client-password=pw\nsend MSG 1 1 . {seq} {size}\n    \\r\\n\n    <x/>\nend\nexpect RPY 1 1\n    empty\n",
     );
-    assert_eq!(transcript.client_password.as_deref(), Some("pw"));
+    assert_eq!(transcript.controller_args, ["--client-password", "pw"]);
     assert!(matches!(
         &transcript.steps[0],
         Step::Send { payload: Some(p), .. } if p == "\\r\\n<x/>"
     ));
     assert!(matches!(&transcript.steps[1], Step::Expect(e) if e.checks == ["empty"]));
+}
+
+#[test]
+fn agent_password_two_way_random() {
+    Player::play("agent-password.txt");
 }
