@@ -106,7 +106,10 @@ impl<'a> PlistReader<'a> {
         self.skip_whitespace()?;
         let rest = &self.text[self.pos..];
         if !rest.starts_with('<') {
-            return Err(format!("expected a tag at offset {}: {:.40?}", self.pos, rest));
+            return Err(format!(
+                "expected a tag at offset {}: {:.40?}",
+                self.pos, rest
+            ));
         }
         let end = rest.find('>').ok_or("unterminated tag")?;
         self.pos += end + 1;
@@ -254,7 +257,10 @@ fn kind_of(value: &PValue) -> &'static str {
 #[derive(Debug)]
 enum Step {
     Set(String, String),
-    Send { header: String, payload: Option<String> },
+    Send {
+        header: String,
+        payload: Option<String>,
+    },
     Window(u32, u64),
     Expect(Expectation),
     Unordered(Vec<Expectation>),
@@ -510,7 +516,12 @@ impl Player {
             let value = match name {
                 "size" => size.to_string(),
                 "seq" => self.sent.get(&channel).copied().unwrap_or(0).to_string(),
-                "ackno" => self.received.get(&channel).copied().unwrap_or(0).to_string(),
+                "ackno" => self
+                    .received
+                    .get(&channel)
+                    .copied()
+                    .unwrap_or(0)
+                    .to_string(),
                 "twr-answer" => self.twr_answer(false),
                 "twr-wrong-answer" => self.twr_answer(true),
                 var => self
@@ -643,12 +654,16 @@ impl Player {
         let frame_bytes: Vec<u8> = self.buffer.drain(..total).collect();
         self.log.push(format!("< {}", escape_for_log(&frame_bytes)));
         if &frame_bytes[total - 5..] != b"END\r\n" {
-            self.fail(format!("frame {header:?} not followed by END\\r\\n after {size} octets"));
+            self.fail(format!(
+                "frame {header:?} not followed by END\\r\\n after {size} octets"
+            ));
         }
         let received = self.received.entry(channel).or_insert(0);
         if seqno != *received {
             let expected = *received;
-            self.fail(format!("seqno {seqno} on channel {channel}, expected {expected}"));
+            self.fail(format!(
+                "seqno {seqno} on channel {channel}, expected {expected}"
+            ));
         }
         *received += size;
         let now = *received;
@@ -693,7 +708,10 @@ impl Player {
                 if message.kind == "MSG" && message.channel != 0 {
                     // Apple peers answer every Xgrid MSG at once with an empty RPY.
                     let seq = self.sent.get(&message.channel).copied().unwrap_or(0);
-                    let rpy = format!("RPY {} {} . {seq} 0\r\nEND\r\n", message.channel, message.msgno);
+                    let rpy = format!(
+                        "RPY {} {} . {seq} 0\r\nEND\r\n",
+                        message.channel, message.msgno
+                    );
                     self.write(rpy.as_bytes());
                 }
                 self.inbox.push(message);
@@ -760,7 +778,10 @@ impl Player {
             let (word, rest) = check.split_once(' ').unwrap_or((&check, ""));
             match word {
                 "empty" if !body_empty => {
-                    return Err(format!("payload not empty: {}", escape_for_log(&message.payload)))
+                    return Err(format!(
+                        "payload not empty: {}",
+                        escape_for_log(&message.payload)
+                    ))
                 }
                 "empty" => {}
                 "has" if !text.contains(&unescape(rest)) => {
@@ -817,7 +838,9 @@ impl Player {
                     let (r2, tail) = bytes.split_at(end);
                     let r2 = r2.strip_suffix(b"\r\n").ok_or("no CRLF after R2")?;
                     if r2.len() != 16 || r2.contains(&b'\r') || r2.contains(&b'\n') {
-                        return Err(format!("R2 must be 16 raw octets without CR/LF: {content:?}"));
+                        return Err(format!(
+                            "R2 must be 16 raw octets without CR/LF: {content:?}"
+                        ));
                     }
                     let var = |n: &str| self.vars.get(n).cloned().unwrap_or_default();
                     let rs = B64.decode(var("rs")).map_err(|e| e.to_string())?;
@@ -1080,7 +1103,10 @@ fn flow_control_small_window_and_eager_seq() {
 fn plist_reader_enforces_apple_whitespace() {
     let good = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<!DOCTYPE plist PUBLIC \"-//Apple//DTD PLIST 1.0//EN\" \"x\">\n<plist version=\"1.0\">\n<dict>\n\t<key>a &amp; b</key>\n\t<string> kept </string>\n</dict>\n</plist>\n";
     let value = PlistReader::document(good).expect("a well-formed Apple plist");
-    assert_eq!(lookup(&value, "a & b").map(render).as_deref(), Some(" kept "));
+    assert_eq!(
+        lookup(&value, "a & b").map(render).as_deref(),
+        Some(" kept ")
+    );
 
     let space = good.replace("\t<key>", "  <key>");
     let error = PlistReader::document(&space).expect_err("spaces between tags");
@@ -1106,7 +1132,10 @@ fn two_way_random_matches_the_documented_vector() {
         "1c6d3085abc413cdcc8e68f0f7e38098"
     );
     assert_eq!(
-        hmac_md5("secret", &[b"one-xgrid-client", &rc, &rs, b"ABCDEFGHIJKLMNOP"]),
+        hmac_md5(
+            "secret",
+            &[b"one-xgrid-client", &rc, &rs, b"ABCDEFGHIJKLMNOP"]
+        ),
         "516b8de15dc3a00588bc554685609ab8"
     );
 }
