@@ -1158,3 +1158,8 @@ fn transcript_payload_escapes() {
 fn agent_password_two_way_random() {
     Player::play("agent-password.txt");
 }
+
+#[test]
+fn agent_runs_a_task() {
+    Player::play("agent-task.txt");
+}
