@@ -24,7 +24,7 @@
 //! `uri` attributes in order; `?` marks one that may be absent), `blob-rs` (step 2 of
 //! two-way-random: captures `rs`), `twr-verify` (step 4: checks the controller's digest),
 //! `plist PATH = VALUE`, `plist PATH != VALUE`, `plist PATH exists|absent|nonempty`,
-//! `plist PATH is KIND`, `capture VAR PATH`. PATH is dotted from the envelope dictionary
+//! `plist PATH is KIND`, `plist PATH bytes TEXT` (a `<data>` holding TEXT), `capture VAR PATH`. PATH is dotted from the envelope dictionary
 //! (`payload.controllerList.0.role`).
 //!
 //! Checked on every frame without being asked: header syntax, `END\r\n` trailer, payload size,
@@ -873,6 +873,11 @@ impl Player {
                         ("!=", Some(v)) => render(v) != operand,
                         ("!=", None) => true,
                         ("is", Some(v)) => kind_of(v) == operand,
+                        ("bytes", Some(PValue::Scalar("data", text))) => {
+                            let packed: String =
+                                text.chars().filter(|c| !c.is_whitespace()).collect();
+                            B64.decode(packed).ok() == Some(unescape(operand).into_bytes())
+                        }
                         _ => false,
                     };
                     if !ok {
