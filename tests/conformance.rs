@@ -6,11 +6,13 @@
 //! misunderstanding shared by the controller and the protocol crate cannot hide.
 //!
 //! Transcript language (one step per line; `#` starts a comment line):
-//! - `controller [client-password=PW]`: first line; how to start the controller.
+//! - `controller [client-password=PW] [agent-password=PW]`: first line; how to start the
+//!   controller (on a free loopback port, with a fresh data directory).
 //! - `set VAR = VALUE`: a variable for `{VAR}` placeholders.
 //! - `send TYPE CH MSGNO MORE SEQNO SIZE`, then payload lines, then `end`: one frame. Payload
 //!   lines lose their indentation and line end; `\r`, `\n`, `\t`, `\\` are escapes. `{size}`,
-//!   `{seq}` (our next seqno on the channel), `{ackno}` and `{VAR}` are filled in; so are
+//!   `{seq}` (our next seqno on the channel), `{ackno}` and `{VAR}` are filled in (`\{` is a
+//!   literal brace); so are
 //!   `{twr-answer}` / `{twr-wrong-answer}` (step 3 of two-way-random from `user`, `password`
 //!   and the captured `rs`, the wrong one keyed with a wrong password).
 //! - `send SEQ CH {ackno} WINDOW`: a SEQ frame (no payload).
@@ -508,6 +510,12 @@ impl Player {
         let mut rest = text;
         while let Some(open) = rest.find('{') {
             out.push_str(&rest[..open]);
+            // `\{` is a literal brace (unescaped later), e.g. in an old-style plist.
+            if rest[..open].ends_with('\\') {
+                out.push('{');
+                rest = &rest[open + 1..];
+                continue;
+            }
             let close = rest[open..]
                 .find('}')
                 .unwrap_or_else(|| self.fail(format!("unclosed placeholder in {text}")));
