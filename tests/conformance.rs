@@ -18,6 +18,8 @@
 //! - `send SEQ CH {ackno} WINDOW`: a SEQ frame (no payload).
 //! - `window CH N`: grant the controller N octets on channel CH from now on (sends a SEQ).
 //! - `expect TYPE CH MSGNO` (MSGNO may be `*`), then indented checks: the next whole message.
+//! - `await TYPE CH MSGNO`, then checks: like `expect`, passing over messages on the channel
+//!   that fail the checks (notifications whose number the controller decides).
 //! - `unordered` … `end`: several `expect`s whose messages may come in any order.
 //! - `quiet MS`: no message may arrive within MS milliseconds.
 //! - `reconnect`: a new TCP connection to the same controller (variables are kept).
@@ -273,6 +275,8 @@ enum Step {
 #[derive(Debug)]
 struct Expectation {
     line: usize,
+    /// `await`: messages on the channel that do not match are passed over.
+    await_match: bool,
     kind: String,
     channel: u32,
     msgno: Option<u32>,
@@ -357,17 +361,18 @@ fn parse_transcript(text: &str) -> Transcript {
                 let group = unordered.take().expect("`end` without `unordered`");
                 transcript.steps.push(Step::Unordered(group));
             }
-            "expect" => {
+            "expect" | "await" => {
                 let mut checks = Vec::new();
                 while i < lines.len() && lines[i].1.starts_with("    ") && {
                     let w = lines[i].1.trim_start();
-                    !w.starts_with("expect ") && w != "end"
+                    !w.starts_with("expect ") && !w.starts_with("await ") && w != "end"
                 } {
                     checks.push(lines[i].1.trim().to_string());
                     i += 1;
                 }
                 let expectation = Expectation {
                     line: number,
+                    await_match: words[0] == "await",
                     kind: words[1].to_string(),
                     channel: words[2].parse().expect("channel"),
                     msgno: (words[3] != "*").then(|| words[3].parse().expect("msgno")),
@@ -410,8 +415,8 @@ fn escape_for_log(bytes: &[u8]) -> String {
         .replace('\r', "\\r")
         .replace('\n', "\\n")
         .replace('\t', "\\t");
-    if escaped.chars().count() > 400 {
-        format!("{}…", escaped.chars().take(400).collect::<String>())
+    if escaped.chars().count() > 1200 {
+        format!("{}…", escaped.chars().take(1200).collect::<String>())
     } else {
         escaped
     }
@@ -727,12 +732,15 @@ impl Player {
         }
     }
 
-    fn next_message(&mut self, timeout: Duration) -> Option<Message> {
+    /// The next whole message on one of `channels` (any channel when empty). BEEP orders
+    /// messages only within a channel, so messages on other channels wait in the inbox.
+    fn next_message(&mut self, channels: &[u32], timeout: Duration) -> Option<Message> {
         let deadline = Instant::now() + timeout;
         loop {
             self.pump_frames();
-            if !self.inbox.is_empty() {
-                return Some(self.inbox.remove(0));
+            let wanted = |m: &Message| channels.is_empty() || channels.contains(&m.channel);
+            if let Some(at) = self.inbox.iter().position(wanted) {
+                return Some(self.inbox.remove(at));
             }
             if Instant::now() >= deadline {
                 return None;
@@ -902,23 +910,36 @@ impl Player {
     }
 
     fn expect(&mut self, expectation: &Expectation) {
-        let Some(message) = self.next_message(Duration::from_secs(10)) else {
-            self.fail(format!(
-                "line {}: nothing came within 10 s (expected {} {} {:?})",
-                expectation.line, expectation.kind, expectation.channel, expectation.msgno
-            ))
-        };
-        let mut captures = Vec::new();
-        if let Err(why) = self.check(&message, expectation, &mut captures) {
-            self.fail(format!("line {}: {why}", expectation.line));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Some(message) = self.next_message(&[expectation.channel], left) else {
+                self.fail(format!(
+                    "line {}: nothing (matching) came within 10 s (expected {} {} {:?})",
+                    expectation.line, expectation.kind, expectation.channel, expectation.msgno
+                ))
+            };
+            let mut captures = Vec::new();
+            match self.check(&message, expectation, &mut captures) {
+                Ok(()) => {
+                    self.vars.extend(captures);
+                    return;
+                }
+                Err(why) if expectation.await_match => {
+                    let line = expectation.line;
+                    self.log
+                        .push(format!("  (line {line} passes over a message: {why})"));
+                }
+                Err(why) => self.fail(format!("line {}: {why}", expectation.line)),
+            }
         }
-        self.vars.extend(captures);
     }
 
     fn expect_unordered(&mut self, group: &[Expectation]) {
         let mut matched = vec![false; group.len()];
         while matched.iter().any(|m| !m) {
-            let Some(message) = self.next_message(Duration::from_secs(10)) else {
+            let channels: Vec<u32> = group.iter().map(|e| e.channel).collect();
+            let Some(message) = self.next_message(&channels, Duration::from_secs(10)) else {
                 self.fail(format!(
                     "line {}: unordered group incomplete after 10 s",
                     group[0].line
@@ -989,7 +1010,7 @@ impl Player {
                 Step::Expect(expectation) => player.expect(expectation),
                 Step::Unordered(group) => player.expect_unordered(group),
                 Step::Quiet(ms) => {
-                    if let Some(message) = player.next_message(Duration::from_millis(*ms)) {
+                    if let Some(message) = player.next_message(&[], Duration::from_millis(*ms)) {
                         player.fail(format!(
                             "expected silence, got {} {} {}",
                             message.kind, message.channel, message.msgno
