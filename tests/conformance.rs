@@ -12,9 +12,8 @@
 //! - `send TYPE CH MSGNO MORE SEQNO SIZE`, then payload lines, then `end`: one frame. Payload
 //!   lines lose their indentation and line end; `\r`, `\n`, `\t`, `\\` are escapes. `{size}`,
 //!   `{seq}` (our next seqno on the channel), `{ackno}` and `{VAR}` are filled in (`\{` is a
-//!   literal brace); so are
-//!   `{twr-answer}` / `{twr-wrong-answer}` (step 3 of two-way-random from `user`, `password`
-//!   and the captured `rs`, the wrong one keyed with a wrong password).
+//!   literal brace); so are `{twr-answer}` / `{twr-wrong-answer}` (step 3 of two-way-random
+//!   from `user`, `password`, `rc` and the captured `rs`; the wrong one uses a wrong password).
 //! - `send SEQ CH {ackno} WINDOW`: a SEQ frame (no payload).
 //! - `window CH N`: grant the controller N octets on channel CH from now on (sends a SEQ).
 //! - `expect TYPE CH MSGNO` (MSGNO may be `*`), then indented checks: the next whole message.
@@ -24,15 +23,17 @@
 //! - `quiet MS`: no message may arrive within MS milliseconds.
 //! - `reconnect`: a new TCP connection to the same controller (variables are kept).
 //!
-//! Checks: `empty` (no body: no octets, or only `\r\n`), `has TEXT`, `starts TEXT`, `attr NAME = VALUE`, `profiles URI[?]…` (the
-//! `uri` attributes in order; `?` marks one that may be absent), `blob-rs` (step 2 of
+//! Checks: `empty` (no body: no octets, or only `\r\n`), `has TEXT`, `starts TEXT`,
+//! `attr NAME = VALUE`, `profiles URI[?]…` (the `uri` attributes in order; `?` marks one that
+//! may be absent), `blob-rs` (step 2 of
 //! two-way-random: captures `rs`), `twr-verify` (step 4: checks the controller's digest),
 //! `plist PATH = VALUE`, `plist PATH != VALUE`, `plist PATH exists|absent|nonempty`,
-//! `plist PATH is KIND`, `plist PATH bytes TEXT` (a `<data>` holding TEXT), `capture VAR PATH`. PATH is dotted from the envelope dictionary
-//! (`payload.controllerList.0.role`).
+//! `plist PATH is KIND`, `plist PATH bytes TEXT` (a `<data>` holding TEXT), `capture VAR PATH`.
+//! PATH is dotted from the envelope dictionary (`payload.controllerList.0.role`).
 //!
 //! Checked on every frame without being asked: header syntax, `END\r\n` trailer, payload size,
-//! the controller's seqno continuity, and that it never sends past the window we granted.
+//! the controller's seqno continuity, its SEQs acknowledging no more than we sent, and that it
+//! never sends past the window we granted.
 //! Checked on every Xgrid message from the controller: no MIME headers (`\r\n` then the plist),
 //! only tabs and `\n` between XML tags, the DOCTYPE line ends with a bare `\n`. Every MSG the
 //! controller sends on an Xgrid channel is answered at once with an empty RPY, as Apple peers do.
@@ -635,6 +636,12 @@ impl Player {
                 self.fail(format!("bad SEQ header {header:?}"));
             }
             let (channel, ackno, window) = (number(1), number(2), number(3));
+            let sent = self.sent.get(&(channel as u32)).copied().unwrap_or(0);
+            if ackno > sent {
+                self.fail(format!(
+                    "SEQ acknowledges octet {ackno} on channel {channel}, but we sent only {sent}"
+                ));
+            }
             self.log
                 .push(format!("< SEQ {channel} {ackno} {window} (window credit)"));
             self.buffer.drain(..=lf);
