@@ -25,8 +25,8 @@
 //!
 //! Checks: `empty` (no body: no octets, or only `\r\n`), `has TEXT`, `starts TEXT`,
 //! `attr NAME = VALUE`, `profiles URI[?]…` (the `uri` attributes in order; `?` marks one that
-//! may be absent), `blob-rs` (step 2 of
-//! two-way-random: captures `rs`), `twr-verify` (step 4: checks the controller's digest),
+//! may be absent), `blob-rs` (step 2 of two-way-random: captures `rs`), `twr-verify` (step 4:
+//! checks the controller's digest),
 //! `plist PATH = VALUE`, `plist PATH != VALUE`, `plist PATH exists|absent|nonempty`,
 //! `plist PATH is KIND`, `plist PATH bytes TEXT` (a `<data>` holding TEXT), `capture VAR PATH`.
 //! PATH is dotted from the envelope dictionary (`payload.controllerList.0.role`).
@@ -61,7 +61,6 @@ struct Frame {
     channel: u32,
     msgno: u32,
     more: bool,
-    seqno: u64,
     payload: Vec<u8>,
 }
 
@@ -650,7 +649,6 @@ impl Player {
                 channel: channel as u32,
                 msgno: 0,
                 more: false,
-                seqno: 0,
                 payload: Vec::new(),
             });
         }
@@ -704,7 +702,6 @@ impl Player {
             channel,
             msgno: msgno as u32,
             more,
-            seqno,
             payload: frame_bytes[lf + 1..lf + 1 + size as usize].to_vec(),
         })
     }
@@ -714,7 +711,6 @@ impl Player {
             if frame.kind == "SEQ" {
                 continue;
             }
-            let _ = frame.seqno;
             let key = (frame.channel, frame.msgno);
             let message = self.partial.entry(key).or_insert_with(|| Message {
                 kind: frame.kind.clone(),
