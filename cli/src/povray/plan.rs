@@ -52,17 +52,25 @@ fn frame_numbers(frames: Frames) -> Vec<u64> {
     (frames.first..=frames.last).collect()
 }
 
-/// Tiles in raster order, about `target` of them, as square as the block grid allows.
+/// Tiles in raster order: the number of tiles closest to `target`, and among those the
+/// squarest tiles, each a whole number of blocks wide and high.
 pub fn tile_rects(render: &RenderOptions, target: usize) -> Vec<Rect> {
     let block = render.block_size.max(1);
     let blocks_across = render.width.div_ceil(block);
     let blocks_down = render.height.div_ceil(block);
-    let target = target.clamp(1, blocks_across * blocks_down);
-    let aspect = render.width as f64 / render.height as f64;
-    let columns = ((target as f64 * aspect).sqrt().round() as usize).clamp(1, blocks_across);
-    let rows = target.div_ceil(columns).clamp(1, blocks_down);
-    let tile_width = blocks_across.div_ceil(columns) * block;
-    let tile_height = blocks_down.div_ceil(rows) * block;
+    let mut best = (usize::MAX, f64::INFINITY, 1, 1);
+    for across in 1..=blocks_across {
+        for down in 1..=blocks_down {
+            let count = blocks_across.div_ceil(across) * blocks_down.div_ceil(down);
+            let miss = count.abs_diff(target);
+            let skew = (across as f64 / down as f64).ln().abs();
+            if miss < best.0 || (miss == best.0 && skew < best.1) {
+                best = (miss, skew, across, down);
+            }
+        }
+    }
+    let tile_width = best.2 * block;
+    let tile_height = best.3 * block;
     let mut rects = Vec::new();
     for top in (0..render.height).step_by(tile_height) {
         for left in (0..render.width).step_by(tile_width) {
@@ -206,6 +214,11 @@ mod tests {
             [(0, 64), (0, 64), (0, 64), (64, 120), (64, 120), (64, 120)]
         );
         assert_eq!(lefts[..3], [(0, 64), (64, 128), (128, 160)]);
+        let twelve = tile_rects(&render(160, 120, 32), 12);
+        assert_eq!(twelve.len(), 12);
+        assert!(twelve
+            .iter()
+            .all(|r| r.bottom - r.top == 32 && r.left % 64 == 0));
         // A 64x48 image has only 2x2 blocks, whatever is asked.
         assert_eq!(tile_rects(&render(64, 48, 32), 24).len(), 4);
         assert_eq!(tile_rects(&render(64, 48, 32), 1).len(), 1);
