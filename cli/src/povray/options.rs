@@ -33,7 +33,9 @@ the job; POV-Ray's standard includes are expected on the agents.
   -auth METHOD        Password (default) or None
   -gid GRID           the grid to use (default: the controller's default grid)
   -o FILE             where to write the picture: .png or .ppm
-  -tiles N            about how many tiles to cut the image into (default 24)
+  -tiles N            about how many tiles to cut the image into (default 16);
+                      each tile parses the scene again, so slow-parsing
+                      scenes want fewer
 
 POV-Ray options such as +W320 +H240 +A0.3 +KFF4 are given to every task. The tool sets
 the input and output files, the output format and the render area itself.
@@ -68,6 +70,8 @@ pub enum UsageError {
     NoFrames(String),
     #[error("the image size must be at least 1x1")]
     EmptyImage,
+    #[error("POV-Ray's render block size (+BS) must be at least 4, not {0}")]
+    BlockSize(u64),
 }
 
 /// A command line that asks for a render.
@@ -339,10 +343,14 @@ impl Settings {
                 })
             }
         };
+        let block_size = self.block_size.unwrap_or(DEFAULT_BLOCK_SIZE as u64);
+        if block_size < 4 {
+            return Err(UsageError::BlockSize(block_size));
+        }
         Ok(RenderOptions {
             width,
             height,
-            block_size: self.block_size.unwrap_or(DEFAULT_BLOCK_SIZE as u64).max(1) as usize,
+            block_size: block_size as usize,
             alpha: self.alpha,
             frames,
         })

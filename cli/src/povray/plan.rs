@@ -9,6 +9,8 @@
 //!   first. Tiles are numbered by a golden-ratio stride through the raster order: tiles
 //!   handed out one after another lie far apart, so an expensive region of the picture is
 //!   shared among the agents and does not all come last.
+//! - Every tile parses the scene (and shoots its photons) again, so tiles are not made
+//!   small: 16 by default (`-tiles`). A scene whose parsing is slow wants fewer.
 //! - Each task renders with one thread (`+WT1`, given before the user's options so a `+WT`
 //!   of theirs wins): an agent offers one slot per processor.
 
@@ -23,7 +25,7 @@ pub const POVRAY: &str = "/usr/bin/povray";
 /// The `applicationIdentifier` of the jobs this tool submits.
 pub const APPLICATION_IDENTIFIER: &str = "org.xgrid.povray";
 /// Tiles to aim for when `-tiles` is not given.
-pub const DEFAULT_TILES: usize = 24;
+pub const DEFAULT_TILES: usize = 16;
 /// The file each task writes (POV-Ray adds the frame number in an animation).
 pub const TASK_OUTPUT: &str = "piece.tga";
 
