@@ -217,3 +217,31 @@ fn a_missing_include_stops_the_render_before_submission() {
     assert!(jobs.is_empty(), "a job was created: {jobs:?}");
     let _ = std::fs::remove_dir_all(&work);
 }
+
+#[test]
+fn a_scene_povray_cannot_parse_fails_with_povrays_message() {
+    if !have_povray("a_scene_povray_cannot_parse_fails_with_povrays_message") {
+        return;
+    }
+    let grid = Grid::start("povray-parse", 1, 1);
+    let work = scratch_dir("povray-parse-out");
+    std::fs::write(
+        work.join("broken.pov"),
+        "#version 3.7;\nsphere { 0, 1 pigment { colr 1 } }\n",
+    )
+    .expect("write scene");
+    let output = xgrid_povray(
+        &grid,
+        &work,
+        &["broken.pov", "+W32", "+H32", "-tiles", "1", "-o", "x.png"],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("the tile of rows 1-32, columns 1-32 failed: POV-Ray ended with status 1"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("Parse Error"), "{stderr}");
+    assert!(!work.join("x.png").exists());
+    let _ = std::fs::remove_dir_all(&work);
+}

@@ -17,7 +17,10 @@
 //! 3. GNU parallel running the same tiles two at a time, one POV-Ray thread each.
 //!
 //! Printed: wall times, each way's speed relative to (1) (target for the grid: ≥ 0.9), and
-//! whether (2) and (3) are pixel-identical to (1).
+//! how many pixels of (2) and (3) differ from (1) and from each other. The benchmark scene
+//! jitters its area light, which POV-Ray draws from a random sequence running from block to
+//! block, so tiles differ from (1) in some pixels (as POV-Ray's own +WT1 and +WT2 renders
+//! of it differ); (2) and (3) render the same tiles and must agree exactly.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -141,7 +144,11 @@ fn main() {
     );
     drop(grid);
     let grid_ppm = std::fs::read(work.join("grid.ppm")).expect("the grid's picture");
-    let grid_same = reference.to_ppm().ok().as_deref() == Some(grid_ppm.as_slice());
+    // Our PPM header is short and fixed; the picture is the last width*height*3 bytes.
+    let grid_pixels = grid_ppm
+        .get(grid_ppm.len().saturating_sub(size * size * 3)..)
+        .unwrap_or_default()
+        .to_vec();
     println!(
         "xgrid-povray, 2 agents x 1 slot:  {:>8.2} s",
         on_grid.as_secs_f64()
@@ -180,7 +187,6 @@ fn main() {
         let tile = read_image(&work.join(format!("tile{i}.tga")));
         assembled.copy_rect(&tile, *r).expect("the tile fits");
     }
-    let parallel_same = assembled == reference;
     println!(
         "GNU parallel -j2, {} tiles:         {:>8.2} s",
         rects.len(),
@@ -193,10 +199,14 @@ fn main() {
         ratio(on_grid),
         ratio(parallel)
     );
+    let differing =
+        |a: &[u8], b: &[u8]| a.chunks(3).zip(b.chunks(3)).filter(|(x, y)| x != y).count();
     println!(
-        "pixel-identical to one process: grid {}, GNU parallel {}",
-        if grid_same { "yes" } else { "NO" },
-        if parallel_same { "yes" } else { "NO" }
+        "pixels differing from one process: grid {}, GNU parallel {} (of {}); grid from GNU parallel: {}",
+        differing(&grid_pixels, &reference.pixels),
+        differing(&assembled.pixels, &reference.pixels),
+        size * size,
+        differing(&grid_pixels, &assembled.pixels)
     );
     println!("load average after: {}", load_average());
     let _ = std::fs::remove_dir_all(&work);

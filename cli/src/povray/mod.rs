@@ -32,7 +32,7 @@ pub enum PovrayError {
     Cli(#[from] CliError),
     #[error("{}: the scene's file name must be valid UTF-8 to travel in a job", .0.display())]
     BadScene(PathBuf),
-    #[error("{file}:{line}: #include \"{include}\": no such file beside the scene or among POV-Ray's standard includes; nothing was submitted")]
+    #[error("{file}:{line}: #include \"{include}\": no such file beside the scene, among POV-Ray's standard includes or in a +L directory; nothing was submitted")]
     MissingInclude {
         file: String,
         line: usize,
@@ -99,7 +99,11 @@ pub fn run(
     if arguments.format == OutputFormat::Ppm && arguments.render.alpha {
         return Err(PovrayError::AlphaInPpm);
     }
-    let scene = scene::collect(&arguments.scene, &[Path::new(scene::STANDARD_INCLUDES)])?;
+    let scene = scene::collect(
+        &arguments.scene,
+        &[Path::new(scene::STANDARD_INCLUDES)],
+        &arguments.library,
+    )?;
     for warning in &scene.warnings {
         eprintln!("xgrid-povray: warning: {warning}");
     }

@@ -38,7 +38,8 @@ the job; POV-Ray's standard includes are expected on the agents.
                       scenes want fewer
 
 POV-Ray options such as +W320 +H240 +A0.3 +KFF4 are given to every task. The tool sets
-the input and output files, the output format and the render area itself.
+the input and output files, the output format and the render area itself. Includes found
+in +L directories are sent with the scene.
 ";
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -86,6 +87,9 @@ pub struct Arguments {
     pub tiles: Option<usize>,
     /// POV-Ray options as typed, for every task.
     pub povray: Vec<String>,
+    /// Include directories given with `+L` or `Library_Path=`: includes found there travel
+    /// with the job, so these options are not passed on.
+    pub library: Vec<PathBuf>,
     pub render: RenderOptions,
 }
 
@@ -131,6 +135,7 @@ pub fn parse(words: &[String]) -> Result<Parsed, UsageError> {
     let mut tiles = None;
     let mut scene = None;
     let mut povray = Vec::new();
+    let mut library = Vec::new();
     let mut settings = Settings::default();
     let mut words = words.iter();
     while let Some(word) = words.next() {
@@ -160,6 +165,9 @@ pub fn parse(words: &[String]) -> Result<Parsed, UsageError> {
                     "none" => AuthMethod::None,
                     _ => return Err(UsageError::BadAuth(method)),
                 });
+            }
+            w if library_switch(w).is_some() => {
+                library.extend(library_switch(w).map(PathBuf::from));
             }
             w if w.starts_with('+') || w.starts_with('-') => {
                 settings.switch(w)?;
@@ -197,6 +205,7 @@ pub fn parse(words: &[String]) -> Result<Parsed, UsageError> {
         format,
         tiles,
         povray,
+        library,
         render: settings.finish()?,
     })))
 }
@@ -357,6 +366,24 @@ impl Settings {
     }
 }
 
+/// The directory of a `+Ldir`, `-Ldir` or `Library_Path=dir` option.
+fn library_switch(word: &str) -> Option<&str> {
+    let directory = if let Some((key, value)) = word.split_once('=') {
+        key.trim()
+            .eq_ignore_ascii_case("library_path")
+            .then_some(value.trim())
+    } else {
+        let mut chars = word.chars();
+        let sign = chars.next();
+        let letter = chars.next();
+        (matches!(sign, Some('+' | '-')) && matches!(letter, Some('L' | 'l')))
+            .then(|| word.get(2..).unwrap_or_default())
+    }?;
+    // POV-Ray accepts the directory in quotes.
+    let directory = directory.trim_matches('"');
+    (!directory.is_empty()).then_some(directory)
+}
+
 fn is_sized(upper: &str, letter: char) -> bool {
     let mut chars = upper.chars();
     chars.next() == Some(letter) && chars.next().is_some_and(|c| c.is_ascii_digit())
@@ -404,6 +431,16 @@ mod tests {
                 frames: None,
             }
         );
+    }
+
+    #[test]
+    fn library_directories_are_kept_apart() {
+        let a = run("s.pov +L/opt/inc +W64 Library_Path=\"libdir\" -o x.png");
+        assert_eq!(
+            a.library,
+            [PathBuf::from("/opt/inc"), PathBuf::from("libdir")]
+        );
+        assert_eq!(a.povray, ["+W64"]);
     }
 
     #[test]

@@ -5,6 +5,10 @@
 //!   on the block grid. POV-Ray's default anti-aliasing (`+AM1`) compares neighbouring
 //!   pixels only within a block, so tiles cut on the grid give exactly the pixels of a
 //!   single render; tiles cut elsewhere were seen to differ along their edges.
+//!   This holds for what POV-Ray computes from the pixel's position alone. Jittered area
+//!   lights draw from a random sequence that runs on from block to block, so a scene with
+//!   `area_light … jitter` comes out slightly different in tiles; POV-Ray's own renders of
+//!   such a scene (its benchmark scene) with one and with two threads differ as well.
 //! - The controller starts tasks in natural identifier order, so task `0` is handed out
 //!   first. Tiles are numbered by a golden-ratio stride through the raster order: tiles
 //!   handed out one after another lie far apart, so an expensive region of the picture is

@@ -55,9 +55,14 @@ pub async fn run(client: &mut Client, render: Render) -> Result<Vec<PathBuf>, Po
     } else {
         "tiles"
     };
+    let count = render.pieces.len();
     eprintln!(
-        "xgrid-povray: job {job}: {} {unit} of {}x{}",
-        render.pieces.len(),
+        "xgrid-povray: job {job}: {count} {} of {}x{}",
+        if count == 1 {
+            unit.trim_end_matches('s')
+        } else {
+            unit
+        },
         render.width,
         render.height
     );

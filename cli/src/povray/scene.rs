@@ -2,14 +2,16 @@
 //! `#include "name"` directives name, resolved against the scene's directory (the tasks run
 //! with all of them in their working directory, where POV-Ray looks first).
 //!
-//! An include found only in POV-Ray's standard include directory (colors.inc and the like)
-//! is left to the agent's own POV-Ray, as is an absolute path that exists here. An include
+//! Each include is looked for where POV-Ray looks, in order: beside the scene, in POV-Ray's
+//! standard include directory (colors.inc and the like: left to the agent's own POV-Ray),
+//! then in the library directories given with `+L` (sent with the scene, so the tasks need
+//! no such directory). An absolute path that exists here is left to the agents. An include
 //! found nowhere stops the submission, naming the file and the line that includes it.
 //! Comments (`//`, and `/* */`, which nest in POV-Ray) and string contents are skipped, so
 //! a commented-out `#include` is not followed.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Component, Path};
+use std::path::{Component, Path, PathBuf};
 
 use crate::submission::LocalFile;
 
@@ -36,8 +38,12 @@ enum Include {
 }
 
 /// Collect the scene at `scene` and everything it includes; `standard` lists the directories
-/// whose includes the agents already have.
-pub fn collect(scene: &Path, standard: &[&Path]) -> Result<SceneFiles, PovrayError> {
+/// whose includes the agents already have, `library` the user's other include directories.
+pub fn collect(
+    scene: &Path,
+    standard: &[&Path],
+    library: &[PathBuf],
+) -> Result<SceneFiles, PovrayError> {
     let dir = scene.parent().unwrap_or(Path::new(".")).to_path_buf();
     let scene_key = scene
         .file_name()
@@ -77,17 +83,24 @@ pub fn collect(scene: &Path, standard: &[&Path]) -> Result<SceneFiles, PovrayErr
                 continue;
             }
             let local = dir.join(&name);
-            if local.is_file() {
-                let include_key = inside_key(&name).ok_or_else(|| PovrayError::IncludeOutside {
-                    file: shown.clone(),
-                    line,
-                    include: name.clone(),
-                })?;
-                if seen.insert(include_key.clone()) {
-                    pending.push((include_key, local));
-                }
-            } else if !standard.iter().any(|d| d.join(&name).is_file()) {
-                return Err(missing());
+            let source = if local.is_file() {
+                local
+            } else if standard.iter().any(|d| d.join(&name).is_file()) {
+                continue;
+            } else {
+                library
+                    .iter()
+                    .map(|d| d.join(&name))
+                    .find(|p| p.is_file())
+                    .ok_or_else(missing)?
+            };
+            let include_key = inside_key(&name).ok_or_else(|| PovrayError::IncludeOutside {
+                file: shown.clone(),
+                line,
+                include: name.clone(),
+            })?;
+            if seen.insert(include_key.clone()) {
+                pending.push((include_key, source));
             }
         }
         found.files.insert(key, file);
@@ -299,7 +312,8 @@ mod tests {
         );
         dir.write("b.inc", b"// leaf\n", false);
         dir.write("unused.inc", b"", false);
-        let found = collect(&dir.path().join("scene.pov"), &[standard.path()]).expect("collects");
+        let found =
+            collect(&dir.path().join("scene.pov"), &[standard.path()], &[]).expect("collects");
         assert_eq!(found.scene, "scene.pov");
         assert_eq!(
             found.files.keys().collect::<Vec<_>>(),
@@ -310,11 +324,38 @@ mod tests {
     }
 
     #[test]
+    fn library_directories_are_searched_after_the_standard_one_and_sent() {
+        let dir = TempDir::new();
+        let standard = TempDir::new();
+        let library = TempDir::new();
+        standard.write("shared.inc", b"", false);
+        library.write("shared.inc", b"library copy", false);
+        library.write("extra.inc", b"#include \"leaf.inc\"\n", false);
+        library.write("leaf.inc", b"leaf", false);
+        dir.write(
+            "scene.pov",
+            b"#include \"shared.inc\"\n#include \"extra.inc\"\n",
+            false,
+        );
+        let found = collect(
+            &dir.path().join("scene.pov"),
+            &[standard.path()],
+            &[library.path().to_path_buf()],
+        )
+        .expect("collects");
+        assert_eq!(
+            found.files.keys().collect::<Vec<_>>(),
+            ["extra.inc", "leaf.inc", "scene.pov"]
+        );
+        assert_eq!(found.files["leaf.inc"].data, b"leaf");
+    }
+
+    #[test]
     fn a_missing_include_names_the_file_and_the_line() {
         let dir = TempDir::new();
         dir.write("scene.pov", b"#include \"here.inc\"\n", false);
         dir.write("here.inc", b"\n\n#include \"gone.inc\"\n", false);
-        let err = collect(&dir.path().join("scene.pov"), &[]).expect_err("missing");
+        let err = collect(&dir.path().join("scene.pov"), &[], &[]).expect_err("missing");
         let text = err.to_string();
         let here = dir.path().join("here.inc");
         assert!(
@@ -325,7 +366,7 @@ mod tests {
 
         dir.write("deeper/scene.pov", b"#include \"../outside.inc\"\n", false);
         dir.write("outside.inc", b"", false);
-        let err = collect(&dir.path().join("deeper/scene.pov"), &[]).expect_err("outside");
+        let err = collect(&dir.path().join("deeper/scene.pov"), &[], &[]).expect_err("outside");
         assert!(err.to_string().contains("climbs out"), "{err}");
     }
 }
