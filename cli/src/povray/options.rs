@@ -16,6 +16,8 @@ use crate::args::{AuthMethod, ConnectionArgs};
 /// tool always sends the size, so agents configured otherwise still agree.
 pub const DEFAULT_WIDTH: usize = 800;
 pub const DEFAULT_HEIGHT: usize = 600;
+/// The widest and highest image a Targa file (16-bit sizes) can hold.
+pub const MAX_SIDE: usize = 65_535;
 /// POV-Ray's default `Render_Block_Size`.
 pub const DEFAULT_BLOCK_SIZE: usize = 32;
 
@@ -71,6 +73,8 @@ pub enum UsageError {
     NoFrames(String),
     #[error("the image size must be at least 1x1")]
     EmptyImage,
+    #[error("the image may be at most {MAX_SIDE} pixels wide and high (the pieces travel as Targa files)")]
+    TooLarge,
     #[error("POV-Ray's render block size (+BS) must be at least 4, not {0}")]
     BlockSize(u64),
 }
@@ -332,6 +336,9 @@ impl Settings {
         let height = self.height.unwrap_or(DEFAULT_HEIGHT as u64) as usize;
         if width == 0 || height == 0 {
             return Err(UsageError::EmptyImage);
+        }
+        if width > MAX_SIDE || height > MAX_SIDE {
+            return Err(UsageError::TooLarge);
         }
         // Frames only when an animation is asked for, as POV-Ray does (Final_Frame set).
         let frames = match self.final_frame {

@@ -66,7 +66,12 @@ pub fn tile_rects(render: &RenderOptions, target: usize) -> Vec<Rect> {
     let blocks_down = render.height.div_ceil(block);
     let mut best = (usize::MAX, f64::INFINITY, 1, 1);
     for across in 1..=blocks_across {
-        for down in 1..=blocks_down {
+        // Only tile heights near the one that gives `target` tiles with this width are
+        // worth trying; trying them all is quadratic in the image size.
+        let columns = blocks_across.div_ceil(across);
+        let rows_wanted = (target as f64 / columns as f64).max(1.0);
+        let guess = ((blocks_down as f64 / rows_wanted).ceil() as usize).clamp(1, blocks_down);
+        for down in guess.saturating_sub(1).max(1)..=(guess + 1).min(blocks_down) {
             let count = blocks_across.div_ceil(across) * blocks_down.div_ceil(down);
             let miss = count.abs_diff(target);
             let skew = (across as f64 / down as f64).ln().abs();
@@ -226,6 +231,8 @@ mod tests {
         rows.dedup();
         assert_eq!(rows, [(0, 32), (32, 64), (64, 96), (96, 120)]);
         assert!(twelve.iter().all(|r| r.left % 64 == 0));
+        // The largest image is planned without trying every tile size.
+        assert_eq!(tile_rects(&render(65_535, 65_535, 4), 16).len(), 16);
         // A 64x48 image has only 2x2 blocks, whatever is asked.
         assert_eq!(tile_rects(&render(64, 48, 32), 24).len(), 4);
         assert_eq!(tile_rects(&render(64, 48, 32), 1).len(), 1);
