@@ -16,7 +16,14 @@
 //! 2. `xgrid-povray` through a controller and two agents with one slot each, in
 //!    `XGRID_BENCH_POVRAY_TILES` tiles (default 8: every tile parses the scene and shoots its
 //!    photons again, about a second of work each for this scene);
-//! 3. GNU parallel running the same tiles two at a time, one POV-Ray thread each.
+//! 3. GNU parallel running the same tiles two at a time, one POV-Ray thread each, each in a
+//!    session of its own (`setsid`), as the agents run their tasks.
+//!
+//! On a shared machine, mind Linux's autogroup scheduling (`sched_autogroup_enabled`): every
+//! session competes for the processors as one group. The agents start each task in its own
+//! session, so under outside load the two tiles being rendered get two groups' share, while
+//! the single process (both threads in one session) gets one. (2) and (3) compare fairly;
+//! against (1), only figures from an otherwise idle machine are fair.
 //!
 //! `XGRID_BENCH_POVRAY_ROUNDS` (default 1) repeats the three, starting each round with a
 //! different one, and keeps each one's best time.
@@ -149,7 +156,7 @@ fn gnu_parallel(setup: &Setup) -> (Duration, Vec<u8>) {
     let mut commands = String::new();
     for (i, r) in rects.iter().enumerate() {
         commands.push_str(&format!(
-            "{POVRAY} {} {} +WT1 +Otile{i}.tga +SR{} +ER{} +SC{} +EC{} {}\n",
+            "setsid -w {POVRAY} {} {} +WT1 +Otile{i}.tga +SR{} +ER{} +SC{} +EC{} {}\n",
             setup.options.join(" "),
             QUIET.join(" "),
             r.top + 1,
