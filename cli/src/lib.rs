@@ -7,6 +7,7 @@ pub mod client;
 pub mod commands;
 pub mod error;
 pub mod output;
+pub mod povray;
 pub mod progress;
 pub mod submission;
 
