@@ -303,6 +303,8 @@ pub fn start_controller(
     let mut command = Command::new(binary("xgridcontrollerd"));
     command
         .args(["--listen", listen])
+        // Grids of these tests run side by side: none may hold the dashboard's fixed port.
+        .arg("--no-web")
         .arg("--data-dir")
         .arg(data_dir);
     if let Some(password) = client_password {

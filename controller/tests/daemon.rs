@@ -33,7 +33,8 @@ impl Daemon {
             Stdio::null()
         };
         let mut child = Command::new(env!("CARGO_BIN_EXE_xgridcontrollerd"))
-            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            // No dashboard: several daemons run at once, and only the first line is read.
+            .args(["--listen", "127.0.0.1:0", "--no-web", "--data-dir"])
             .arg(data_dir)
             .args(extra)
             .stdout(Stdio::piped())
@@ -197,6 +198,8 @@ fn help_tells_the_flags() {
         "--agent-password",
         "--client-password-file",
         "--agent-grace",
+        "--web",
+        "--no-web",
     ] {
         assert!(help.contains(flag), "--help lacks {flag}");
     }
