@@ -94,7 +94,18 @@ fn complete(response: &[u8]) -> bool {
     }
 }
 
-/// One HTTP/1.1 exchange with chromedriver; the response body.
+/// `GET path` on the dashboard at `http://ADDR:PORT`; the response body.
+fn http_get(base: &str, path: &str) -> String {
+    let address = base.strip_prefix("http://").expect("an http:// address");
+    let port = address
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("a port");
+    http(port, "GET", path, None)
+}
+
+/// One HTTP/1.1 exchange (with chromedriver, or the dashboard on loopback); the body.
 fn http(port: u16, method: &str, path: &str, body: Option<&str>) -> String {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to chromedriver");
     stream
@@ -351,6 +362,16 @@ fn a_job_lives_on_the_dashboard_in_a_real_browser() {
         browser.run("return window.xgridMark || 'reloaded';"),
         "kept",
         "the job must finish without a reload"
+    );
+    let metrics = http_get(&dashboard, "/metrics");
+    let started_jobs = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("xgrid_dispatch_latency_seconds_count "))
+        .and_then(|n| n.trim().parse::<u64>().ok());
+    assert_eq!(
+        started_jobs,
+        Some(1),
+        "one job started, so one dispatch latency: {metrics}"
     );
     let errors = browser.console_errors();
     assert!(errors.is_empty(), "the console has errors: {errors:?}");

@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{broadcast, watch};
 use xgrid_protocol::jobspec::{JobSpecification, TaskSpecification};
@@ -37,6 +37,11 @@ pub struct WebView {
     shared: Arc<Shared>,
     samples: Mutex<VecDeque<UsageSample>>,
     agent_loads: Mutex<HashMap<AgentId, VecDeque<f64>>>,
+    /// Jobs submitted since the dashboard started that have no task started yet, with the
+    /// moment their submission was announced.
+    awaiting_start: Mutex<HashMap<JobId, Instant>>,
+    /// Submission to first task start, per job, as this view saw the events go by.
+    dispatch_latency: Mutex<LatencyHistogram>,
     events: broadcast::Sender<GridEvent>,
 }
 
@@ -77,6 +82,13 @@ fn job_status(status: store::JobStatus) -> JobStatus {
     JobStatus::parse(status.as_str()).unwrap_or(JobStatus::Pending)
 }
 
+fn is_final(status: JobStatus) -> bool {
+    matches!(
+        status,
+        JobStatus::Finished | JobStatus::Failed | JobStatus::Canceled
+    )
+}
+
 fn agent_state(state: store::AgentState) -> AgentState {
     AgentState::parse(state.as_str()).unwrap_or(AgentState::Offline)
 }
@@ -109,6 +121,8 @@ impl WebView {
             shared,
             samples: Mutex::new(VecDeque::new()),
             agent_loads: Mutex::new(HashMap::new()),
+            awaiting_start: Mutex::new(HashMap::new()),
+            dispatch_latency: Mutex::new(LatencyHistogram::new(LatencyHistogram::DEFAULT_BOUNDS)),
             events,
         }
     }
@@ -165,11 +179,21 @@ impl WebView {
 
     async fn relay(&self, event: notify::GridEvent) {
         use notify::GridEvent as E;
+        if let E::JobAdded { job, .. } = event {
+            lock(&self.awaiting_start).insert(job, Instant::now());
+        }
         let translated = match event {
             E::JobAdded { job, .. } | E::JobChanged { job } => {
-                self.job_summary(job).await.ok().map(GridEvent::Job)
+                let summary = self.job_summary(job).await.ok();
+                if let Some(summary) = &summary {
+                    self.note_start(summary);
+                }
+                summary.map(GridEvent::Job)
             }
-            E::JobRemoved { job, .. } => Some(GridEvent::JobRemoved(job)),
+            E::JobRemoved { job, .. } => {
+                lock(&self.awaiting_start).remove(&job);
+                Some(GridEvent::JobRemoved(job))
+            }
             E::AgentAdded { agent, .. }
             | E::AgentRemoved { agent, .. }
             | E::AgentChanged { agent } => match self.shared.store.agent(agent).await {
@@ -184,6 +208,22 @@ impl WebView {
         };
         if let Some(event) = translated {
             let _ = self.events.send(event);
+        }
+    }
+
+    /// A job awaiting its first task start that now has one (or is over) leaves the wait
+    /// list; a start is observed as dispatch latency. The latency includes the hub's delay
+    /// in telling this view, a few milliseconds at most on an idle controller.
+    fn note_start(&self, job: &JobSummary) {
+        let started = job.started.is_some() || job.tasks.running > 0;
+        if !started && !is_final(job.status) {
+            return;
+        }
+        let Some(submitted) = lock(&self.awaiting_start).remove(&job.id) else {
+            return;
+        };
+        if started {
+            lock(&self.dispatch_latency).observe(submitted.elapsed());
         }
     }
 
@@ -304,7 +344,7 @@ impl WebView {
             tasks_running: jobs.iter().map(|j| u64::from(j.tasks.running)).sum(),
             agents_by_state: by_state.into_values().collect(),
             migrations_total: 0,
-            dispatch_latency: LatencyHistogram::new(LatencyHistogram::DEFAULT_BOUNDS),
+            dispatch_latency: lock(&self.dispatch_latency).clone(),
         })
     }
 
