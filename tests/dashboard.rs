@@ -228,17 +228,28 @@ impl Browser {
 
     /// Runs `script` in the page; its result as text (scripts here return strings).
     fn run(&self, script: &str) -> String {
-        let body = format!("{{\"script\":{},\"args\":[]}}", json_string(script));
-        let reply = self.command("POST", "execute/sync", Some(&body));
-        string_field(&reply, "value").unwrap_or_default()
+        self.try_run(script)
+            .unwrap_or_else(|reply| panic!("the script failed: {reply}"))
     }
 
-    /// Waits until `script` answers `wanted`.
+    /// Like `run`, but a WebDriver error comes back (a page may be between loads).
+    fn try_run(&self, script: &str) -> Result<String, String> {
+        let body = format!("{{\"script\":{},\"args\":[]}}", json_string(script));
+        let path = format!("/session/{}/execute/sync", self.session);
+        let reply = http(self.port, "POST", &path, Some(&body));
+        if reply.contains("\"error\"") {
+            return Err(reply);
+        }
+        Ok(string_field(&reply, "value").unwrap_or_default())
+    }
+
+    /// Waits until `script` answers `wanted`; errors while a click's page load is under way
+    /// count as not yet.
     fn wait_for(&self, script: &str, wanted: &str, what: &str) {
         let deadline = Instant::now() + PATIENCE;
         loop {
-            let got = self.run(script);
-            if got == wanted {
+            let got = self.try_run(script);
+            if got.as_deref() == Ok(wanted) {
                 return;
             }
             assert!(Instant::now() < deadline, "{what}: still {got:?}");
@@ -309,7 +320,8 @@ fn a_job_lives_on_the_dashboard_in_a_real_browser() {
     );
     browser.run("window.xgridMark = 'kept'; return 'set';");
 
-    let job = job_identifier(&grid.xgrid(&["-job", "submit", "/bin/sleep", "2"]));
+    // Long enough to still run after both clicks: a suspended job's running task goes on.
+    let job = job_identifier(&grid.xgrid(&["-job", "submit", "/bin/sleep", "5"]));
     let row = format!("#job-{job}");
     browser.wait_for(
         &format!("return document.querySelector('{row}') ? 'shown' : 'absent';"),
@@ -322,12 +334,19 @@ fn a_job_lives_on_the_dashboard_in_a_real_browser() {
         "the job must appear without a reload"
     );
 
+    // A click posts a form and loads the list again: the mark tells the new page apart
+    // from the old one, whose live script may already show the change.
+    let after_click = |wanted_form: &str| {
+        format!(
+            "return window.xgridMark ? 'old page' : document.getElementById('live').textContent \
+             + (document.querySelector(\"{row} form[action='/jobs/{job}/{wanted_form}'] button\") ? ' {wanted_form}' : ' none');"
+        )
+    };
+    browser.run("window.xgridMark = 'before the click'; return 'set';");
     browser.click(&format!("{row} form[action='/jobs/{job}/suspend'] button"));
     browser.wait_for(
-        &format!(
-            "return document.querySelector(\"{row} form[action='/jobs/{job}/resume'] button\") ? 'resumable' : 'not yet';"
-        ),
-        "resumable",
+        &after_click("resume"),
+        "live resume",
         "Suspend turns into Resume",
     );
     let attributes = grid.job_attributes(&job).expect("job attributes");
@@ -337,18 +356,12 @@ fn a_job_lives_on_the_dashboard_in_a_real_browser() {
         "the controller has the job suspended: {attributes:?}"
     );
 
+    browser.run("window.xgridMark = 'before the click'; return 'set';");
     browser.click(&format!("{row} form[action='/jobs/{job}/resume'] button"));
     browser.wait_for(
-        &format!(
-            "return document.querySelector(\"{row} form[action='/jobs/{job}/resume']\") ? 'suspended' : 'resumed';"
-        ),
-        "resumed",
+        &after_click("suspend"),
+        "live suspend",
         "Resume turns back into Suspend",
-    );
-    browser.wait_for(
-        "return document.getElementById('live').textContent;",
-        "live",
-        "the page follows live events after the click",
     );
     browser.run("window.xgridMark = 'kept'; return 'set';");
     browser.wait_for(
@@ -375,4 +388,42 @@ fn a_job_lives_on_the_dashboard_in_a_real_browser() {
     );
     let errors = browser.console_errors();
     assert!(errors.is_empty(), "the console has errors: {errors:?}");
+}
+
+#[test]
+fn a_finished_jobs_page_shows_its_output_and_serves_its_files() {
+    let grid = Grid::start_with_dashboard("dashboard-files", 1, 1);
+    let dashboard = grid
+        .dashboard
+        .clone()
+        .expect("the controller serves its dashboard");
+    let job = job_identifier(&grid.xgrid(&[
+        "-job",
+        "submit",
+        "/bin/sh",
+        "-c",
+        "echo data > out.txt; echo ran; echo grumble >&2",
+    ]));
+    grid.wait_for_job(&job, 30, |attributes| {
+        attributes.get("jobStatus").and_then(|v| v.as_str()) == Some("Finished")
+    });
+    let page = http_get(&dashboard, &format!("/jobs/{job}"));
+    assert!(page.contains("ran"), "stdout on the job page: {page}");
+    assert!(page.contains("grumble"), "stderr on the job page: {page}");
+    assert!(
+        page.contains(&format!("/jobs/{job}/files/0/out.txt")),
+        "a link to the output file: {page}"
+    );
+    assert_eq!(
+        http_get(&dashboard, &format!("/jobs/{job}/files/0/out.txt")),
+        "data\n"
+    );
+    let missing = http_get(
+        &dashboard,
+        &format!("/jobs/{job}/files/0/..%2F..%2Fetc%2Fpasswd"),
+    );
+    assert!(
+        !missing.contains("root:"),
+        "no file outside the store: {missing}"
+    );
 }
