@@ -182,7 +182,17 @@ impl WebView {
         if let E::JobAdded { job, .. } = event {
             lock(&self.awaiting_start).insert(job, Instant::now());
         }
+        // With no tab open, only jobs awaiting their first start are worth reading.
+        let watched = self.events.receiver_count() > 0;
         let translated = match event {
+            E::JobAdded { job, .. } | E::JobChanged { job }
+                if !watched && !lock(&self.awaiting_start).contains_key(&job) =>
+            {
+                None
+            }
+            E::AgentAdded { .. } | E::AgentRemoved { .. } | E::AgentChanged { .. } if !watched => {
+                None
+            }
             E::JobAdded { job, .. } | E::JobChanged { job } => {
                 let summary = self.job_summary(job).await.ok();
                 if let Some(summary) = &summary {
