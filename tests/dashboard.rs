@@ -257,15 +257,29 @@ impl Browser {
         }
     }
 
+    /// Clicks the element `css` finds. The live script rebuilds a row's buttons when its
+    /// job changes, so a button found a moment ago may be gone: then it is found again.
     fn click(&self, css: &str) {
         let body = format!(
             "{{\"using\":\"css selector\",\"value\":{}}}",
             json_string(css)
         );
-        let found = self.command("POST", "element", Some(&body));
-        let element = string_field(&found, ELEMENT_KEY)
-            .unwrap_or_else(|| panic!("no element {css}: {found}"));
-        self.command("POST", &format!("element/{element}/click"), Some("{}"));
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let found = self.command("POST", "element", Some(&body));
+            let element = string_field(&found, ELEMENT_KEY)
+                .unwrap_or_else(|| panic!("no element {css}: {found}"));
+            let path = format!("/session/{}/element/{element}/click", self.session);
+            let reply = http(self.port, "POST", &path, Some("{}"));
+            if !reply.contains("\"error\"") {
+                return;
+            }
+            assert!(
+                reply.contains("stale element") && Instant::now() < deadline,
+                "clicking {css} failed: {reply}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// The browser console's entries at level SEVERE since the last call.
@@ -418,6 +432,16 @@ fn a_finished_jobs_page_shows_its_output_and_serves_its_files() {
         http_get(&dashboard, &format!("/jobs/{job}/files/0/out.txt")),
         "data\n"
     );
+    let metrics = http_get(&dashboard, "/metrics");
+    for line in [
+        "xgrid_jobs{status=\"Finished\"} 1",
+        "xgrid_agents{state=\"Available\"} 1",
+        "xgrid_tasks_running 0",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in {metrics}");
+    }
+    let agents = http_get(&dashboard, "/agents");
+    assert!(agents.contains("agent0"), "the agent is listed: {agents}");
     let missing = http_get(
         &dashboard,
         &format!("/jobs/{job}/files/0/..%2F..%2Fetc%2Fpasswd"),
