@@ -55,12 +55,10 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 impl From<StoreError> for ViewError {
     fn from(e: StoreError) -> ViewError {
         match e {
-            StoreError::NoSuchJob(_) | StoreError::NoSuchTask { .. } => {
-                ViewError::NotFound(e.to_string())
-            }
-            StoreError::NoSuchGrid(_) | StoreError::NoSuchAgent(_) => {
-                ViewError::NotFound(e.to_string())
-            }
+            StoreError::NoSuchJob(_)
+            | StoreError::NoSuchTask { .. }
+            | StoreError::NoSuchGrid(_)
+            | StoreError::NoSuchAgent(_) => ViewError::NotFound(e.to_string()),
             other => ViewError::Unavailable(other.to_string()),
         }
     }
