@@ -1034,7 +1034,8 @@ impl Player {
 /// Start `xgridcontrollerd` on a free loopback port with `args`; its address once it listens.
 fn spawn_controller(dir: &Path, args: &[String]) -> (Child, String) {
     let mut child = Command::new(binary("xgridcontrollerd"))
-        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        // Controllers here run side by side: none may hold the dashboard's fixed port.
+        .args(["--listen", "127.0.0.1:0", "--no-web", "--data-dir"])
         .arg(dir.join("controller"))
         .args(args)
         .stdout(Stdio::piped())

@@ -46,6 +46,8 @@ pub fn scratch_dir(label: &str) -> PathBuf {
 pub struct Grid {
     pub dir: PathBuf,
     pub address: String,
+    /// `http://ADDR:PORT` of the controller's dashboard, when it was started with one.
+    pub dashboard: Option<String>,
     client_password: Option<String>,
     controller: Child,
     agents: Vec<(String, Child)>,
@@ -64,16 +66,34 @@ impl Grid {
         slots: usize,
         client_password: Option<&str>,
     ) -> Grid {
+        Grid::launch(label, agents, slots, client_password, false)
+    }
+
+    /// Like [`Grid::start`], with the controller's web dashboard on a free loopback port
+    /// (see [`Grid::dashboard`]).
+    pub fn start_with_dashboard(label: &str, agents: usize, slots: usize) -> Grid {
+        Grid::launch(label, agents, slots, None, true)
+    }
+
+    fn launch(
+        label: &str,
+        agents: usize,
+        slots: usize,
+        client_password: Option<&str>,
+        web: bool,
+    ) -> Grid {
         let dir = scratch_dir(label);
         let client_password = client_password.map(str::to_string);
-        let (controller, address) = start_controller(
+        let (controller, address, dashboard) = start_controller(
             &dir.join("controller"),
             "127.0.0.1:0",
             client_password.as_deref(),
+            web,
         );
         let mut grid = Grid {
             dir,
             address,
+            dashboard,
             client_password,
             controller,
             agents: Vec::new(),
@@ -89,11 +109,13 @@ impl Grid {
     pub fn crash_and_restart_controller(&mut self) {
         let _ = self.controller.kill();
         let _ = self.controller.wait();
-        let (controller, address) = start_controller(
+        let (controller, address, dashboard) = start_controller(
             &self.dir.join("controller"),
             &self.address,
             self.client_password.as_deref(),
+            self.dashboard.is_some(),
         );
+        self.dashboard = dashboard;
         assert_eq!(
             address, self.address,
             "the controller came back on the same address"
@@ -294,17 +316,23 @@ pub fn job_identifier(output: &Output) -> String {
         .unwrap_or_else(|| panic!("no job identifier in {text:?}"))
 }
 
-/// Start `xgridcontrollerd` listening on `listen`; its address once it listens.
+/// Start `xgridcontrollerd` listening on `listen`; its address once it listens, and with
+/// `web` its dashboard's `http://ADDR:PORT` on a free loopback port.
 pub fn start_controller(
     data_dir: &Path,
     listen: &str,
     client_password: Option<&str>,
-) -> (Child, String) {
+    web: bool,
+) -> (Child, String, Option<String>) {
     let mut command = Command::new(binary("xgridcontrollerd"));
-    command
-        .args(["--listen", listen])
-        .arg("--data-dir")
-        .arg(data_dir);
+    command.args(["--listen", listen]);
+    // Grids of these tests run side by side: none may hold the dashboard's fixed port.
+    if web {
+        command.args(["--web", "127.0.0.1:0"]);
+    } else {
+        command.arg("--no-web");
+    }
+    command.arg("--data-dir").arg(data_dir);
     if let Some(password) = client_password {
         command.args(["--client-password", password]);
     }
@@ -328,9 +356,22 @@ pub fn start_controller(
             }
         }
     };
+    let dashboard = if web {
+        match lines.next() {
+            Some(Ok(line)) if line.starts_with("dashboard on http://") => line
+                .strip_prefix("dashboard on ")
+                .map(|url| url.trim().to_string()),
+            other => {
+                let _ = child.kill();
+                panic!("xgridcontrollerd did not say where its dashboard is: {other:?}");
+            }
+        }
+    } else {
+        None
+    };
     // Keep draining its stdout so the controller never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
-    (child, address)
+    (child, address, dashboard)
 }
 
 impl Drop for Grid {

@@ -93,9 +93,10 @@ async fn next_event(
 }
 
 /// Why a request cannot be answered: the code for the client, and what to log (if anything).
-struct Refusal {
-    code: ErrorCode,
-    log: Option<String>,
+#[derive(Debug)]
+pub(crate) struct Refusal {
+    pub(crate) code: ErrorCode,
+    pub(crate) log: Option<String>,
 }
 
 impl From<ErrorCode> for Refusal {
@@ -250,21 +251,7 @@ async fn serve(shared: &Arc<Shared>, request: ClientRequest, subs: &mut Subscrip
                 code: ErrorCode::InvalidJobSpecification,
                 log: Some(format!("the job specification is not valid: {e}")),
             })?;
-            let grid_text = s
-                .grid_identifier
-                .clone()
-                .or_else(|| spec.grid_identifier.clone())
-                .unwrap_or_default();
-            let grid = resolve_grid(shared, &grid_text).await?;
-            let job = store.submit_job(&spec, grid).await?;
-            let what = format!(
-                "({}) submitted to grid {grid} with {} task(s)",
-                spec.name.as_deref().unwrap_or("unnamed"),
-                spec.tasks.len()
-            );
-            shared.job_event(job, &what).await;
-            shared.publish(GridEvent::JobAdded { grid, job });
-            shared.reschedule();
+            let job = submit_job(shared, &spec, s.grid_identifier.as_deref()).await?;
             Ok(ControllerReply::JobSubmission {
                 job_identifier: job.to_string(),
             })
@@ -393,11 +380,43 @@ fn streams(results: BTreeMap<String, store::StreamResults>) -> BTreeMap<String, 
         .collect()
 }
 
+/// `jobSubmission` once the specification is read: stores the job in the grid the request
+/// (else the specification, else the default) names and wakes the scheduler. The dashboard
+/// submits through here too.
+pub(crate) async fn submit_job(
+    shared: &Arc<Shared>,
+    spec: &JobSpecification,
+    grid: Option<&str>,
+) -> Result<JobId, Refusal> {
+    let grid_text = grid.or(spec.grid_identifier.as_deref()).unwrap_or_default();
+    let grid = resolve_grid(shared, grid_text).await?;
+    let job = shared.store.submit_job(spec, grid).await?;
+    let what = format!(
+        "({}) submitted to grid {grid} with {} task(s)",
+        spec.name.as_deref().unwrap_or("unnamed"),
+        spec.tasks.len()
+    );
+    shared.job_event(job, &what).await;
+    shared.publish(GridEvent::JobAdded { grid, job });
+    shared.reschedule();
+    Ok(job)
+}
+
 async fn job_control(shared: &Arc<Shared>, request: JobControlRequest) -> Answer {
     let job = parse_job(&request.job_identifier)?;
+    control_job(shared, job, request.control).await?;
+    Ok(ControllerReply::JobControl)
+}
+
+/// `jobControl` on a known job identifier; the dashboard's job buttons come through here too.
+pub(crate) async fn control_job(
+    shared: &Arc<Shared>,
+    job: JobId,
+    action: JobAction,
+) -> Result<(), Refusal> {
     let store = &shared.store;
     let attributes = store.job_attributes(job).await?;
-    match request.control {
+    match action {
         JobAction::Cancel => {
             if !attributes.status.is_final() {
                 let attached = store.cancel_unfinished_tasks(job).await?;
@@ -422,7 +441,7 @@ async fn job_control(shared: &Arc<Shared>, request: JobControlRequest) -> Answer
             shared.reschedule();
         }
         JobAction::Suspend | JobAction::Resume => {
-            let suspend = request.control == JobAction::Suspend;
+            let suspend = action == JobAction::Suspend;
             store.set_job_suspended(job, suspend).await?;
             let what = if suspend { "suspended" } else { "resumed" };
             shared.job_event(job, &format!("{what} by a client")).await;
@@ -438,7 +457,7 @@ async fn job_control(shared: &Arc<Shared>, request: JobControlRequest) -> Answer
             shared.reschedule();
         }
     }
-    Ok(ControllerReply::JobControl)
+    Ok(())
 }
 
 /// `jobAddTask`: the new tasks are validated together with the job's own (so their input
@@ -585,7 +604,7 @@ mod tests {
             should_subscribe: true,
             predicate: Some("FALSE".into()),
         });
-        let filter = predicate(&falsy).ok().expect("FALSE parses");
+        let filter = predicate(&falsy).expect("FALSE parses");
         assert_eq!(filter, Predicate::Constant(false));
         let broken = Some(Subscription {
             should_subscribe: true,

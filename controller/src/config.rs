@@ -34,11 +34,14 @@ pub struct Config {
     pub hostname: String,
     /// Whether to log to standard error what happens to jobs and agents.
     pub log: bool,
+    /// Address of the web dashboard; `None`: no dashboard. Port 0 picks a free port (see
+    /// `Controller::web_addr`).
+    pub web: Option<SocketAddr>,
 }
 
 impl Config {
     /// Defaults: all interfaces on port 4111, no passwords, 30 s grace after a restart,
-    /// agents lost after 300 s of silence, 1 s ticks.
+    /// agents lost after 300 s of silence, 1 s ticks, no dashboard.
     pub fn new(data_dir: impl Into<PathBuf>) -> Config {
         Config {
             listen: SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT)),
@@ -51,6 +54,7 @@ impl Config {
             schedule_tick: Duration::from_secs(1),
             hostname: local_hostname(),
             log: true,
+            web: None,
         }
     }
 
@@ -76,6 +80,7 @@ impl fmt::Debug for Config {
             .field("schedule_tick", &self.schedule_tick)
             .field("hostname", &self.hostname)
             .field("log", &self.log)
+            .field("web", &self.web)
             .finish()
     }
 }

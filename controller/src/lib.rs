@@ -20,6 +20,7 @@ pub mod server;
 pub mod shared;
 pub mod store;
 pub mod subscriptions;
+pub mod web_view;
 
 pub use config::Config;
 pub use server::{Controller, StartError};

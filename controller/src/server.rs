@@ -16,6 +16,7 @@ use crate::connection;
 use crate::scheduling;
 use crate::shared::Shared;
 use crate::store::{Store, StoreError};
+use crate::web_view::WebView;
 
 /// How long shutdown waits for sessions to close before dropping them.
 const SESSION_GRACE: Duration = Duration::from_secs(2);
@@ -37,12 +38,19 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot serve the dashboard on {address}: {source} (choose another --web address, or --no-web)")]
+    Web {
+        address: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// A running controller. Dropping it stops it too, without waiting.
 #[derive(Debug)]
 pub struct Controller {
     local_addr: SocketAddr,
+    web_addr: Option<SocketAddr>,
     shared: Arc<Shared>,
     shutdown: watch::Sender<bool>,
     tasks: Option<JoinHandle<()>>,
@@ -67,19 +75,35 @@ impl Controller {
             address: config.listen,
             source,
         })?;
+        let web_listener = match config.web {
+            Some(address) => Some(bind_web(address).await?),
+            None => None,
+        };
+        let web_addr = web_listener.as_ref().map(|(_, address)| *address);
         let shared = Arc::new(Shared::new(store, config));
         expect_agents_back(&shared).await?;
 
         let (shutdown, shutdown_rx) = watch::channel(false);
         let scheduler = tokio::spawn(scheduling::run(Arc::clone(&shared), shutdown_rx.clone()));
+        let web = web_listener.map(|(listener, _)| {
+            tokio::spawn(serve_web(
+                Arc::clone(&shared),
+                listener,
+                shutdown_rx.clone(),
+            ))
+        });
         let accepting = tokio::spawn(accept_loop(Arc::clone(&shared), listener, shutdown_rx));
         let tasks = tokio::spawn(async move {
             let _ = accepting.await;
             let _ = scheduler.await;
+            if let Some(web) = web {
+                let _ = web.await;
+            }
         });
         shared.reschedule();
         Ok(Controller {
             local_addr,
+            web_addr,
             shared,
             shutdown,
             tasks: Some(tasks),
@@ -89,6 +113,11 @@ impl Controller {
     /// The address the controller listens on (with the real port when 0 was asked for).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The dashboard's address (with the real port when 0 was asked for); `None` without one.
+    pub fn web_addr(&self) -> Option<SocketAddr> {
+        self.web_addr
     }
 
     /// The state the controller's services share (the store, the event hub…).
@@ -134,6 +163,32 @@ async fn expect_agents_back(shared: &Shared) -> Result<(), StoreError> {
         shared.config.agent_grace.as_secs()
     ));
     Ok(())
+}
+
+async fn bind_web(address: SocketAddr) -> Result<(TcpListener, SocketAddr), StartError> {
+    let failed = |source| StartError::Web { address, source };
+    let listener = TcpListener::bind(address).await.map_err(failed)?;
+    let bound = listener.local_addr().map_err(failed)?;
+    Ok((listener, bound))
+}
+
+/// Runs the dashboard and its view's sampling until shutdown.
+async fn serve_web(shared: Arc<Shared>, listener: TcpListener, shutdown: watch::Receiver<bool>) {
+    let view = Arc::new(WebView::new(Arc::clone(&shared)));
+    let sampling = tokio::spawn(Arc::clone(&view).run(shutdown.clone()));
+    let mut stop = shutdown;
+    let stopped = async move {
+        // A dropped sender means the controller is gone: stop as well.
+        while !*stop.borrow_and_update() {
+            if stop.changed().await.is_err() {
+                break;
+            }
+        }
+    };
+    if let Err(e) = xgrid_web::serve(listener, view, stopped).await {
+        shared.log(format!("the dashboard stopped: {e}"));
+    }
+    let _ = sampling.await;
 }
 
 async fn accept_loop(

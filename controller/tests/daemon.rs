@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -33,7 +33,8 @@ impl Daemon {
             Stdio::null()
         };
         let mut child = Command::new(env!("CARGO_BIN_EXE_xgridcontrollerd"))
-            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            // No dashboard: several daemons run at once, and only the first line is read.
+            .args(["--listen", "127.0.0.1:0", "--no-web", "--data-dir"])
             .arg(data_dir)
             .args(extra)
             .stdout(Stdio::piped())
@@ -197,6 +198,8 @@ fn help_tells_the_flags() {
         "--agent-password",
         "--client-password-file",
         "--agent-grace",
+        "--web",
+        "--no-web",
     ] {
         assert!(help.contains(flag), "--help lacks {flag}");
     }
@@ -351,4 +354,34 @@ async fn passwords_come_from_apple_password_files() {
         .expect("run");
     assert_eq!(missing.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("no password file"));
+}
+
+#[test]
+fn the_daemon_reports_and_serves_its_dashboard() {
+    let dir = TempDir::new("dashboard");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_xgridcontrollerd"))
+        .args(["--listen", "127.0.0.1:0", "--web", "127.0.0.1:0", "--quiet"])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start xgridcontrollerd");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let first = lines.next().and_then(Result::ok).unwrap_or_default();
+    let second = lines.next().and_then(Result::ok).unwrap_or_default();
+    let page = second.strip_prefix("dashboard on http://").map(|web| {
+        let mut stream = std::net::TcpStream::connect(web).expect("connect to the dashboard");
+        let request = format!("GET / HTTP/1.1\r\nHost: {web}\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).expect("send");
+        let mut response = String::new();
+        stream.read_to_string(&mut response).expect("read");
+        response
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(first.starts_with("listening on "), "{first:?}");
+    let page = page.unwrap_or_else(|| panic!("no dashboard line: {second:?}"));
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
 }

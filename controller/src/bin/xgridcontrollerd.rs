@@ -1,6 +1,7 @@
 //! `xgridcontrollerd`: the Xgrid controller daemon. Reads its settings from the command line,
 //! runs a controller until SIGTERM or SIGINT, and reports on standard output the address it
-//! listens on (`listening on ADDR:PORT`) so that scripts started with port 0 learn the port.
+//! listens on (`listening on ADDR:PORT`, then `dashboard on http://ADDR:PORT` when the
+//! dashboard's port was 0) so that scripts started with port 0 learn the ports.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -12,6 +13,9 @@ use xgrid_controller::{Config, Controller};
 use xgrid_protocol::password::read_password_file;
 
 const DEFAULT_DATA_DIR: &str = "/var/lib/xgrid/controller";
+/// The dashboard answers on loopback only unless told otherwise.
+const DEFAULT_WEB: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 4112);
 
 const USAGE: &str = "\
 usage: xgridcontrollerd [options]
@@ -33,6 +37,11 @@ options:
                                come back before their tasks go to other agents (default 30)
   --agent-timeout SECONDS      an agent silent this long is taken for lost and its tasks
                                go to other agents (default 300)
+  --web ADDR:PORT              address of the web dashboard (default 127.0.0.1:4112,
+                               this machine only; port 0 picks a free port, printed as
+                               `dashboard on http://ADDR:PORT`). Without a client password
+                               anyone who can reach it may submit and control jobs.
+  --web off, --no-web          no web dashboard
   --quiet                      do not log jobs and agents to standard error
   --help                       print this help
 
@@ -41,12 +50,13 @@ SIGTERM or SIGINT stops the controller cleanly; jobs survive in the job store.";
 /// What the command line asked for.
 #[derive(Debug)]
 enum Command {
-    Run(Config),
+    Run(Box<Config>),
     Help,
 }
 
 fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> {
     let mut config = Config::new(DEFAULT_DATA_DIR);
+    config.web = Some(DEFAULT_WEB);
     let mut args = args.into_iter();
     while let Some(flag) = args.next() {
         if flag == "--help" || flag == "-h" {
@@ -54,6 +64,10 @@ fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> {
         }
         if flag == "--quiet" {
             config.log = false;
+            continue;
+        }
+        if flag == "--no-web" {
+            config.web = None;
             continue;
         }
         let value = args
@@ -64,6 +78,14 @@ fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> {
                 config.listen = value.parse::<SocketAddr>().map_err(|e| {
                     format!("--listen wants ADDR:PORT such as 0.0.0.0:4111, not {value:?}: {e}")
                 })?
+            }
+            "--web" if value == "off" => config.web = None,
+            "--web" => {
+                config.web = Some(value.parse::<SocketAddr>().map_err(|e| {
+                    format!(
+                        "--web wants ADDR:PORT such as 127.0.0.1:4112 or `off`, not {value:?}: {e}"
+                    )
+                })?)
             }
             "--data-dir" => config.data_dir = PathBuf::from(value),
             "--client-password" => config.client_password = Some(non_empty(&flag, value)?),
@@ -89,7 +111,7 @@ fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> {
             _ => return Err(format!("unknown option {flag} (see --help)")),
         }
     }
-    Ok(Command::Run(config))
+    Ok(Command::Run(Box::new(config)))
 }
 
 fn non_empty(flag: &str, value: String) -> Result<String, String> {
@@ -108,7 +130,7 @@ fn password_file(path: &Path) -> Result<String, String> {
 
 fn main() -> ExitCode {
     let config = match parse(std::env::args().skip(1)) {
-        Ok(Command::Run(config)) => config,
+        Ok(Command::Run(config)) => *config,
         Ok(Command::Help) => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;
@@ -133,6 +155,7 @@ fn main() -> ExitCode {
 
 async fn run(config: Config) -> ExitCode {
     let data_dir = config.data_dir.clone();
+    let asked_web_port = config.web.map(|w| w.port());
     let controller = match Controller::start(config).await {
         Ok(controller) => controller,
         Err(e) => {
@@ -141,6 +164,14 @@ async fn run(config: Config) -> ExitCode {
         }
     };
     println!("listening on {}", controller.local_addr());
+    if let Some(web) = controller.web_addr() {
+        if asked_web_port == Some(0) {
+            println!("dashboard on http://{web}");
+        }
+        controller
+            .shared()
+            .log(format!("the dashboard is on http://{web}"));
+    }
     let _ = std::io::stdout().flush();
     controller.shared().log(format!(
         "serving on {} with the job store in {}",
@@ -205,6 +236,29 @@ mod tests {
         assert_eq!(config.agent_grace, Duration::from_secs(5));
         assert_eq!(config.agent_timeout, Duration::from_secs(90));
         assert!(!config.log);
+        assert_eq!(config.web, Some(DEFAULT_WEB));
+    }
+
+    #[test]
+    fn the_dashboard_is_on_loopback_unless_moved_or_turned_off() {
+        let Ok(Command::Run(config)) = parse(Vec::new()) else {
+            panic!("no arguments must run with defaults")
+        };
+        let web = config.web.expect("a dashboard by default");
+        assert!(web.ip().is_loopback());
+        assert_eq!(web.port(), 4112);
+        for off in [&["--web", "off"][..], &["--no-web"][..]] {
+            let Ok(Command::Run(config)) = parse(args(off)) else {
+                panic!("{off:?} must parse")
+            };
+            assert_eq!(config.web, None, "{off:?}");
+        }
+        let Ok(Command::Run(config)) = parse(args(&["--web", "0.0.0.0:8080"])) else {
+            panic!("--web ADDR:PORT must parse")
+        };
+        assert_eq!(config.web, Some(SocketAddr::from(([0, 0, 0, 0], 8080))));
+        assert!(parse(args(&["--web", "nowhere"])).is_err());
+        assert!(parse(args(&["--web"])).is_err());
     }
 
     #[test]
