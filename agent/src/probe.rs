@@ -113,15 +113,103 @@ pub fn processors_from(cpuinfo: &str, max_freq: Option<&str>, fallback_count: u3
     }
 }
 
-/// The real machine's processors. Missing files are not errors: each figure has a fallback
-/// (the count falls back to what the standard library sees, then 1).
+/// Read a cgroup v2 `cpu.max` file (`QUOTA PERIOD`, or `max PERIOD`) as a number of cores;
+/// `None` when unlimited.
+pub fn parse_cpu_max(text: &str) -> Option<f64> {
+    let mut fields = text.split_whitespace();
+    let quota: f64 = fields.next()?.parse().ok()?;
+    let period: f64 = fields.next()?.parse().ok()?;
+    (quota > 0.0 && period > 0.0).then(|| quota / period)
+}
+
+/// Where this process's CPU limits live, from `/proc/self/cgroup` text: the v1 `cpu`
+/// controller's directory (`N:cpu,cpuacct:/a/b`) when there is one, else the v2 unified
+/// hierarchy's (`0::/a/b`). Both kinds of machine are common.
+pub fn parse_own_cgroup(text: &str) -> Option<CgroupPath<'_>> {
+    let v1 = text.lines().find_map(|line| {
+        let mut fields = line.splitn(3, ':');
+        let (_, controllers, path) = (fields.next()?, fields.next()?, fields.next()?);
+        controllers
+            .split(',')
+            .any(|c| c == "cpu")
+            .then_some(CgroupPath::V1(path))
+    });
+    v1.or_else(|| {
+        text.lines()
+            .find_map(|line| line.strip_prefix("0::"))
+            .map(CgroupPath::V2)
+    })
+}
+
+/// A cgroup directory, relative to its hierarchy's mount point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CgroupPath<'a> {
+    /// Under `/sys/fs/cgroup/cpu`: `cpu.cfs_quota_us` and `cpu.cfs_period_us`.
+    V1(&'a str),
+    /// Under `/sys/fs/cgroup`: `cpu.max`.
+    V2(&'a str),
+}
+
+/// The v1 quota in cores from `cpu.cfs_quota_us` and `cpu.cfs_period_us`; `None` when
+/// unlimited (-1).
+pub fn parse_cfs_quota(quota: &str, period: &str) -> Option<f64> {
+    parse_cpu_max(&format!("{} {}", quota.trim(), period.trim()))
+}
+
+/// The processors as a CPU quota of `cores` leaves them: a quarter of a core is one core at
+/// a quarter of its speed, so the controller ranks the agent as the slow machine it
+/// effectively is (an old G3 beside a new desktop).
+pub fn limited_by_quota(processors: Processors, cores: Option<f64>) -> Processors {
+    let Some(cores) = cores.filter(|c| *c < f64::from(processors.count)) else {
+        return processors;
+    };
+    let count = (cores.ceil() as u32).clamp(1, processors.count);
+    let mhz = f64::from(processors.mhz_per_core) * cores / f64::from(count);
+    Processors {
+        count,
+        mhz_per_core: (mhz.round() as u32).max(1),
+    }
+}
+
+/// The smallest CPU quota on the way from this process's cgroup up to its root, in cores.
+fn read_cpu_quota() -> Option<f64> {
+    let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let read = |dir: &Path, name: &str| std::fs::read_to_string(dir.join(name)).ok();
+    let (root, path, quota_of): (&Path, &str, &dyn Fn(&Path) -> Option<f64>) =
+        match parse_own_cgroup(&own)? {
+            CgroupPath::V1(path) => (Path::new("/sys/fs/cgroup/cpu"), path, &|dir| {
+                parse_cfs_quota(
+                    &read(dir, "cpu.cfs_quota_us")?,
+                    &read(dir, "cpu.cfs_period_us")?,
+                )
+            }),
+            CgroupPath::V2(path) => (Path::new("/sys/fs/cgroup"), path, &|dir| {
+                parse_cpu_max(&read(dir, "cpu.max")?)
+            }),
+        };
+    let mut dir = root.join(path.trim_start_matches('/'));
+    let mut smallest: Option<f64> = None;
+    loop {
+        if let Some(cores) = quota_of(&dir) {
+            smallest = Some(smallest.map_or(cores, |s| s.min(cores)));
+        }
+        if dir == root || !dir.pop() {
+            return smallest;
+        }
+    }
+}
+
+/// The real machine's processors, as far as this agent may use them (a cgroup CPU quota
+/// counts). Missing files are not errors: each figure has a fallback (the count falls back
+/// to what the standard library sees, then 1).
 pub fn read_processors() -> Processors {
     let cpuinfo = std::fs::read_to_string(CPUINFO).unwrap_or_default();
     let max_freq = std::fs::read_to_string(CPU0_MAX_FREQ).ok();
     let fallback_count = std::thread::available_parallelism()
         .map(|n| u32::try_from(n.get()).unwrap_or(u32::MAX))
         .unwrap_or(1);
-    processors_from(&cpuinfo, max_freq.as_deref(), fallback_count)
+    let machine = processors_from(&cpuinfo, max_freq.as_deref(), fallback_count);
+    limited_by_quota(machine, read_cpu_quota())
 }
 
 /// The real machine's load average.
@@ -209,6 +297,39 @@ processor\t: 3\nBogoMIPS\t: 108.00\n\nHardware\t: BCM2835\n";
         assert_eq!(neither.mhz_per_core, FALLBACK_MHZ);
         assert_eq!(neither.count, 4);
         assert_eq!(neither.total_mhz(), 4 * u64::from(FALLBACK_MHZ));
+    }
+
+    #[test]
+    fn a_cpu_quota_makes_slower_processors() {
+        assert_eq!(parse_cpu_max("25000 100000\n"), Some(0.25));
+        assert_eq!(parse_cpu_max("max 100000\n"), None);
+        assert_eq!(
+            parse_own_cgroup("0::/system.slice/x.service\n"),
+            Some(CgroupPath::V2("/system.slice/x.service"))
+        );
+        assert_eq!(
+            parse_own_cgroup("4:memory:/m\n2:cpu,cpuacct:/slow\n0::/\n"),
+            Some(CgroupPath::V1("/slow"))
+        );
+        assert_eq!(parse_cfs_quota("25000\n", "100000\n"), Some(0.25));
+        assert_eq!(parse_cfs_quota("-1\n", "100000\n"), None);
+        let machine = Processors {
+            count: 2,
+            mhz_per_core: 3000,
+        };
+        let quarter = limited_by_quota(machine, Some(0.25));
+        assert_eq!(
+            quarter,
+            Processors {
+                count: 1,
+                mhz_per_core: 750
+            }
+        );
+        let one_and_a_half = limited_by_quota(machine, Some(1.5));
+        assert_eq!(one_and_a_half.count, 2);
+        assert_eq!(one_and_a_half.total_mhz(), 4500);
+        assert_eq!(limited_by_quota(machine, Some(4.0)), machine);
+        assert_eq!(limited_by_quota(machine, None), machine);
     }
 
     #[test]
