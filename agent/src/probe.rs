@@ -171,26 +171,29 @@ pub fn limited_by_quota(processors: Processors, cores: Option<f64>) -> Processor
     }
 }
 
+/// The CPU quota set in one cgroup directory, in cores.
+fn quota_in(kind: CgroupPath<'_>, dir: &Path) -> Option<f64> {
+    let read = |name: &str| std::fs::read_to_string(dir.join(name)).ok();
+    match kind {
+        CgroupPath::V1(_) => {
+            parse_cfs_quota(&read("cpu.cfs_quota_us")?, &read("cpu.cfs_period_us")?)
+        }
+        CgroupPath::V2(_) => parse_cpu_max(&read("cpu.max")?),
+    }
+}
+
 /// The smallest CPU quota on the way from this process's cgroup up to its root, in cores.
 fn read_cpu_quota() -> Option<f64> {
     let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
-    let read = |dir: &Path, name: &str| std::fs::read_to_string(dir.join(name)).ok();
-    let (root, path, quota_of): (&Path, &str, &dyn Fn(&Path) -> Option<f64>) =
-        match parse_own_cgroup(&own)? {
-            CgroupPath::V1(path) => (Path::new("/sys/fs/cgroup/cpu"), path, &|dir| {
-                parse_cfs_quota(
-                    &read(dir, "cpu.cfs_quota_us")?,
-                    &read(dir, "cpu.cfs_period_us")?,
-                )
-            }),
-            CgroupPath::V2(path) => (Path::new("/sys/fs/cgroup"), path, &|dir| {
-                parse_cpu_max(&read(dir, "cpu.max")?)
-            }),
-        };
+    let kind = parse_own_cgroup(&own)?;
+    let (root, path) = match kind {
+        CgroupPath::V1(path) => (Path::new("/sys/fs/cgroup/cpu"), path),
+        CgroupPath::V2(path) => (Path::new("/sys/fs/cgroup"), path),
+    };
     let mut dir = root.join(path.trim_start_matches('/'));
     let mut smallest: Option<f64> = None;
     loop {
-        if let Some(cores) = quota_of(&dir) {
+        if let Some(cores) = quota_in(kind, &dir) {
             smallest = Some(smallest.map_or(cores, |s| s.min(cores)));
         }
         if dir == root || !dir.pop() {
