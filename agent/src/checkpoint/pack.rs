@@ -252,6 +252,24 @@ impl PackReader {
         })
     }
 
+    /// The whole stream's length in bytes, known before any of it is read (the files'
+    /// sizes were recorded; a file that changes since makes reading fail instead).
+    pub fn total_len(&self) -> u64 {
+        let entries: u64 = self
+            .queue
+            .iter()
+            .map(|(tree, _, entry)| {
+                let content = match entry.kind {
+                    Kind::File(size) => size,
+                    Kind::Dir | Kind::Link(_) => 0,
+                };
+                encode_header(*tree, entry).len() as u64 + content
+            })
+            .sum();
+        // Magic and task path, the entries, the end tag.
+        self.header.len() as u64 + entries + 1
+    }
+
     /// Bytes handed out so far.
     pub fn bytes_written(&self) -> u64 {
         self.written
@@ -839,9 +857,11 @@ mod tests {
 
     fn pack_all(images: &Path, task: &Path, manifest: &Manifest) -> Vec<u8> {
         let mut reader = PackReader::new(images, task, manifest).expect("pack");
+        let announced = reader.total_len();
         let mut stream = Vec::new();
         reader.read_to_end(&mut stream).expect("read");
         assert_eq!(reader.bytes_written(), stream.len() as u64);
+        assert_eq!(announced, stream.len() as u64, "total_len before reading");
         stream
     }
 
