@@ -6,6 +6,7 @@
 pub mod checkpoint;
 pub mod config;
 pub mod executor;
+pub mod migration;
 pub mod owner;
 pub mod probe;
 pub mod session;
