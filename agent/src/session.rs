@@ -311,6 +311,7 @@ impl Agent {
             maximum_task_count: i64::from(self.slots),
             agent_custom: None,
             linux_capabilities: Some(self.capabilities.clone()),
+            cpu_features: None,
         }
     }
 
@@ -323,6 +324,7 @@ impl Agent {
             current_cpu_power: self.tasks.current_cpu_power(),
             current_task_count: i64::try_from(self.tasks.active_count()).unwrap_or(i64::MAX),
             task_ref_array: self.tasks.task_refs(),
+            unavailable_reason: None,
         }
     }
 

@@ -361,6 +361,7 @@ impl Peer {
             maximum_task_count: slots,
             agent_custom: None,
             linux_capabilities: None,
+            cpu_features: None,
         };
         let reply = self
             .request("agentRegistration", registration.to_payload())
@@ -379,6 +380,7 @@ impl Peer {
             current_cpu_power: 0.0,
             current_task_count: task_refs.len() as i64,
             task_ref_array: task_refs.iter().map(|s| s.to_string()).collect(),
+            unavailable_reason: None,
         };
         self.notify(AgentNotification::AgentStatus(status)).await;
     }

@@ -6,8 +6,9 @@ use std::collections::BTreeMap;
 
 use super::client::{ControllerListReply, ListQuery};
 use super::fields::{Fields, Payload};
+use super::migration::{CPU_FEATURES_KEY, UNAVAILABLE_REASON_KEY};
 use super::results::{TaskOutputs, TaskStreams};
-use super::states::{AgentState, TaskAction, TaskErrorKind, TaskState};
+use super::states::{AgentState, TaskAction, TaskErrorKind, TaskState, UnavailableReason};
 use super::{envelope, ErrorCode, MessageError};
 use crate::envelope::{Envelope, MessageType};
 use crate::plist::{Dictionary, Value};
@@ -35,6 +36,8 @@ pub struct AgentRegistration {
     pub agent_custom: Option<Value>,
     /// Extensions announced under [`LINUX_CAPABILITIES_KEY`]; `None` for Apple agents.
     pub linux_capabilities: Option<Vec<String>>,
+    /// The CPU flags announced under [`CPU_FEATURES_KEY`]; `None` for Apple agents.
+    pub cpu_features: Option<Vec<String>>,
 }
 
 impl AgentRegistration {
@@ -49,6 +52,11 @@ impl AgentRegistration {
             agent_custom: f.get("agentCustom").cloned(),
             linux_capabilities: if f.has(LINUX_CAPABILITIES_KEY) {
                 Some(f.strings(LINUX_CAPABILITIES_KEY)?)
+            } else {
+                None
+            },
+            cpu_features: if f.has(CPU_FEATURES_KEY) {
+                Some(f.strings(CPU_FEATURES_KEY)?)
             } else {
                 None
             },
@@ -69,6 +77,9 @@ impl AgentRegistration {
         if let Some(capabilities) = &self.linux_capabilities {
             p = p.strings(LINUX_CAPABILITIES_KEY, capabilities);
         }
+        if let Some(features) = &self.cpu_features {
+            p = p.strings(CPU_FEATURES_KEY, features);
+        }
         p.finish()
     }
 }
@@ -84,6 +95,9 @@ pub struct AgentStatus {
     pub current_cpu_power: f64,
     pub current_task_count: i64,
     pub task_ref_array: Vec<String>,
+    /// Why a checkpointing agent is Unavailable ([`UNAVAILABLE_REASON_KEY`]); `None` from
+    /// Apple agents, and for a reason this side does not know.
+    pub unavailable_reason: Option<UnavailableReason>,
 }
 
 impl AgentStatus {
@@ -95,10 +109,15 @@ impl AgentStatus {
             current_cpu_power: f.real("currentCPUPower")?,
             current_task_count: f.integer("currentTaskCount")?,
             task_ref_array: f.strings("taskRefArray")?,
+            // Lenient: an unknown reason must not cost the whole status.
+            unavailable_reason: f
+                .opt_string(UNAVAILABLE_REASON_KEY)?
+                .and_then(|reason| UnavailableReason::parse(&reason)),
         })
     }
 
     pub fn to_payload(&self) -> Dictionary {
+        let reason = self.unavailable_reason.map(UnavailableReason::as_str);
         Payload::new()
             .string("agentCookie", &self.agent_cookie)
             .string("agentName", &self.agent_name)
@@ -106,6 +125,7 @@ impl AgentStatus {
             .number("currentCPUPower", self.current_cpu_power)
             .integer("currentTaskCount", self.current_task_count)
             .strings("taskRefArray", &self.task_ref_array)
+            .opt_string(UNAVAILABLE_REASON_KEY, reason)
             .finish()
     }
 }
@@ -783,6 +803,7 @@ mod tests {
             panic!("wrong variant")
         };
         assert_eq!(r.linux_capabilities, Some(vec!["checkpoint".to_string()]));
+        assert_eq!(r.cpu_features, None);
         assert_eq!(request.to_payload(), with);
         let apple = AgentRegistration {
             linux_capabilities: None,
@@ -1261,10 +1282,11 @@ mod tests {
             maximum_cpu_power in 0.0..1e6f64, maximum_task_count in 0i64..512,
             agent_custom in proptest::option::of(text().prop_map(Value::from)),
             linux_capabilities in proptest::option::of(proptest::collection::vec(text(), 0..3)),
+            cpu_features in proptest::option::of(proptest::collection::vec(text(), 0..3)),
         ) -> AgentRegistration {
             AgentRegistration {
                 agent_cookie, agent_name, hostnames, addresses, maximum_cpu_power,
-                maximum_task_count, agent_custom, linux_capabilities,
+                maximum_task_count, agent_custom, linux_capabilities, cpu_features,
             }
         }
     }
@@ -1292,8 +1314,9 @@ mod tests {
             agent_status in proptest::sample::select(AgentState::ALL),
             current_cpu_power in 0.0..1e6f64, current_task_count in 0i64..64,
             task_ref_array in proptest::collection::vec(text(), 0..4),
+            unavailable_reason in proptest::option::of(proptest::sample::select(UnavailableReason::ALL)),
         ) -> AgentStatus {
-            AgentStatus { agent_cookie, agent_name, agent_status, current_cpu_power, current_task_count, task_ref_array }
+            AgentStatus { agent_cookie, agent_name, agent_status, current_cpu_power, current_task_count, task_ref_array, unavailable_reason }
         }
     }
 

@@ -117,6 +117,17 @@ impl<'a> Fields<'a> {
         Ok(self.opt_integer(key)?.unwrap_or(0))
     }
 
+    /// A size or offset in octets: a whole number that is not negative, 0 when absent.
+    pub fn size(&self, key: &str) -> Result<u64> {
+        match self.opt_integer(key)? {
+            None => Ok(0),
+            Some(n) => u64::try_from(n).map_err(|_| {
+                let value = self.get(key).cloned().unwrap_or(Value::Integer(n));
+                self.bad_value(key, &value, "a size in octets (0 or more)")
+            }),
+        }
+    }
+
     /// A real from a real, an integer or a numeric string; `None` when absent or blank.
     pub fn opt_real(&self, key: &str) -> Result<Option<f64>> {
         match self.get(key) {
@@ -336,6 +347,11 @@ impl Payload {
             Some(v) => self.integer(key, v),
             None => self,
         }
+    }
+
+    /// A size or offset in octets, written as a string like every other count.
+    pub fn size(self, key: &str, value: u64) -> Payload {
+        self.value(key, Value::String(value.to_string()))
     }
 
     /// A measure such as megahertz, written as a string.

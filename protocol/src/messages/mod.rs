@@ -13,6 +13,7 @@ mod agent;
 mod attributes;
 mod client;
 mod fields;
+mod migration;
 mod results;
 mod states;
 
@@ -28,10 +29,16 @@ pub use client::{
     ControllerListReply, ControllerReply, GridControlRequest, GridQuery, JobAddTask,
     JobControlRequest, JobQuery, JobSubmission, ListQuery, Subscription, MASTER_ROLE,
 };
+pub use migration::{
+    CheckpointReadReply, CheckpointReadRequest, CheckpointReleaseRequest, CheckpointWriteRequest,
+    MigrationRefusal, MigrationReply, MigrationRequest, TaskCheckpointReply, TaskCheckpointRequest,
+    TaskRestoreRequest, CHECKPOINT_CAPABILITY, CHECKPOINT_CHUNK, CPU_FEATURES_KEY,
+    UNAVAILABLE_REASON_KEY,
+};
 pub use results::{TaskOutputs, TaskStreams};
 pub use states::{
-    AgentState, GridAction, GridStatus, JobAction, JobStatus, TaskAction, TaskErrorKind, TaskState,
-    WireEnum,
+    AgentState, CheckpointDisposition, GridAction, GridStatus, JobAction, JobStatus, TaskAction,
+    TaskErrorKind, TaskState, UnavailableReason, WireEnum,
 };
 
 use crate::envelope::{Envelope, MessageType};
@@ -118,12 +125,18 @@ pub enum ErrorCode {
     AgentUnavailable,
     /// Controller to agent: `invalid cookie` (the agent then registers afresh).
     InvalidCookie,
+    /// Checkpoint extension: an unknown checkpoint, or a chunk out of order.
+    InvalidCheckpoint,
+    /// Checkpoint extension: CRIU could not dump the task (it runs on).
+    CheckpointFailed,
+    /// Checkpoint extension: CRIU could not restore the stream (nothing is left running).
+    RestoreFailed,
     /// A code outside the lists above, kept as sent.
     Other(String),
 }
 
 impl ErrorCode {
-    const KNOWN: [ErrorCode; 16] = [
+    const KNOWN: [ErrorCode; 19] = [
         ErrorCode::AccessDenied,
         ErrorCode::InvalidRequest,
         ErrorCode::InvalidGridIdentifier,
@@ -140,6 +153,9 @@ impl ErrorCode {
         ErrorCode::TooManyTasks,
         ErrorCode::AgentUnavailable,
         ErrorCode::InvalidCookie,
+        ErrorCode::InvalidCheckpoint,
+        ErrorCode::CheckpointFailed,
+        ErrorCode::RestoreFailed,
     ];
 
     /// The exact wire string.
@@ -161,6 +177,9 @@ impl ErrorCode {
             ErrorCode::TooManyTasks => "too many tasks",
             ErrorCode::AgentUnavailable => "agent unavailable",
             ErrorCode::InvalidCookie => "invalid cookie",
+            ErrorCode::InvalidCheckpoint => "InvalidCheckpoint",
+            ErrorCode::CheckpointFailed => "CheckpointFailed",
+            ErrorCode::RestoreFailed => "RestoreFailed",
             ErrorCode::Other(code) => code,
         }
     }

@@ -143,6 +143,30 @@ wire_enum! {
     }
 }
 
+wire_enum! {
+    /// `xgridUnavailableReason` of a checkpointing agent's `agentStatus` (docs/migration.md):
+    /// why it reports `Unavailable`.
+    UnavailableReason {
+        /// The machine's owner is back (input activity, or load not caused by grid tasks).
+        Owner = "owner",
+        /// The agent got SIGTERM and is evacuating its tasks.
+        Shutdown = "shutdown",
+    }
+}
+
+wire_enum! {
+    /// `disposition` of a `checkpointRelease` request: what the source agent does with a
+    /// checkpointed task and its images.
+    CheckpointDisposition {
+        /// The restore elsewhere failed: the frozen task runs on here.
+        Resume = "resume",
+        /// The task runs elsewhere now: kill the frozen one silently, remove its directory.
+        Cancel = "cancel",
+        /// The controller holds the stream (periodic checkpoint): only the images go.
+        Discard = "discard",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
