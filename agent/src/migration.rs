@@ -13,6 +13,8 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use xgrid_protocol::messages::{CheckpointDisposition as Disposition, ErrorCode};
+
 use crate::checkpoint::{
     Checkpoint, CheckpointError, Checkpointer, PackError, PackReader, RestoredTask, Unpacked,
     Unpacker,
@@ -51,11 +53,11 @@ pub enum MigrationError {
 
 impl MigrationError {
     /// The `error` code of docs/migration.md.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            MigrationError::Checkpoint(_) => "CheckpointFailed",
-            MigrationError::Restore(_) => "RestoreFailed",
-            _ => "InvalidCheckpoint",
+            MigrationError::Checkpoint(_) => ErrorCode::CheckpointFailed,
+            MigrationError::Restore(_) => ErrorCode::RestoreFailed,
+            _ => ErrorCode::InvalidCheckpoint,
         }
     }
 }
@@ -80,14 +82,6 @@ pub enum Released {
     Withdraw { task_ref: String },
     /// Nothing more to do (the task runs on here, or only images went).
     Done,
-}
-
-/// How the controller ends a checkpoint (`checkpointRelease`'s `disposition`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Disposition {
-    Resume,
-    Cancel,
-    Discard,
 }
 
 /// The task files a checkpoint needs from the task table.
@@ -409,10 +403,13 @@ mod tests {
         let criu = || CheckpointError::Unavailable("no criu".into());
         assert_eq!(
             MigrationError::Checkpoint(criu()).code(),
-            "CheckpointFailed"
+            ErrorCode::CheckpointFailed
         );
-        assert_eq!(MigrationError::Restore(criu()).code(), "RestoreFailed");
-        assert_eq!(unknown("x").code(), "InvalidCheckpoint");
+        assert_eq!(
+            MigrationError::Restore(criu()).code(),
+            ErrorCode::RestoreFailed
+        );
+        assert_eq!(unknown("x").code(), ErrorCode::InvalidCheckpoint);
     }
 
     #[test]

@@ -64,6 +64,15 @@ pub struct Changes {
     pub status_changed: bool,
 }
 
+/// A running task as a checkpoint sees it.
+#[derive(Debug, Clone)]
+pub struct CheckpointTarget {
+    pub leader_pid: i32,
+    pub task_dir: std::path::PathBuf,
+    pub stdout: std::path::PathBuf,
+    pub stderr: std::path::PathBuf,
+}
+
 /// All tasks of the agent, by taskRef.
 #[derive(Debug)]
 pub struct TaskTable {
@@ -319,6 +328,80 @@ impl TaskTable {
             }
         }
         changes
+    }
+
+    /// What a checkpoint of `task_ref` needs: its running namespace init and its files.
+    pub fn checkpoint_target(&mut self, task_ref: &str) -> Result<CheckpointTarget, ErrorCode> {
+        let entry = self.entry(task_ref)?;
+        let state = entry.task.state().ok();
+        let leader = entry.task.leader_pid().filter(|_| is_active(state));
+        let Some(leader_pid) = leader else {
+            log(format!(
+                "task {task_ref}: cannot be checkpointed while it is {}",
+                state.map_or("unknown".to_string(), |s| s.to_string())
+            ));
+            return Err(ErrorCode::InvalidTaskRef);
+        };
+        Ok(CheckpointTarget {
+            leader_pid,
+            task_dir: entry.task.task_dir().to_path_buf(),
+            stdout: entry.task.stdout_path().to_path_buf(),
+            stderr: entry.task.stderr_path().to_path_buf(),
+        })
+    }
+
+    /// Take over a task restored from another agent's checkpoint, under a fresh taskRef; it
+    /// is reported as any task from the next look on.
+    pub fn adopt(
+        &mut self,
+        restored: crate::checkpoint::RestoredTask,
+        task_dir: &std::path::Path,
+    ) -> Result<String, ErrorCode> {
+        let task_ref = self.store.next_task_ref().map_err(|e| {
+            log(format!("could not number a restored task: {e}"));
+            ErrorCode::AgentUnavailable
+        })?;
+        let task = self
+            .executor
+            .adopt(&task_ref, restored, task_dir)
+            .map_err(|e| {
+                log(format!("could not take over a restored task: {e}"));
+                ErrorCode::AgentUnavailable
+            })?;
+        log(format!(
+            "task {task_ref} restored from a checkpoint in {}",
+            task_dir.display()
+        ));
+        self.tasks.insert(
+            task_ref.clone(),
+            Entry {
+                task,
+                stdout: Vec::new(),
+                stderr: Vec::new(),
+                reported: None,
+                failure_noted: false,
+            },
+        );
+        Ok(task_ref)
+    }
+
+    /// Drop a task that now runs on another agent, without a word to the controller: its
+    /// taskRef simply leaves `taskRefArray`.
+    pub async fn withdraw(&mut self, task_ref: &str) {
+        if let Some(entry) = self.tasks.remove(task_ref) {
+            if let Err(e) = entry.task.remove().await {
+                log(format!("task {task_ref}: could not clean up after its move: {e}"));
+            }
+            log(format!("task {task_ref} moved to another agent"));
+        }
+    }
+
+    /// The agent-side pids of every process of every task (what is not the owner's load).
+    pub fn process_ids(&self) -> Vec<i32> {
+        self.tasks
+            .values()
+            .flat_map(|entry| entry.task.process_ids())
+            .collect()
     }
 
     /// A new connection knows nothing yet: report every task afresh on the next poll.

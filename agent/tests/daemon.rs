@@ -264,7 +264,7 @@ async fn echo_runs_to_the_end_and_its_results_are_fetched() {
         other => panic!("taskFinalResults refused: {other:?}"),
     }
     assert!(
-        !data.0.join("tasks").join(&task_ref).exists(),
+        task_dir_exists(&data.0, &task_ref).is_none(),
         "the task's directory is cleaned after its final results"
     );
     let reply = connection
@@ -660,7 +660,7 @@ async fn password_and_orderly_shutdown() {
     agent.stop().await;
     assert!(connection.ended().await, "the agent closes the session");
     assert!(
-        !data.0.join("tasks").join(&task_ref).exists(),
+        task_dir_exists(&data.0, &task_ref).is_none(),
         "the cancelled task's directory is gone"
     );
 }
@@ -743,4 +743,18 @@ async fn the_binary_serves_and_exits_cleanly_on_sigterm() {
         std::fs::read_to_string(data.0.join("cookie")).expect("cookie"),
         "bin-cookie"
     );
+}
+
+/// The directory of task `task_ref` under `DATA/tasks` (named `<taskRef>.<random>`), if any.
+fn task_dir_exists(data: &std::path::Path, task_ref: &str) -> Option<std::path::PathBuf> {
+    let prefix = format!("{task_ref}.");
+    std::fs::read_dir(data.join("tasks"))
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&prefix))
+        })
 }

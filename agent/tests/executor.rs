@@ -638,12 +638,16 @@ async fn remove_deletes_the_task_directory() {
     assert!(!dir.exists());
     assert!(!running_dir.exists());
     assert!(eventually(|| !Path::new(&format!("/proc/{leader}")).exists()).await);
-    // The reference can be used again.
-    assert!(executor.prepare("1", &submission("true", &[])).is_ok());
-    assert!(matches!(
-        executor.prepare("1", &submission("true", &[])),
-        Err(ExecError::TaskExists(_))
-    ));
+    // The reference can be used again, and each task gets a directory of its own (so a
+    // directory restored from another agent's checkpoint cannot collide with ours).
+    let again = executor
+        .prepare("1", &submission("true", &[]))
+        .expect("prepare again");
+    let twice = executor
+        .prepare("1", &submission("true", &[]))
+        .expect("prepare twice");
+    assert_ne!(again.task_dir(), twice.task_dir());
+    assert!(again.task_dir().exists() && twice.task_dir().exists());
 }
 
 #[tokio::test]

@@ -358,7 +358,7 @@ impl Checkpointer {
             return Err(criu_failure("restore", &images, "restore.log"));
         };
         Ok(RestoredTask {
-            child,
+            child: Some(child),
             leader_pid,
             restore_time: started.elapsed(),
             finished: None,
@@ -634,8 +634,8 @@ impl Checkpoint {
 /// grandchildren (through the waiter); dropping this kills the task.
 #[derive(Debug)]
 pub struct RestoredTask {
-    /// `criu restore`, now the waiter.
-    child: tokio::process::Child,
+    /// `criu restore`, now the waiter; `None` once handed over by [`RestoredTask::into_parts`].
+    child: Option<tokio::process::Child>,
     leader_pid: i32,
     restore_time: Duration,
     finished: Option<i32>,
@@ -645,6 +645,13 @@ impl RestoredTask {
     /// The agent-side pid of the restored namespace init.
     pub fn leader_pid(&self) -> i32 {
         self.leader_pid
+    }
+
+    /// The waiter (the restored init's parent, whose exit status is the task's) and the
+    /// init's pid, for an owner that watches them itself (the executor). The task lives on.
+    pub fn into_parts(mut self) -> Option<(tokio::process::Child, i32)> {
+        let child = self.child.take()?;
+        Some((child, self.leader_pid))
     }
 
     /// The agent-side pids of all the task's processes now.
@@ -658,10 +665,13 @@ impl RestoredTask {
     /// Whether the leader's pid still names the task: once the waiter has reaped it, the
     /// pid may be reused, so nothing is signalled by it.
     fn alive(&mut self) -> bool {
-        if self.finished.is_some() || !matches!(self.child.try_wait(), Ok(None)) {
+        let Some(child) = self.child.as_mut() else {
+            return false;
+        };
+        if self.finished.is_some() || !matches!(child.try_wait(), Ok(None)) {
             return false;
         }
-        let waiter = self.child.id().and_then(|id| i32::try_from(id).ok());
+        let waiter = child.id().and_then(|id| i32::try_from(id).ok());
         let parent = std::fs::read_to_string(format!("/proc/{}/stat", self.leader_pid))
             .ok()
             .and_then(|stat| {
@@ -682,14 +692,13 @@ impl RestoredTask {
         if let Some(status) = self.finished {
             return Ok(status);
         }
-        let status = self
-            .child
-            .wait()
-            .await
-            .map_err(|source| CheckpointError::Run {
-                program: "the restored task's waiter".into(),
-                source,
-            })?;
+        let Some(child) = self.child.as_mut() else {
+            return Err(CheckpointError::NoSuchTask(self.leader_pid));
+        };
+        let status = child.wait().await.map_err(|source| CheckpointError::Run {
+            program: "the restored task's waiter".into(),
+            source,
+        })?;
         use std::os::unix::process::ExitStatusExt;
         let status = status
             .code()

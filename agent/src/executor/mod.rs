@@ -52,6 +52,8 @@ use identity::Credentials;
 use launch::{Tools, Wrappers};
 use procs::Membership;
 
+use crate::checkpoint::RestoredTask;
+
 /// The input file key that names standard input (xgrid-wire.md §4.2, agent facts).
 pub const STDIN_INPUT_FILE: &str = "__stdin";
 
@@ -65,6 +67,10 @@ pub const MAX_STREAM_CHUNK: u64 = 4 << 20;
 
 /// How long `start` waits for `unshare` to fork the task before giving up on knowing its
 /// pid (the task still runs; it just cannot be stopped until it is found).
+/// The file in a task's directory (beside `work/`, so never an output) that records the
+/// input files as written, for telling outputs apart after a migration.
+const INPUTS_FILE: &str = "inputs";
+
 const LEADER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why the executor could not do what was asked.
@@ -271,7 +277,7 @@ impl Executor {
         if !valid_task_ref(task_ref) {
             return Err(ExecError::InvalidTaskRef(task_ref.to_string()));
         }
-        let root = self.tasks_dir().join(task_ref);
+        let root = self.tasks_dir().join(task_dir_name(task_ref));
         let environment = self.environment(submission, &root.join("work"))?;
         for argument in std::iter::once(&submission.command).chain(&submission.arguments) {
             if argument.contains('\0') {
@@ -301,7 +307,12 @@ impl Executor {
                 ExecError::io("create the task's directory", &root, e)
             }
         })?;
-        let filled = self.fill_task_dir(&root, submission, &inputs);
+        let filled =
+            self.fill_task_dir(&root, submission, &inputs)
+                .and_then(|(snapshot, stdin)| {
+                    create_private(&root.join(INPUTS_FILE), &snapshot.to_bytes())?;
+                    Ok((snapshot, stdin))
+                });
         let (snapshot, stdin) = match filled {
             Ok(filled) => filled,
             Err(e) => {
@@ -334,6 +345,65 @@ impl Executor {
             setsid: self.tools.setsid.clone(),
             snapshot,
             run: Run::Pending,
+            filter: ControlFilter::default(),
+            stdout_finished: false,
+        })
+    }
+
+    /// Take over a task restored from a checkpoint (docs/migration.md): it already runs,
+    /// from the task directory `task_dir` the checkpoint recreated. Its output is read on
+    /// from the sizes the stream files had at the dump (the controller holds what came
+    /// before), and its output files are judged against the inputs recorded at its first
+    /// start, which travelled in the directory.
+    pub fn adopt(
+        &self,
+        task_ref: &str,
+        restored: RestoredTask,
+        task_dir: &Path,
+    ) -> Result<Task, ExecError> {
+        if !valid_task_ref(task_ref) {
+            return Err(ExecError::InvalidTaskRef(task_ref.to_string()));
+        }
+        let inputs = task_dir.join(INPUTS_FILE);
+        let snapshot = std::fs::read(&inputs)
+            .ok()
+            .and_then(|bytes| workdir::Snapshot::from_bytes(&bytes))
+            .ok_or_else(|| {
+                ExecError::InvalidTask(format!(
+                    "{} is missing or damaged: the restored task cannot tell its outputs",
+                    inputs.display()
+                ))
+            })?;
+        let (child, leader) = restored.into_parts().ok_or_else(|| {
+            ExecError::InvalidTask("the restored task was already handed over".into())
+        })?;
+        let at_end = |path: PathBuf| {
+            let offset = std::fs::metadata(&path).map_or(0, |m| m.len());
+            Cursor { path, offset }
+        };
+        Ok(Task {
+            task_ref: task_ref.to_string(),
+            work: task_dir.join("work"),
+            stdin: None,
+            stdout: at_end(task_dir.join("stdout")),
+            stderr: at_end(task_dir.join("stderr")),
+            root: task_dir.to_path_buf(),
+            command: "(restored task)".into(),
+            arguments: Vec::new(),
+            environment: BTreeMap::new(),
+            search_path: String::new(),
+            namespace: true,
+            unshare: None,
+            setpriv: None,
+            setsid: None,
+            snapshot,
+            run: Run::Active(Active {
+                child,
+                leader: Some(leader),
+                membership: procs::pid_namespace(leader).map(Membership::Namespace),
+                stopped: false,
+                cancelled: false,
+            }),
             filter: ControlFilter::default(),
             stdout_finished: false,
         })
@@ -459,6 +529,26 @@ fn lookup_user(name: &str) -> Result<RunAs, ExecError> {
 }
 
 /// A task reference becomes a directory name, so only tame characters pass.
+/// A task directory's name: the taskRef, for whoever reads the directory, and random
+/// digits, so that a directory restored from another agent's checkpoint (at the path it had
+/// there, docs/migration.md) cannot collide with one of this agent's own.
+fn task_dir_name(task_ref: &str) -> String {
+    let mut noise = [0u8; 6];
+    let random = std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut noise))
+        .is_ok();
+    if !random {
+        // Time and pid still tell agents apart in practice.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        noise[..4].copy_from_slice(&nanos.to_be_bytes());
+        noise[4..].copy_from_slice(&(std::process::id() as u16).to_be_bytes());
+    }
+    let hex: String = noise.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{task_ref}.{hex}")
+}
+
 fn valid_task_ref(task_ref: &str) -> bool {
     !task_ref.is_empty()
         && task_ref.len() <= 128

@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{Read, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
@@ -67,6 +68,54 @@ impl Stamp {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Snapshot {
     files: BTreeMap<PathBuf, (Stamp, u64)>,
+}
+
+impl Snapshot {
+    /// The snapshot as bytes, kept in the task's directory so that it travels with a
+    /// migrating task and the destination judges output files as the source would have.
+    /// Per file: length, modification seconds and nanoseconds, hash (8 octets each,
+    /// big-endian), the path's length (4 octets) and the path.
+    pub(crate) fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (path, (stamp, hash)) in &self.files {
+            let path = path.as_os_str().as_bytes();
+            out.extend_from_slice(&stamp.len.to_be_bytes());
+            out.extend_from_slice(&stamp.mtime.0.to_be_bytes());
+            out.extend_from_slice(&stamp.mtime.1.to_be_bytes());
+            out.extend_from_slice(&hash.to_be_bytes());
+            out.extend_from_slice(&(path.len() as u32).to_be_bytes());
+            out.extend_from_slice(path);
+        }
+        out
+    }
+
+    /// Read [`Snapshot::to_bytes`]; `None` when the bytes are damaged.
+    pub(crate) fn from_bytes(mut bytes: &[u8]) -> Option<Snapshot> {
+        fn take<'a>(bytes: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+            let (head, rest) = (bytes.get(..n)?, bytes.get(n..)?);
+            *bytes = rest;
+            Some(head)
+        }
+        fn eight(bytes: &mut &[u8]) -> Option<[u8; 8]> {
+            take(bytes, 8)?.try_into().ok()
+        }
+        let mut snapshot = Snapshot::default();
+        while !bytes.is_empty() {
+            let len = u64::from_be_bytes(eight(&mut bytes)?);
+            let secs = i64::from_be_bytes(eight(&mut bytes)?);
+            let nanos = i64::from_be_bytes(eight(&mut bytes)?);
+            let hash = u64::from_be_bytes(eight(&mut bytes)?);
+            let path_len = u32::from_be_bytes(take(&mut bytes, 4)?.try_into().ok()?);
+            let path = take(&mut bytes, usize::try_from(path_len).ok()?)?;
+            let path = PathBuf::from(std::ffi::OsStr::from_bytes(path));
+            let stamp = Stamp {
+                len,
+                mtime: (secs, nanos),
+            };
+            snapshot.files.insert(path, (stamp, hash));
+        }
+        Some(snapshot)
+    }
 }
 
 /// Write one input file at `relative` (already checked) under `work`, creating parent
@@ -326,6 +375,26 @@ mod tests {
         assert_eq!(names, ["d/b.sh", "d/new.txt"]);
         assert_eq!(out.files["d/b.sh"], b"three");
         assert!(out.skipped.is_empty());
+    }
+
+    #[test]
+    fn a_snapshot_survives_its_bytes() {
+        let mut snapshot = Snapshot::default();
+        let stamp = |len, secs| Stamp {
+            len,
+            mtime: (secs, 123_456_789),
+        };
+        snapshot
+            .files
+            .insert(PathBuf::from("a"), (stamp(3, 1_700_000_000), 42));
+        snapshot
+            .files
+            .insert(PathBuf::from("dir/b c\nd"), (stamp(0, -5), u64::MAX));
+        let bytes = snapshot.to_bytes();
+        let back = Snapshot::from_bytes(&bytes).expect("readable");
+        assert_eq!(back.files, snapshot.files);
+        assert!(Snapshot::from_bytes(&bytes[..bytes.len() - 1]).is_none());
+        assert!(Snapshot::from_bytes(&[]).is_some_and(|s| s.files.is_empty()));
     }
 
     #[test]
