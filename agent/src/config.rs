@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use xgrid_protocol::peer::{Address, PeerError};
 
+use crate::owner::OwnerPolicy;
+
 /// Where the daemon keeps its cookie and task directories unless told otherwise.
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/xgridagentd";
 
@@ -28,6 +30,25 @@ Options:
                             agent's own user)
   --status-interval SECONDS how often to send an agentStatus notification (default 10)
   --no-pid-namespace        run tasks without a PID namespace of their own
+
+Moving tasks (docs/migration.md):
+  --tasks-dir DIR           where task directories go (default DATA/tasks); agents that
+                            move tasks between them must use the same path
+  --no-checkpoint           do not offer checkpoints to the controller (tasks then restart
+                            from scratch when they must leave this agent)
+  --evacuation-timeout SECONDS
+                            on SIGTERM, how long to wait for the controller to move the
+                            running tasks away before cancelling them (default 60; only
+                            when checkpoints work here)
+  --only-when-idle          report Unavailable while the machine's owner is using it
+                            (Apple's OnlyWhenIdle): the controller then moves or suspends
+                            the tasks
+  --owner-idle SECONDS      input (keyboard, mouse, terminal) more recent than this means
+                            the owner is back (default 900)
+  --owner-load CORES        cores kept busy by processes other than the grid's that mean the
+                            owner is back (default 0.5)
+  --owner-devices PATHS     colon-separated input devices or directories of them whose
+                            access times show input (default /dev/input:/dev/pts:/dev/tty)
   -h, --help                print this help and exit
 
 Logs go to standard error. SIGTERM or SIGINT cancels running tasks and exits.
@@ -56,6 +77,8 @@ pub enum ConfigError {
     PasswordFile(#[from] xgrid_protocol::password::PasswordFileError),
     #[error("--name must not be empty")]
     EmptyName,
+    #[error("--owner-load must be a number of cores, 0 or more, not {0:?}")]
+    BadLoad(String),
 }
 
 /// Everything the agent needs to run.
@@ -81,6 +104,14 @@ pub struct AgentConfig {
     pub poll_interval: Duration,
     /// The longest wait between two attempts to reach the controller.
     pub max_reconnect_delay: Duration,
+    /// Where task directories go; `None`: `DATA/tasks`.
+    pub tasks_dir: Option<PathBuf>,
+    /// Offer checkpoints to the controller when CRIU works here.
+    pub checkpoint: bool,
+    /// On SIGTERM, how long the controller has to move the tasks away.
+    pub evacuation_timeout: Duration,
+    /// `Some`: report Unavailable while the owner is present (OnlyWhenIdle).
+    pub owner: Option<OwnerPolicy>,
 }
 
 impl std::fmt::Debug for AgentConfig {
@@ -97,6 +128,10 @@ impl std::fmt::Debug for AgentConfig {
             .field("keepalive_interval", &self.keepalive_interval)
             .field("poll_interval", &self.poll_interval)
             .field("max_reconnect_delay", &self.max_reconnect_delay)
+            .field("tasks_dir", &self.tasks_dir)
+            .field("checkpoint", &self.checkpoint)
+            .field("evacuation_timeout", &self.evacuation_timeout)
+            .field("owner", &self.owner)
             .finish()
     }
 }
@@ -119,6 +154,10 @@ impl AgentConfig {
             // A poll reads only what changed in the task files, so it costs little.
             poll_interval: Duration::from_millis(20),
             max_reconnect_delay: Duration::from_secs(5),
+            tasks_dir: None,
+            checkpoint: true,
+            evacuation_timeout: Duration::from_secs(60),
+            owner: None,
         }
     }
 }
@@ -146,6 +185,7 @@ where
     let mut task_user = None;
     let mut status_interval = None;
     let mut pid_namespace = true;
+    let mut moving = MovingFlags::default();
     while let Some(arg) = args.next() {
         let (flag, inline) = match arg.split_once('=') {
             Some((flag, value)) if flag.starts_with("--") => (flag.to_string(), Some(value)),
@@ -174,6 +214,30 @@ where
                 )?)
             }
             "--no-pid-namespace" if inline.is_none() => pid_namespace = false,
+            "--tasks-dir" => moving.tasks_dir = Some(PathBuf::from(value("--tasks-dir")?)),
+            "--no-checkpoint" if inline.is_none() => moving.checkpoint = false,
+            "--evacuation-timeout" => {
+                moving.evacuation = Some(number(
+                    "--evacuation-timeout",
+                    &value("--evacuation-timeout")?,
+                    0,
+                )?)
+            }
+            "--only-when-idle" if inline.is_none() => moving.only_when_idle = true,
+            "--owner-idle" => {
+                moving.owner_idle = Some(number("--owner-idle", &value("--owner-idle")?, 0)?)
+            }
+            "--owner-load" => {
+                let text = value("--owner-load")?;
+                moving.owner_load = Some(
+                    text.trim()
+                        .parse::<f64>()
+                        .ok()
+                        .filter(|l| l.is_finite() && *l >= 0.0)
+                        .ok_or(ConfigError::BadLoad(text))?,
+                )
+            }
+            "--owner-devices" => moving.owner_devices = Some(value("--owner-devices")?),
             _ => return Err(ConfigError::UnknownOption(arg)),
         }
     }
@@ -195,7 +259,61 @@ where
     if let Some(seconds) = status_interval {
         config.status_interval = Duration::from_secs(u64::from(seconds));
     }
+    moving.apply(&mut config);
     Ok(Command::Run(Box::new(config)))
+}
+
+/// The command line's settings for moving tasks, before they go into the configuration.
+#[derive(Debug)]
+struct MovingFlags {
+    tasks_dir: Option<PathBuf>,
+    checkpoint: bool,
+    evacuation: Option<u32>,
+    only_when_idle: bool,
+    owner_idle: Option<u32>,
+    owner_load: Option<f64>,
+    owner_devices: Option<String>,
+}
+
+impl Default for MovingFlags {
+    fn default() -> Self {
+        MovingFlags {
+            tasks_dir: None,
+            checkpoint: true,
+            evacuation: None,
+            only_when_idle: false,
+            owner_idle: None,
+            owner_load: None,
+            owner_devices: None,
+        }
+    }
+}
+
+impl MovingFlags {
+    fn apply(self, config: &mut AgentConfig) {
+        config.tasks_dir = self.tasks_dir;
+        config.checkpoint = self.checkpoint;
+        if let Some(seconds) = self.evacuation {
+            config.evacuation_timeout = Duration::from_secs(u64::from(seconds));
+        }
+        if self.only_when_idle {
+            let mut policy = OwnerPolicy::default();
+            if let Some(seconds) = self.owner_idle {
+                policy.input_idle = Duration::from_secs(u64::from(seconds));
+            }
+            if let Some(load) = self.owner_load {
+                policy.foreign_load = load;
+            }
+            if let Some(devices) = self.owner_devices {
+                policy.devices = devices
+                    .split(':')
+                    .filter(|d| !d.is_empty())
+                    .map(PathBuf::from)
+                    .collect();
+            }
+            config.owner = Some(policy);
+        }
+    }
 }
 
 /// This machine's host name (the default agent name and the registration's `hostnames`).
@@ -233,6 +351,45 @@ mod tests {
             Ok(Command::Run(config)) => *config,
             other => panic!("expected a configuration, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn moving_flags() {
+        let config = run(&[
+            "--controller",
+            "c",
+            "--tasks-dir",
+            "/srv/tasks",
+            "--no-checkpoint",
+            "--evacuation-timeout=5",
+            "--only-when-idle",
+            "--owner-idle",
+            "30",
+            "--owner-load",
+            "1.5",
+            "--owner-devices",
+            "/dev/input:/tmp/kbd",
+        ]);
+        assert_eq!(config.tasks_dir, Some(PathBuf::from("/srv/tasks")));
+        assert!(!config.checkpoint);
+        assert_eq!(config.evacuation_timeout, Duration::from_secs(5));
+        let owner = config.owner.expect("owner policy");
+        assert_eq!(owner.input_idle, Duration::from_secs(30));
+        assert_eq!(owner.foreign_load, 1.5);
+        assert_eq!(
+            owner.devices,
+            [PathBuf::from("/dev/input"), PathBuf::from("/tmp/kbd")]
+        );
+        let plain = run(&["--controller", "c", "--owner-idle", "30"]);
+        assert!(
+            plain.owner.is_none(),
+            "owner flags alone do not turn the policy on"
+        );
+        assert!(plain.checkpoint);
+        assert!(matches!(
+            parse(&["--controller", "c", "--owner-load", "lots"]),
+            Err(ConfigError::BadLoad(_))
+        ));
     }
 
     #[test]

@@ -13,15 +13,19 @@ use tokio::sync::mpsc;
 use tokio::time::{interval_at, Instant, MissedTickBehavior};
 use xgrid_protocol::envelope::{Envelope, MessageType};
 use xgrid_protocol::messages::{
-    AgentNotification, AgentRegistration, AgentReply, AgentState, AgentStatus,
-    ControllerToAgentReply, ControllerToAgentRequest, ErrorCode,
+    AgentNotification, AgentRegistration, AgentReply, AgentState, AgentStatus, CheckpointReadReply,
+    ControllerToAgentReply, ControllerToAgentRequest, ErrorCode, MigrationRefusal, MigrationReply,
+    MigrationRequest, TaskCheckpointReply, UnavailableReason, CHECKPOINT_CAPABILITY,
 };
 use xgrid_protocol::peer::{self, Address, Peer, PeerOptions, PeerRole};
 use xgrid_protocol::plist::Dictionary;
 
+use crate::checkpoint::Checkpointer;
 use crate::config::AgentConfig;
-use crate::executor::{ExecError, Executor, ExecutorConfig, Isolation};
+use crate::executor::{ExecError, Executor, ExecutorConfig, Isolation, RunAs};
 use crate::log;
+use crate::migration::{Migrations, Released, TaskFiles};
+use crate::owner::{OwnerWatch, Presence};
 use crate::probe::{self, Processors};
 use crate::store::{DataStore, StoreError};
 use crate::tasks::TaskTable;
@@ -39,6 +43,12 @@ const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(30);
 /// A controller that does not answer the registration within this time is given up on
 /// (and tried again), rather than waited for forever.
 const REGISTRATION_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How often the owner watch looks at the machine (with `--only-when-idle`).
+const OWNER_LOOK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// CAP_SYS_RESOURCE's bit in `/proc/self/status`'s CapEff.
+const CAP_SYS_RESOURCE: u32 = 24;
 
 /// How long the agent waits for the controller to acknowledge the close when stopping.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -70,6 +80,15 @@ pub struct Agent {
     processors: Processors,
     slots: u32,
     capabilities: Vec<String>,
+    /// Checkpoints this agent sends and receives (docs/migration.md).
+    migrations: Migrations,
+    /// With `--only-when-idle`: who is using the machine.
+    owner: Option<OwnerWatch>,
+    presence: Presence,
+    /// SIGTERM came: the controller is moving the tasks away before the agent stops.
+    evacuating: bool,
+    /// The shutdown future has completed (it must not be polled again).
+    shutdown_seen: bool,
 }
 
 impl Agent {
@@ -99,13 +118,40 @@ impl Agent {
         );
         executor_config.task_user = config.task_user.clone();
         executor_config.pid_namespace = config.pid_namespace;
+        executor_config.tasks_dir = config.tasks_dir.clone();
         let executor = Executor::new(executor_config)?;
         log(executor.isolation());
-        let capabilities = match executor.isolation() {
+        let mut capabilities = match executor.isolation() {
             Isolation::PidNamespace => vec![PID_NAMESPACE_CAPABILITY.to_string()],
             Isolation::Plain { .. } => Vec::new(),
         };
         let run_as = executor.run_as();
+        let checkpointer = choose_checkpointer(&config, executor.isolation(), run_as);
+        match checkpointer.capabilities() {
+            Some(criu) => {
+                log(format!(
+                    "tasks can move: CRIU {} works here{}",
+                    criu.version,
+                    if criu.pre_copy {
+                        " (with pre-copy)"
+                    } else {
+                        " (no pre-copy: this kernel does not track dirty memory)"
+                    }
+                ));
+                capabilities.push(CHECKPOINT_CAPABILITY.to_string());
+            }
+            None => log(format!(
+                "tasks cannot move from this agent: {}",
+                checkpointer
+                    .unavailable_reason()
+                    .unwrap_or("no reason given")
+            )),
+        }
+        let migrations = Migrations::new(checkpointer, &config.data_dir.join("checkpoints"));
+        let owner = config
+            .owner
+            .clone()
+            .map(|policy| OwnerWatch::new(policy, processors.count));
         log(format!(
             "agent {:?}: {} processors at {} MHz, {} task slots, tasks run as uid {}",
             config.agent_name, processors.count, processors.mhz_per_core, slots, run_as.uid
@@ -128,6 +174,11 @@ impl Agent {
             processors,
             slots,
             capabilities,
+            migrations,
+            owner,
+            presence: Presence::Away,
+            evacuating: false,
+            shutdown_seen: false,
         })
     }
 
@@ -152,6 +203,9 @@ impl Agent {
                         ));
                         last_reason = reason;
                     }
+                    if self.shutdown_seen {
+                        break;
+                    }
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}
                         _ = shutdown.as_mut() => break,
@@ -174,7 +228,7 @@ impl Agent {
         let controller = self.config.controller.clone();
         let connected = tokio::select! {
             connected = peer::connect(&controller, options) => connected,
-            _ = shutdown.as_mut() => return Ended::Shutdown,
+            _ = shutdown.as_mut(), if !self.shutdown_seen => return Ended::Shutdown,
         };
         let (peer, mut incoming) = match connected {
             Ok(connection) => connection,
@@ -182,7 +236,7 @@ impl Agent {
         };
         let registered = tokio::select! {
             registered = self.register(&peer) => registered,
-            _ = shutdown.as_mut() => {
+            _ = shutdown.as_mut(), if !self.shutdown_seen => {
                 self.stop(&peer).await;
                 return Ended::Shutdown;
             }
@@ -215,7 +269,19 @@ impl Agent {
                 self.stop(&peer).await;
                 Ended::Shutdown
             }
-            Err(reason) => lost(true, format!("lost the controller: {reason}")),
+            Err(reason) => {
+                let thawed = self.migrations.connection_lost();
+                if thawed > 0 {
+                    log(format!(
+                        "{thawed} task(s) frozen for a move run on here: the controller went away"
+                    ));
+                }
+                if self.shutdown_seen {
+                    // Evacuating, and nobody left to evacuate to.
+                    return Ended::Shutdown;
+                }
+                lost(true, format!("lost the controller: {reason}"))
+            }
         }
     }
 
@@ -232,9 +298,27 @@ impl Agent {
         self.send_status(peer).await.map_err(text)?;
         let mut poll = ticker(self.config.poll_interval);
         let mut status = ticker(self.config.status_interval);
+        let mut owner_look = ticker(OWNER_LOOK_INTERVAL);
+        let evacuation_deadline = tokio::time::sleep(Duration::MAX / 4);
+        let mut evacuation_deadline = pin!(evacuation_deadline);
         loop {
             tokio::select! {
-                _ = shutdown.as_mut() => return Ok(()),
+                _ = shutdown.as_mut(), if !self.shutdown_seen => {
+                    self.shutdown_seen = true;
+                    if !self.start_evacuation(peer).await.map_err(text)? {
+                        return Ok(());
+                    }
+                    evacuation_deadline
+                        .as_mut()
+                        .reset(Instant::now() + self.config.evacuation_timeout);
+                }
+                _ = evacuation_deadline.as_mut(), if self.evacuating => {
+                    log(format!(
+                        "the controller did not move every task within {} s; cancelling the rest",
+                        self.config.evacuation_timeout.as_secs()
+                    ));
+                    return Ok(());
+                }
                 message = incoming.recv() => {
                     let message = message.ok_or("the controller ended the connection")?;
                     self.handle(peer, message).await.map_err(text)?;
@@ -242,11 +326,61 @@ impl Agent {
                 }
                 _ = poll.tick() => self.report(peer).await.map_err(text)?,
                 _ = status.tick() => self.send_status(peer).await.map_err(text)?,
+                _ = owner_look.tick(), if self.owner.is_some() => {
+                    if self.look_for_owner() {
+                        self.send_status(peer).await.map_err(text)?;
+                    }
+                }
                 reason = dead.recv() => {
                     return Err(reason.unwrap_or_else(|| "the keepalive stopped".to_string()));
                 }
             }
+            if self.evacuating && self.tasks.active_count() == 0 {
+                log("every task has left this agent; stopping");
+                return Ok(());
+            }
         }
+    }
+
+    /// SIGTERM: with checkpoints and running tasks, ask the controller to move them away
+    /// (status `Unavailable`, reason `shutdown`) and keep serving; `false` when there is
+    /// nothing to wait for, so the agent stops at once (its tasks are cancelled and run
+    /// again elsewhere, as with Xgrid).
+    async fn start_evacuation(&mut self, peer: &Peer) -> Result<bool, peer::PeerError> {
+        let running = self.tasks.active_count();
+        if running == 0
+            || self.migrations.checkpointer().capabilities().is_none()
+            || self.config.evacuation_timeout.is_zero()
+        {
+            return Ok(false);
+        }
+        log(format!(
+            "stopping: asking the controller to move {running} running task(s) elsewhere first \
+             (at most {} s)",
+            self.config.evacuation_timeout.as_secs()
+        ));
+        self.evacuating = true;
+        self.send_status(peer).await?;
+        Ok(true)
+    }
+
+    /// Look at the machine for its owner; `true` when that changed what the agent reports.
+    fn look_for_owner(&mut self) -> bool {
+        let pids = self.tasks.process_ids();
+        let Some(watch) = self.owner.as_mut() else {
+            return false;
+        };
+        let now = watch.look(&pids);
+        let changed = now.is_present() != self.presence.is_present();
+        if changed {
+            log(if now.is_present() {
+                format!("the owner is back ({now}): reporting Unavailable")
+            } else {
+                "the owner has left: reporting Available again".to_string()
+            });
+        }
+        self.presence = now;
+        changed
     }
 
     /// `agentRegistration`, once more without the cookie if the controller no longer
@@ -311,20 +445,35 @@ impl Agent {
             maximum_task_count: i64::from(self.slots),
             agent_custom: None,
             linux_capabilities: Some(self.capabilities.clone()),
-            cpu_features: None,
+            cpu_features: self
+                .migrations
+                .checkpointer()
+                .capabilities()
+                .map(|criu| criu.cpu_flags.clone()),
         }
     }
 
     /// The agent's status dictionary (the notification and the `agentStatus` reply).
     fn status(&mut self) -> AgentStatus {
+        let unavailable_reason = if self.evacuating {
+            Some(UnavailableReason::Shutdown)
+        } else if self.presence.is_present() {
+            Some(UnavailableReason::Owner)
+        } else {
+            None
+        };
         AgentStatus {
             agent_cookie: self.cookie.clone(),
             agent_name: self.config.agent_name.clone(),
-            agent_status: AgentState::Available,
+            agent_status: if unavailable_reason.is_some() {
+                AgentState::Unavailable
+            } else {
+                AgentState::Available
+            },
             current_cpu_power: self.tasks.current_cpu_power(),
             current_task_count: i64::try_from(self.tasks.active_count()).unwrap_or(i64::MAX),
             task_ref_array: self.tasks.task_refs(),
-            unavailable_reason: None,
+            unavailable_reason,
         }
     }
 
@@ -356,6 +505,17 @@ impl Agent {
             ));
             return Ok(());
         }
+        match MigrationRequest::from_envelope(&message) {
+            Ok(Some(request)) => {
+                let payload = self.migrate(request).await;
+                return peer.reply(&message, payload).await;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                log(format!("could not read a checkpoint request: {e}"));
+                return peer.reply(&message, e.reply_code().to_payload()).await;
+            }
+        }
         use ControllerToAgentRequest as R;
         let request = match ControllerToAgentRequest::from_envelope(&message) {
             Ok(request) => request,
@@ -371,6 +531,10 @@ impl Agent {
         let payload: Dictionary = match request {
             R::AgentStatus(_) => AgentReply::AgentStatus(self.status()).to_payload(),
             R::AgentInfo => AgentReply::AgentInfo(self.registration()).to_payload(),
+            R::TaskSubmission(_) if self.evacuating || self.presence.is_present() => {
+                log("refused a task: this agent is unavailable");
+                ErrorCode::AgentUnavailable.to_payload()
+            }
             R::TaskSubmission(submission) => answer(
                 self.tasks
                     .submit(&submission)
@@ -401,6 +565,139 @@ impl Agent {
         peer.reply(&message, payload).await
     }
 
+    /// Answer one request of the checkpoint extension (docs/migration.md).
+    async fn migrate(&mut self, request: MigrationRequest) -> Dictionary {
+        use MigrationRequest as M;
+        let refuse = |e: crate::migration::MigrationError| {
+            log(format!("{e}"));
+            MigrationRefusal::new(e.code(), e.to_string())
+        };
+        if !self.capabilities.iter().any(|c| c == CHECKPOINT_CAPABILITY) {
+            let reason = self
+                .migrations
+                .checkpointer()
+                .unavailable_reason()
+                .unwrap_or("checkpoints are turned off")
+                .to_string();
+            return MigrationRefusal::new(ErrorCode::CheckpointFailed, reason).to_payload();
+        }
+        let reply: Result<MigrationReply, MigrationRefusal> = match request {
+            M::TaskCheckpoint(r) => match self.tasks.checkpoint_target(&r.task_ref) {
+                Err(code) => Err(MigrationRefusal::new(
+                    code,
+                    format!("task {} is not running here", r.task_ref),
+                )),
+                Ok(target) => {
+                    let files = TaskFiles {
+                        task_ref: &r.task_ref,
+                        leader_pid: target.leader_pid,
+                        task_dir: &target.task_dir,
+                        stdout: &target.stdout,
+                        stderr: &target.stderr,
+                    };
+                    match self.migrations.checkpoint(files, r.leave_running).await {
+                        Ok(made) => {
+                            log(format!(
+                                "task {}: checkpoint {} taken ({} octets, frozen {} ms{})",
+                                r.task_ref,
+                                made.id,
+                                made.size,
+                                made.frozen.as_millis(),
+                                if r.leave_running {
+                                    ", running on"
+                                } else {
+                                    ", held frozen for its move"
+                                }
+                            ));
+                            Ok(MigrationReply::TaskCheckpoint(TaskCheckpointReply {
+                                checkpoint_identifier: made.id,
+                                checkpoint_size: made.size,
+                                stdout_size: made.stdout_size,
+                                stderr_size: made.stderr_size,
+                                frozen_milliseconds: u64::try_from(made.frozen.as_millis())
+                                    .unwrap_or(u64::MAX),
+                            }))
+                        }
+                        Err(e) => Err(refuse(e)),
+                    }
+                }
+            },
+            M::CheckpointRead(r) => self
+                .migrations
+                .read(&r.checkpoint_identifier, r.offset, r.length)
+                .map(|(checkpoint_data, end_of_checkpoint)| {
+                    MigrationReply::CheckpointRead(CheckpointReadReply {
+                        checkpoint_data,
+                        end_of_checkpoint,
+                    })
+                })
+                .map_err(refuse),
+            M::CheckpointWrite(r) => self
+                .migrations
+                .write(
+                    &r.checkpoint_identifier,
+                    r.offset,
+                    &r.checkpoint_data,
+                    r.end_of_checkpoint,
+                )
+                .map(|()| MigrationReply::CheckpointWrite)
+                .map_err(refuse),
+            M::TaskRestore(r) => {
+                if self.tasks.active_count() >= self.slots as usize
+                    || self.evacuating
+                    || self.presence.is_present()
+                {
+                    let _ = self.migrations.release(
+                        &r.checkpoint_identifier,
+                        xgrid_protocol::messages::CheckpointDisposition::Discard,
+                    );
+                    Err(MigrationRefusal::new(
+                        ErrorCode::RestoreFailed,
+                        "this agent has no free slot for the task",
+                    ))
+                } else {
+                    match self.migrations.restore(&r.checkpoint_identifier).await {
+                        Ok((restored, unpacked)) => {
+                            let took = restored.restore_time();
+                            match self.tasks.adopt(restored, &unpacked.task_dir) {
+                                Ok(task_ref) => {
+                                    log(format!(
+                                        "task {task_ref}: restored from checkpoint {} in {} ms",
+                                        r.checkpoint_identifier,
+                                        took.as_millis()
+                                    ));
+                                    Ok(MigrationReply::TaskRestore { task_ref })
+                                }
+                                Err(code) => Err(MigrationRefusal::new(
+                                    code,
+                                    "the restored task could not be taken over",
+                                )),
+                            }
+                        }
+                        Err(e) => Err(refuse(e)),
+                    }
+                }
+            }
+            M::CheckpointRelease(r) => {
+                match self
+                    .migrations
+                    .release(&r.checkpoint_identifier, r.disposition)
+                {
+                    Ok(Released::Withdraw { task_ref }) => {
+                        self.tasks.withdraw(&task_ref).await;
+                        Ok(MigrationReply::CheckpointRelease)
+                    }
+                    Ok(Released::Done) => Ok(MigrationReply::CheckpointRelease),
+                    Err(e) => Err(refuse(e)),
+                }
+            }
+        };
+        match reply {
+            Ok(reply) => reply.to_payload(),
+            Err(refusal) => refusal.to_payload(),
+        }
+    }
+
     /// Leave cleanly: cancel the tasks, tell the controller, close the connection.
     async fn stop(&mut self, peer: &Peer) {
         log("stopping: cancelling tasks and closing the connection");
@@ -409,6 +706,38 @@ impl Agent {
         let _ = self.send_status(peer).await;
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, peer.close()).await;
     }
+}
+
+/// CRIU, when this agent may offer checkpoints: it is wanted, tasks get their own PID
+/// namespace, and the tasks' processes can be dumped (CRIU must read the rlimits of
+/// another user's processes, which needs CAP_SYS_RESOURCE; root tasks need nothing more).
+fn choose_checkpointer(config: &AgentConfig, isolation: &Isolation, run_as: RunAs) -> Checkpointer {
+    if !config.checkpoint {
+        return Checkpointer::unavailable("turned off with --no-checkpoint");
+    }
+    if !matches!(isolation, Isolation::PidNamespace) {
+        return Checkpointer::unavailable("tasks do not get a PID namespace of their own");
+    }
+    if run_as.uid != 0 && !has_capability(CAP_SYS_RESOURCE) {
+        return Checkpointer::unavailable(format!(
+            "tasks run as uid {} and this agent lacks CAP_SYS_RESOURCE, which CRIU needs to \
+             dump another user's processes (run tasks as root with --task-user root, or \
+             grant the capability)",
+            run_as.uid
+        ));
+    }
+    Checkpointer::probe()
+}
+
+/// Whether this process has capability `bit` in its effective set.
+fn has_capability(bit: u32) -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|l| l.starts_with("CapEff:"))?;
+            u64::from_str_radix(line.trim_start_matches("CapEff:").trim(), 16).ok()
+        })
+        .is_some_and(|mask| mask >> bit & 1 == 1)
 }
 
 /// An interval whose first tick is one period from now, that does not bunch up missed ticks.

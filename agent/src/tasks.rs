@@ -390,7 +390,9 @@ impl TaskTable {
     pub async fn withdraw(&mut self, task_ref: &str) {
         if let Some(entry) = self.tasks.remove(task_ref) {
             if let Err(e) = entry.task.remove().await {
-                log(format!("task {task_ref}: could not clean up after its move: {e}"));
+                log(format!(
+                    "task {task_ref}: could not clean up after its move: {e}"
+                ));
             }
             log(format!("task {task_ref} moved to another agent"));
         }

@@ -150,6 +150,9 @@ pub struct ExecutorConfig {
     /// Use a PID namespace when the machine allows it (the default); `false` forces the
     /// plain fallback.
     pub pid_namespace: bool,
+    /// Where task directories go; `None`: `DATA/tasks`. Agents that move tasks between
+    /// them need the same path (docs/migration.md).
+    pub tasks_dir: Option<PathBuf>,
 }
 
 impl ExecutorConfig {
@@ -166,6 +169,7 @@ impl ExecutorConfig {
             processor_speed_mhz,
             task_user: None,
             pid_namespace: true,
+            tasks_dir: None,
         }
     }
 }
@@ -236,7 +240,10 @@ impl Executor {
             });
         }
         let isolation = choose_isolation(&config, &credentials, &tools);
-        let tasks = config.data_dir.join("tasks");
+        let tasks = config
+            .tasks_dir
+            .clone()
+            .unwrap_or_else(|| config.data_dir.join("tasks"));
         DirBuilder::new()
             .recursive(true)
             .mode(0o711)
