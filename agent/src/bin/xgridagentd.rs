@@ -8,6 +8,7 @@ use xgrid_agent::config::{machine_hostname, parse_args, Command, USAGE};
 use xgrid_agent::Agent;
 
 fn main() -> ExitCode {
+    close_inherited_descriptors();
     let config = match parse_args(std::env::args().skip(1), &machine_hostname()) {
         Ok(Command::Help) => {
             print!("{USAGE}");
@@ -54,4 +55,24 @@ fn main() -> ExitCode {
             }
         }
     })
+}
+
+/// Close every descriptor above stderr that the agent inherited from whoever started it
+/// (a shell, a service manager, a test runner): tasks would inherit them too, and CRIU
+/// refuses to checkpoint a task holding a file of a mount it cannot see. Runs before any
+/// thread or descriptor of the agent's own exists.
+fn close_inherited_descriptors() {
+    let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    // Collected first: the directory being read is itself a descriptor.
+    let inherited: Vec<i32> = entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .filter(|fd| *fd > 2)
+        .collect();
+    for fd in inherited {
+        // The listing's own descriptor is already closed by now: EBADF is expected.
+        let _ = nix::unistd::close(fd);
+    }
 }
