@@ -7,6 +7,8 @@
 //! the frozen source still keeps it; each agent therefore runs in its own mount namespace,
 //! with a private directory bound over the same tasks path, as two machines would have.
 
+// Shared with daemon.rs, which uses all of it.
+#[allow(dead_code)]
 mod scripted;
 
 use std::os::unix::fs::PermissionsExt;
