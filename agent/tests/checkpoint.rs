@@ -359,7 +359,8 @@ async fn povray_render_moves_and_finishes_with_identical_pixels() {
         .expect("prepare");
     task.start().await.expect("start");
     // Rendering has begun once POV-Ray (the init's child) runs several threads.
-    let threads = |pid: &i32| std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |d| d.count());
+    let threads =
+        |pid: &i32| std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |d| d.count());
     until(|| task.process_ids().iter().any(|pid| threads(pid) > 2)).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(
@@ -516,7 +517,11 @@ async fn task_run_as_the_unprivileged_user_moves_and_finishes() {
     let Some((executor, checkpointer, scratch)) = setup_as("unprivileged", None) else {
         return;
     };
-    assert_ne!(executor.run_as().uid, 0, "the default task user is unprivileged");
+    assert_ne!(
+        executor.run_as().uid,
+        0,
+        "the default task user is unprivileged"
+    );
     let mut task = executor
         .prepare(
             "1",

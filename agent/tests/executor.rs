@@ -372,15 +372,28 @@ async fn command_runs_under_a_root_init_that_leads_its_session() {
         panic!("two parts expected: {text}");
     };
     // `cat` is forked by the shell, the namespace's second process, so it is the third.
-    assert_eq!(status_field(command, "NSpid:").last(), Some(&"3"), "{command}");
-    assert_eq!(status_field(command, "NSsid:").last(), Some(&"1"), "{command}");
+    assert_eq!(
+        status_field(command, "NSpid:").last(),
+        Some(&"3"),
+        "{command}"
+    );
+    assert_eq!(
+        status_field(command, "NSsid:").last(),
+        Some(&"1"),
+        "{command}"
+    );
     let (nobody_uid, _) = nobody();
-    assert_eq!(status_field(command, "Uid:"), [nobody_uid.to_string().as_str(); 4]);
+    assert_eq!(
+        status_field(command, "Uid:"),
+        [nobody_uid.to_string().as_str(); 4]
+    );
     assert_eq!(status_field(init, "NSpid:").last(), Some(&"1"), "{init}");
     assert_eq!(status_field(init, "NSsid:").last(), Some(&"1"), "{init}");
     assert_eq!(status_field(init, "Uid:"), ["0"; 4], "{init}");
 
-    let mut task = executor.prepare("2", &shell("echo $$ $PPID")).expect("prepare");
+    let mut task = executor
+        .prepare("2", &shell("echo $$ $PPID"))
+        .expect("prepare");
     let (_, stdout) = run_to_end(&mut task).await;
     assert_eq!(stdout, b"2 1\n");
 }

@@ -406,7 +406,11 @@ impl Executor {
 
 /// Decide between a PID namespace and the plain fallback, checking once that the launcher
 /// really can make one here (a container may forbid it even to root).
-fn choose_isolation(config: &ExecutorConfig, credentials: &Credentials, launcher: &Path) -> Isolation {
+fn choose_isolation(
+    config: &ExecutorConfig,
+    credentials: &Credentials,
+    launcher: &Path,
+) -> Isolation {
     let plain = |reason: &str| Isolation::Plain {
         reason: reason.to_string(),
     };
@@ -619,7 +623,11 @@ impl Leader {
                 Some(Ok(_)) => line.trim().parse::<i32>().ok(),
                 _ => None,
             };
-            (init, init.and_then(procs::pid_namespace).map(Membership::Namespace))
+            (
+                init,
+                init.and_then(procs::pid_namespace)
+                    .map(Membership::Namespace),
+            )
         })
     }
 }

@@ -95,7 +95,9 @@ impl Launch {
         let mut user = None;
         let mut stdout = None;
         loop {
-            let arg = args.next().ok_or("no command given (expected `-- PROGRAM ARGS…`)")?;
+            let arg = args
+                .next()
+                .ok_or("no command given (expected `-- PROGRAM ARGS…`)")?;
             match arg.to_str() {
                 Some("--namespace") => stage = Stage::Namespace,
                 Some("--init") => stage = Stage::Init,
