@@ -128,6 +128,11 @@ impl Grid {
         self.controller.id()
     }
 
+    /// The process ids of the agents, in the order they were started.
+    pub fn agent_pids(&self) -> Vec<u32> {
+        self.agents.iter().map(|(_, child)| child.id()).collect()
+    }
+
     /// Kill agent `name` with SIGKILL.
     pub fn kill_agent(&mut self, name: &str) {
         let (_, child) = self

@@ -288,9 +288,13 @@ impl Migrations {
         Ok(())
     }
 
-    /// `taskRestore`: bring the task of a fully written stream back to life here. On
-    /// failure nothing of it is left (neither processes nor files).
-    pub async fn restore(&mut self, id: &str) -> Result<(RestoredTask, Unpacked), MigrationError> {
+    /// `taskRestore`: bring the task of a fully written stream back to life here, with the
+    /// sizes its stdout and stderr files had at the dump (read before it runs again, since
+    /// it may write at once). On failure nothing of it is left (neither processes nor files).
+    pub async fn restore(
+        &mut self,
+        id: &str,
+    ) -> Result<(RestoredTask, Unpacked, (u64, u64)), MigrationError> {
         let unpacked = match self.incoming.remove(id) {
             Some(Incoming::Complete(unpacked)) => unpacked,
             Some(receiving @ Incoming::Receiving { .. }) => {
@@ -300,11 +304,14 @@ impl Migrations {
             None => return Err(unknown(id)),
         };
         let checkpoint_dir = unpacked.images_dir.clone();
+        let size_of =
+            |name: &str| std::fs::metadata(unpacked.task_dir.join(name)).map_or(0, |m| m.len());
+        let sizes = (size_of("stdout"), size_of("stderr"));
         match self.checkpointer.restore(&checkpoint_dir).await {
             Ok(task) => {
                 // The restored processes need nothing more from their images.
                 let _ = std::fs::remove_dir_all(&checkpoint_dir);
-                Ok((task, unpacked))
+                Ok((task, unpacked, sizes))
             }
             Err(e) => {
                 unpacked.discard();

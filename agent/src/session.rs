@@ -9,8 +9,9 @@ use std::path::Path;
 use std::pin::{pin, Pin};
 use std::time::Duration;
 
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::mpsc;
-use tokio::time::{interval_at, Instant, MissedTickBehavior};
+use tokio::time::{interval_at, sleep_until, Instant, MissedTickBehavior};
 use xgrid_protocol::envelope::{Envelope, MessageType};
 use xgrid_protocol::messages::{
     AgentNotification, AgentRegistration, AgentReply, AgentState, AgentStatus, CheckpointReadReply,
@@ -53,6 +54,11 @@ const CAP_SYS_RESOURCE: u32 = 24;
 /// How long the agent waits for the controller to acknowledge the close when stopping.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// The shortest time between two `agentStatus` notifications sent because a task changed
+/// state: with short tasks every task starts and ends several times a second, and each
+/// status costs the controller a write; the changes in between are folded into one.
+const STATUS_GAP: Duration = Duration::from_millis(50);
+
 /// Why the agent could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -89,6 +95,10 @@ pub struct Agent {
     evacuating: bool,
     /// The shutdown future has completed (it must not be polled again).
     shutdown_seen: bool,
+    /// When the last `agentStatus` went out on this connection.
+    status_sent: Option<Instant>,
+    /// A task changed state since the last `agentStatus`.
+    status_owed: bool,
 }
 
 impl Agent {
@@ -179,6 +189,8 @@ impl Agent {
             presence: Presence::Away,
             evacuating: false,
             shutdown_seen: false,
+            status_sent: None,
+            status_owed: false,
         })
     }
 
@@ -295,13 +307,22 @@ impl Agent {
         mut shutdown: Pin<&mut F>,
     ) -> Result<(), String> {
         let text = |e: peer::PeerError| e.to_string();
+        self.status_sent = None;
         self.send_status(peer).await.map_err(text)?;
         let mut poll = ticker(self.config.poll_interval);
         let mut status = ticker(self.config.status_interval);
         let mut owner_look = ticker(OWNER_LOOK_INTERVAL);
         let evacuation_deadline = tokio::time::sleep(Duration::MAX / 4);
         let mut evacuation_deadline = pin!(evacuation_deadline);
+        // A task's first process is the agent's child, so its end arrives as SIGCHLD: look
+        // then rather than at the next poll, so its slot is free at once. Without the
+        // signal the poll still finds it.
+        let mut children = signal(SignalKind::child()).ok();
         loop {
+            let status_due = self.status_owed.then(|| {
+                self.status_sent
+                    .map_or_else(Instant::now, |at| at + STATUS_GAP)
+            });
             tokio::select! {
                 _ = shutdown.as_mut(), if !self.shutdown_seen => {
                     self.shutdown_seen = true;
@@ -324,7 +345,11 @@ impl Agent {
                     self.handle(peer, message).await.map_err(text)?;
                     self.report(peer).await.map_err(text)?;
                 }
+                Some(()) = child_ended(&mut children) => self.report(peer).await.map_err(text)?,
                 _ = poll.tick() => self.report(peer).await.map_err(text)?,
+                _ = sleep_until(status_due.unwrap_or_else(Instant::now)), if status_due.is_some() => {
+                    self.send_status(peer).await.map_err(text)?;
+                }
                 _ = status.tick() => self.send_status(peer).await.map_err(text)?,
                 _ = owner_look.tick(), if self.owner.is_some() => {
                     if self.look_for_owner() {
@@ -478,17 +503,22 @@ impl Agent {
     }
 
     async fn send_status(&mut self, peer: &Peer) -> Result<(), peer::PeerError> {
+        self.status_sent = Some(Instant::now());
+        self.status_owed = false;
         peer.send(AgentNotification::AgentStatus(self.status()).to_envelope())
             .await
     }
 
-    /// Send what changed in the tasks since the last look.
+    /// Send what changed in the tasks since the last look; the agent's own status follows
+    /// at once, or once [`STATUS_GAP`] has passed since the last one.
     async fn report(&mut self, peer: &Peer) -> Result<(), peer::PeerError> {
         let changes = self.tasks.poll();
         for notification in changes.notifications {
             peer.send(notification).await?;
         }
-        if changes.status_changed {
+        self.status_owed |= changes.status_changed;
+        let gap_passed = self.status_sent.is_none_or(|at| at.elapsed() >= STATUS_GAP);
+        if self.status_owed && gap_passed {
             self.send_status(peer).await?;
         }
         Ok(())
@@ -657,9 +687,9 @@ impl Agent {
                     ))
                 } else {
                     match self.migrations.restore(&r.checkpoint_identifier).await {
-                        Ok((restored, unpacked)) => {
+                        Ok((restored, unpacked, sizes)) => {
                             let took = restored.restore_time();
-                            match self.tasks.adopt(restored, &unpacked.task_dir) {
+                            match self.tasks.adopt(restored, &unpacked.task_dir, sizes) {
                                 Ok(task_ref) => {
                                     log(format!(
                                         "task {task_ref}: restored from checkpoint {} in {} ms",
@@ -738,6 +768,14 @@ fn has_capability(bit: u32) -> bool {
             u64::from_str_radix(line.trim_start_matches("CapEff:").trim(), 16).ok()
         })
         .is_some_and(|mask| mask >> bit & 1 == 1)
+}
+
+/// The next SIGCHLD; never, without the signal stream.
+async fn child_ended(children: &mut Option<Signal>) -> Option<()> {
+    match children {
+        Some(children) => children.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// An interval whose first tick is one period from now, that does not bunch up missed ticks.

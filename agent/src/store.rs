@@ -1,5 +1,6 @@
 //! What the agent keeps in its data directory between runs: the cookie the controller
-//! handed out at registration (`DATA/cookie`) and the taskRef counter (`DATA/next-task-ref`).
+//! handed out at registration (`DATA/cookie`) and the taskRef counter (`DATA/next-task-ref`,
+//! the first number not yet reserved).
 //! Both are written to a temporary file and renamed into place, so a crash never leaves a
 //! half-written value behind.
 
@@ -61,9 +62,11 @@ impl DataStore {
         self.write_atomically(COOKIE_FILE, cookie.as_bytes())
     }
 
-    /// A taskRef never handed out before by an agent using this directory: a decimal
-    /// counter, saved before the number is used so a crash cannot hand it out twice.
-    pub fn next_task_ref(&self) -> Result<String, StoreError> {
+    /// `count` taskRefs never handed out before by an agent using this directory: a
+    /// decimal counter, saved past the whole range before any of it is used, so a crash
+    /// cannot hand a number out twice (it only skips the rest of the range). One saved
+    /// write (with its fsync) per range rather than per task.
+    pub fn reserve_task_refs(&self, count: u64) -> Result<std::ops::Range<u64>, StoreError> {
         let next = match self.read_optional(TASK_REF_FILE)? {
             None => 1,
             Some(text) => text
@@ -74,8 +77,9 @@ impl DataStore {
                     text: text.clone(),
                 })?,
         };
-        self.write_atomically(TASK_REF_FILE, (next + 1).to_string().as_bytes())?;
-        Ok(next.to_string())
+        let end = next.saturating_add(count.max(1));
+        self.write_atomically(TASK_REF_FILE, end.to_string().as_bytes())?;
+        Ok(next..end)
     }
 
     fn read_optional(&self, name: &str) -> Result<Option<String>, StoreError> {
@@ -145,15 +149,13 @@ mod tests {
     #[test]
     fn task_refs_keep_counting_across_restarts() {
         let (store, dir) = temp_store("refs");
-        let first: Vec<String> = (0..3)
-            .map(|_| store.next_task_ref().expect("ref"))
-            .collect();
-        assert_eq!(first, ["1", "2", "3"]);
+        assert_eq!(store.reserve_task_refs(3).expect("refs"), 1..4);
+        assert_eq!(store.reserve_task_refs(2).expect("refs"), 4..6);
         let again = DataStore::open(&dir).expect("reopen");
-        assert_eq!(again.next_task_ref().expect("ref"), "4");
+        assert_eq!(again.reserve_task_refs(1).expect("ref"), 6..7);
         fs::write(dir.join(TASK_REF_FILE), "bogus").expect("write");
         assert!(matches!(
-            again.next_task_ref(),
+            again.reserve_task_refs(1),
             Err(StoreError::BadCounter { .. })
         ));
         let _ = fs::remove_dir_all(&dir);

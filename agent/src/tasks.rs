@@ -24,6 +24,7 @@
 //!   that per running task, capped at `maximumCPUPower`.
 
 use std::collections::BTreeMap;
+use std::ops::Range;
 
 use xgrid_protocol::envelope::Envelope;
 use xgrid_protocol::messages::{
@@ -36,6 +37,10 @@ use crate::executor::{ExecError, Executor, Task, MAX_STREAM_CHUNK};
 use crate::log;
 use crate::probe::Processors;
 use crate::store::DataStore;
+
+/// How many taskRefs are reserved in the data directory at a time: saving the counter
+/// costs an fsync, which per task was a good part of a submission's time.
+const TASK_REF_RESERVATION: u64 = 1024;
 
 /// One task and what the controller has been told about it.
 #[derive(Debug)]
@@ -82,6 +87,8 @@ pub struct TaskTable {
     slots: u32,
     processors: Processors,
     tasks: BTreeMap<String, Entry>,
+    /// taskRefs reserved and not handed out yet.
+    reserved_refs: Range<u64>,
 }
 
 impl TaskTable {
@@ -99,6 +106,7 @@ impl TaskTable {
             slots,
             processors,
             tasks: BTreeMap::new(),
+            reserved_refs: 0..0,
         }
     }
 
@@ -139,7 +147,7 @@ impl TaskTable {
             ));
             return Err(ErrorCode::TooManyTasks);
         }
-        let task_ref = self.store.next_task_ref().map_err(|e| {
+        let task_ref = self.next_task_ref().map_err(|e| {
             log(format!("refused a task: {e}"));
             ErrorCode::AgentUnavailable
         })?;
@@ -356,14 +364,15 @@ impl TaskTable {
         &mut self,
         restored: crate::checkpoint::RestoredTask,
         task_dir: &std::path::Path,
+        stream_sizes: (u64, u64),
     ) -> Result<String, ErrorCode> {
-        let task_ref = self.store.next_task_ref().map_err(|e| {
+        let task_ref = self.next_task_ref().map_err(|e| {
             log(format!("could not number a restored task: {e}"));
             ErrorCode::AgentUnavailable
         })?;
         let task = self
             .executor
-            .adopt(&task_ref, restored, task_dir)
+            .adopt(&task_ref, restored, task_dir, stream_sizes)
             .map_err(|e| {
                 log(format!("could not take over a restored task: {e}"));
                 ErrorCode::AgentUnavailable
@@ -424,6 +433,15 @@ impl TaskTable {
                 log(format!("task {task_ref} cancelled"));
             }
         }
+    }
+
+    fn next_task_ref(&mut self) -> Result<String, crate::store::StoreError> {
+        if self.reserved_refs.is_empty() {
+            self.reserved_refs = self.store.reserve_task_refs(TASK_REF_RESERVATION)?;
+        }
+        let next = self.reserved_refs.start;
+        self.reserved_refs.start += 1;
+        Ok(next.to_string())
     }
 
     fn entry(&mut self, task_ref: &str) -> Result<&mut Entry, ErrorCode> {

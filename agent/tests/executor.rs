@@ -44,7 +44,7 @@ fn setup(test: &str, namespace: bool) -> Option<(Executor, DataDir)> {
     config.pid_namespace = namespace;
     let executor = match Executor::new(config) {
         Ok(executor) => executor,
-        Err(e @ ExecError::ToolMissing { .. }) => {
+        Err(e @ ExecError::LauncherMissing) => {
             eprintln!("skipped {test}: {e}");
             return None;
         }
@@ -347,36 +347,55 @@ async fn runs_as_nobody() {
 }
 
 #[tokio::test]
-async fn pid_one_and_session_leader_in_its_namespace() {
+async fn command_runs_under_a_root_init_that_leads_its_session() {
     let Some((executor, _data)) = setup("pid1", true) else {
         return;
     };
-    // The command itself reads its own status: NSpid and NSsid list the id in each
-    // namespace, the last being the task's own.
+    // The command reads its own status and its parent's (found by its host pid: /proc is
+    // the host's): NSpid and NSsid list the id in each namespace, the last being the
+    // namespace's own numbering. The parent, PID 1 of
+    // the namespace, must be root (CRIU needs a privileged init) and the session leader
+    // (CRIU needs the session leader inside the namespace).
     let mut task = executor
         .prepare(
             "1",
-            &submission("cat", &["/proc/self/status", "/proc/self/stat"]),
+            &shell(
+                "cat /proc/self/status; echo ---; \
+                 while read k v; do [ $k = PPid: ] && cat /proc/$v/status; done </proc/self/status",
+            ),
         )
         .expect("prepare");
     let (_, stdout) = run_to_end(&mut task).await;
     let text = String::from_utf8(stdout).expect("utf-8");
-    assert_eq!(status_field(&text, "NSpid:").last(), Some(&"1"), "{text}");
-    assert_eq!(status_field(&text, "NSsid:").last(), Some(&"1"), "{text}");
-    // /proc/self/stat (host numbering, /proc is the host's): session id = own pid.
-    let stat = text.lines().last().expect("stat line");
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .expect("comm")
-        .1
-        .split_whitespace()
-        .collect();
-    let pid = stat.split_whitespace().next().expect("pid");
-    assert_eq!(fields[3], pid, "session id of {stat}");
+    let parts: Vec<&str> = text.split("---\n").collect();
+    let [command, init] = parts[..] else {
+        panic!("two parts expected: {text}");
+    };
+    // `cat` is forked by the shell, the namespace's second process, so it is the third.
+    assert_eq!(
+        status_field(command, "NSpid:").last(),
+        Some(&"3"),
+        "{command}"
+    );
+    assert_eq!(
+        status_field(command, "NSsid:").last(),
+        Some(&"1"),
+        "{command}"
+    );
+    let (nobody_uid, _) = nobody();
+    assert_eq!(
+        status_field(command, "Uid:"),
+        [nobody_uid.to_string().as_str(); 4]
+    );
+    assert_eq!(status_field(init, "NSpid:").last(), Some(&"1"), "{init}");
+    assert_eq!(status_field(init, "NSsid:").last(), Some(&"1"), "{init}");
+    assert_eq!(status_field(init, "Uid:"), ["0"; 4], "{init}");
 
-    let mut task = executor.prepare("2", &shell("echo $$")).expect("prepare");
+    let mut task = executor
+        .prepare("2", &shell("echo $$ $PPID"))
+        .expect("prepare");
     let (_, stdout) = run_to_end(&mut task).await;
-    assert_eq!(stdout, b"1\n");
+    assert_eq!(stdout, b"2 1\n");
 }
 
 fn stdout_len(task: &Task) -> u64 {

@@ -11,6 +11,10 @@
 //! 2. submit → running latency, p50 and p99, over single-task jobs (target p50 ≤ 5 ms);
 //! 3. the controller's resident memory with 100,000 finished tasks stored (target ≤ 100 MB).
 //!
+//! With the throughput it prints the CPU time each task cost the controller, the agent and
+//! the task's own processes (launcher and command, which the agent reaps), so what bounds
+//! the rate shows on a loaded machine too.
+//!
 //! `XGRID_BENCH_TASKS` (default 5000) and `XGRID_BENCH_STORED` (default 100000) scale it.
 
 use std::process::Command;
@@ -109,6 +113,24 @@ fn resident_mb(pid: u32) -> f64 {
     kb / 1024.0
 }
 
+/// CPU time a process has used, in seconds: its own, and that of its children it reaped.
+fn cpu_seconds(pid: u32) -> (f64, f64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name: state is 3rd, utime 14th … cstime 17th (1-based).
+    let fields: Vec<f64> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(11)
+        .take(4)
+        .map(|v| v.parse().unwrap_or(0.0))
+        .collect();
+    // The kernel's clock ticks: 100 per second on Linux.
+    let ticks = |i: usize| fields.get(i).copied().unwrap_or(0.0) / 100.0;
+    (ticks(0) + ticks(1), ticks(2) + ticks(3))
+}
+
 fn main() {
     let tasks = env_number("XGRID_BENCH_TASKS", 5000);
     let stored = env_number("XGRID_BENCH_STORED", 100_000);
@@ -123,10 +145,15 @@ fn main() {
             peer::connect(&address, PeerOptions { role: PeerRole::Client, password: None }).await.expect("connect");
 
         // 1. Throughput.
+        let agent = grid.agent_pids()[0];
+        let controller_before = cpu_seconds(grid.controller_pid());
+        let agent_before = cpu_seconds(agent);
         let start = Instant::now();
         let job = submit(&client, trivial_job("throughput", tasks, "/bin/true", &[])).await;
         wait_until(&client, &job, &["Finished"], Duration::from_millis(20)).await;
         let grid_rate = tasks as f64 / start.elapsed().as_secs_f64();
+        let controller_after = cpu_seconds(grid.controller_pid());
+        let agent_after = cpu_seconds(agent);
         let start = Instant::now();
         let parallel = Command::new("sh")
             .arg("-c")
@@ -139,6 +166,13 @@ fn main() {
         println!("  grid:          {grid_rate:8.0} tasks/s (target ≥ 1000)");
         println!("  GNU parallel:  {parallel_rate:8.0} tasks/s (-j 8)");
         println!("  grid / parallel: {:.2}", grid_rate / parallel_rate);
+        let per_task = |before: f64, after: f64| (after - before) * 1e3 / tasks as f64;
+        println!(
+            "  CPU per task: controller {:.2} ms, agent {:.2} ms, launcher and command {:.2} ms",
+            per_task(controller_before.0, controller_after.0),
+            per_task(agent_before.0, agent_after.0),
+            per_task(agent_before.1, agent_after.1),
+        );
 
         // 2. Submit → running latency of single-task jobs.
         let mut latencies = Vec::new();

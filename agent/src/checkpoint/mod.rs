@@ -21,11 +21,10 @@
 //! - `--file-locks` is always on, so a task holding file locks can move (with them).
 //! - CRIU cannot dump a PID namespace whose init is unprivileged: its parasite, running
 //!   as that init, must mount a /proc of the namespace (the agent's /proc belongs to the
-//!   agent's namespace). Tasks run as `nobody` by the executor today are such inits, and
-//!   their dump fails (the task runs on). A root init in the namespace that starts the
-//!   task as `nobody` passes that step (`unshare --pid --fork -- setsid unshare --fork --
-//!   setpriv … CMD`, tried by hand); dumping another user's processes also needs
-//!   CAP_SYS_RESOURCE (CRIU reads their rlimits), which the sandbox here lacks.
+//!   agent's namespace). The executor's launcher therefore keeps the init root and runs the
+//!   task as its user one level down. Dumping another user's processes also needs
+//!   CAP_SYS_RESOURCE (CRIU reads their rlimits), which the sandbox here lacks: there the
+//!   dump of a task run as `nobody` fails and the task runs on.
 
 mod criu;
 mod pack;

@@ -1,39 +1,25 @@
-//! How a task's command line is built: finding the command, and wrapping it in the
-//! util-linux tools that give it its own PID namespace (`unshare`), its unprivileged user
-//! (`setpriv`) and its own session (`setsid`, run inside the namespace so the task is both
-//! the namespace's init and its session leader, which CRIU needs).
-//!
-//! Every wrapper `exec`s the next one without forking, except `unshare --fork`, whose one
-//! child becomes PID 1 of the new namespace and then becomes the command itself.
+//! Finding what a task starts: its command, and the launcher (`xgridtaskinit`,
+//! [`super::taskinit`]) it is started through.
 
-use std::ffi::OsString;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use super::identity::RunAs;
+use super::taskinit::LAUNCHER_NAME;
 
-/// Where to look for the util-linux tools when the agent's own PATH lacks them.
-const SYSTEM_DIRS: &str = "/usr/bin:/bin:/usr/sbin:/sbin";
-
-/// The util-linux tools found on this machine.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct Tools {
-    pub unshare: Option<PathBuf>,
-    pub setpriv: Option<PathBuf>,
-    pub setsid: Option<PathBuf>,
-}
-
-impl Tools {
-    pub fn find() -> Tools {
-        let mut search = std::env::var("PATH").unwrap_or_default();
-        search.push(':');
-        search.push_str(SYSTEM_DIRS);
-        Tools {
-            unshare: find_in_path("unshare", &search),
-            setpriv: find_in_path("setpriv", &search),
-            setsid: find_in_path("setsid", &search),
-        }
+/// Where the launcher is: the configured path, else beside the running program (the
+/// agent's daemon), or one directory up (a test binary in Cargo's `target/*/deps`), else
+/// on the agent's PATH.
+pub(crate) fn find_launcher(configured: Option<&Path>) -> Option<PathBuf> {
+    if let Some(path) = configured {
+        return is_executable_file(path).then(|| path.to_path_buf());
     }
+    let own = std::env::current_exe().ok();
+    let beside = own
+        .iter()
+        .flat_map(|exe| exe.ancestors().skip(1).take(2))
+        .map(|dir| dir.join(LAUNCHER_NAME))
+        .find(|candidate| is_executable_file(candidate));
+    beside.or_else(|| find_in_path(LAUNCHER_NAME, &std::env::var("PATH").unwrap_or_default()))
 }
 
 fn is_executable_file(path: &Path) -> bool {
@@ -73,108 +59,9 @@ pub(crate) fn resolve_command(command: &str, work: &Path, search: &str) -> Resul
     Ok(candidate)
 }
 
-/// The wrappers a task is started through; `None` leaves one out.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Wrappers<'a> {
-    /// `unshare`, for a PID namespace.
-    pub unshare: Option<&'a Path>,
-    /// `setpriv` and the user to become.
-    pub setpriv: Option<(&'a Path, RunAs)>,
-    /// `setsid`, for a session of the task's own.
-    pub setsid: Option<&'a Path>,
-}
-
-/// The full command line: wrappers, then the program and its arguments.
-pub(crate) fn command_line(
-    wrappers: Wrappers<'_>,
-    program: &Path,
-    arguments: &[String],
-) -> Vec<OsString> {
-    let mut argv: Vec<OsString> = Vec::new();
-    if let Some(unshare) = wrappers.unshare {
-        argv.push(unshare.into());
-        // --kill-child: if unshare dies first, its child (the task) gets SIGKILL. The kernel
-        // drops that request when setpriv changes the user, so the executor also kills the
-        // namespace itself; it is kept for agents that run tasks as themselves.
-        for flag in ["--pid", "--fork", "--kill-child", "--"] {
-            argv.push(flag.into());
-        }
-    }
-    if let Some((setpriv, user)) = wrappers.setpriv {
-        argv.push(setpriv.into());
-        argv.push(format!("--reuid={}", user.uid).into());
-        argv.push(format!("--regid={}", user.gid).into());
-        argv.push("--clear-groups".into());
-        argv.push("--".into());
-    }
-    if let Some(setsid) = wrappers.setsid {
-        // The program path is absolute, so setsid cannot mistake it for an option.
-        argv.push(setsid.into());
-    }
-    argv.push(program.into());
-    argv.extend(arguments.iter().map(OsString::from));
-    argv
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn strings(argv: &[OsString]) -> Vec<&str> {
-        argv.iter().map(|a| a.to_str().expect("utf-8")).collect()
-    }
-
-    #[test]
-    fn full_wrapping() {
-        let argv = command_line(
-            Wrappers {
-                unshare: Some(Path::new("/usr/bin/unshare")),
-                setpriv: Some((
-                    Path::new("/usr/bin/setpriv"),
-                    RunAs {
-                        uid: 65534,
-                        gid: 65533,
-                    },
-                )),
-                setsid: Some(Path::new("/usr/bin/setsid")),
-            },
-            Path::new("/data/tasks/7/work/prog"),
-            &["-x".to_string(), "two words".to_string()],
-        );
-        assert_eq!(
-            strings(&argv),
-            [
-                "/usr/bin/unshare",
-                "--pid",
-                "--fork",
-                "--kill-child",
-                "--",
-                "/usr/bin/setpriv",
-                "--reuid=65534",
-                "--regid=65533",
-                "--clear-groups",
-                "--",
-                "/usr/bin/setsid",
-                "/data/tasks/7/work/prog",
-                "-x",
-                "two words"
-            ]
-        );
-    }
-
-    #[test]
-    fn no_wrappers() {
-        let argv = command_line(
-            Wrappers {
-                unshare: None,
-                setpriv: None,
-                setsid: None,
-            },
-            Path::new("/bin/echo"),
-            &[],
-        );
-        assert_eq!(strings(&argv), ["/bin/echo"]);
-    }
 
     #[test]
     fn command_resolution() {

@@ -12,32 +12,37 @@
 //! Decisions the controller side should know:
 //! - Xgrid has no resume message: the controller sends `start` again after `stop`, so
 //!   [`Task::start`] on a stopped task resumes it.
+//! - Tasks are started through the agent's launcher, `xgridtaskinit` ([`taskinit`]): in a
+//!   namespace its second stage is the namespace's init and session leader and stays root
+//!   (CRIU needs both), and runs the command as the task's user one level down. So the
+//!   command's `getpid()` is 2 and its session id 1 inside the namespace.
 //! - `terminationStatus` is the exit code, or 128 + the signal number for a task killed by a
-//!   signal (the shell's convention), so a cancelled task ends with 137. In a namespace the
-//!   status comes through `unshare`, which passes exit codes and most signals on, but not
-//!   SIGKILL from elsewhere (e.g. the OOM killer): it then exits with 1 and says so on the
-//!   task's stderr.
+//!   signal (the shell's convention), so a cancelled task ends with 137. A task killed from
+//!   outside (cancel, the OOM killer on the init) is reported with the signal; a command
+//!   killed by a signal inside the namespace is reported through the init's exit code
+//!   (128 + the signal, no signal number).
 //! - A command that cannot be found fails the task (`Failed`, "command not found: X") rather
 //!   than terminating it with the shell's 127.
-//! - Without CAP_SYS_ADMIN (or without `unshare`) tasks run without a PID namespace, in a
-//!   session of their own; [`Executor::isolation`] says so and why.
+//! - Without CAP_SYS_ADMIN tasks run without a PID namespace, in a session of their own;
+//!   [`Executor::isolation`] says so and why.
 //! - `/proc` is not remounted in the namespace (that would need a mount namespace too), so a
-//!   task reading `/proc/self/stat` sees the host's numbers; its `getpid()` is 1, and the
-//!   `NSpid`/`NSsid` lines of `/proc/self/status` end in 1.
+//!   task reading `/proc/self/stat` sees the host's numbers; the `NSpid`/`NSsid` lines of
+//!   `/proc/self/status` end in the namespace's numbers.
 
 mod control;
 mod identity;
 mod launch;
 mod procs;
+pub mod taskinit;
 mod workdir;
 
 use std::collections::BTreeMap;
 use std::fs::{DirBuilder, File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::sync::{Mutex, OnceLock};
 
 use nix::sys::signal::Signal;
 use xgrid_protocol::messages::{TaskState, TaskSubmission};
@@ -49,8 +54,8 @@ pub use workdir::OutputFiles;
 
 use control::{ControlFilter, Filtered};
 use identity::Credentials;
-use launch::{Tools, Wrappers};
 use procs::Membership;
+use taskinit::{Launch, Stage, LAUNCHER_NAME};
 
 use crate::checkpoint::RestoredTask;
 
@@ -65,13 +70,9 @@ pub const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 /// the next call.
 pub const MAX_STREAM_CHUNK: u64 = 4 << 20;
 
-/// How long `start` waits for `unshare` to fork the task before giving up on knowing its
-/// pid (the task still runs; it just cannot be stopped until it is found).
 /// The file in a task's directory (beside `work/`, so never an output) that records the
 /// input files as written, for telling outputs apart after a migration.
 const INPUTS_FILE: &str = "inputs";
-
-const LEADER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why the executor could not do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -101,11 +102,11 @@ pub enum ExecError {
          (run it as root, or leave the task user unset to run tasks as the agent's own user)"
     )]
     CannotSwitchUser { uid: u32 },
-    #[error("{tool} (from util-linux) is not installed; it is needed {purpose}")]
-    ToolMissing {
-        tool: &'static str,
-        purpose: &'static str,
-    },
+    #[error(
+        "the task launcher {LAUNCHER_NAME} is neither beside the agent's program nor on PATH: \
+         install it beside xgridagentd"
+    )]
+    LauncherMissing,
     #[error("cannot {action} a task that is {state}")]
     InvalidState {
         action: &'static str,
@@ -153,6 +154,9 @@ pub struct ExecutorConfig {
     /// Where task directories go; `None`: `DATA/tasks`. Agents that move tasks between
     /// them need the same path (docs/migration.md).
     pub tasks_dir: Option<PathBuf>,
+    /// The task launcher (`xgridtaskinit`); `None`: look beside the running program, then
+    /// on PATH.
+    pub launcher: Option<PathBuf>,
 }
 
 impl ExecutorConfig {
@@ -170,6 +174,7 @@ impl ExecutorConfig {
             task_user: None,
             pid_namespace: true,
             tasks_dir: None,
+            launcher: None,
         }
     }
 }
@@ -205,16 +210,16 @@ pub struct Executor {
     /// `DATA/tasks`, absolute.
     tasks: PathBuf,
     run_as: RunAs,
-    /// The task user differs from the agent's: use setpriv and hand files over.
+    /// The task user differs from the agent's: switch to it and hand files over.
     switch_user: bool,
     isolation: Isolation,
-    tools: Tools,
+    launcher: PathBuf,
 }
 
 impl Executor {
     /// Work out who tasks run as and how they are isolated, and create `DATA/tasks`.
-    /// Blocks briefly: it runs `unshare` once to learn whether PID namespaces work here,
-    /// so call it at startup rather than on a busy async thread.
+    /// Blocks briefly: it launches a trial task once to learn whether PID namespaces work
+    /// here, so call it at startup rather than on a busy async thread.
     pub fn new(config: ExecutorConfig) -> Result<Executor, ExecError> {
         let credentials = Credentials::read().ok_or(ExecError::Credentials)?;
         let run_as = match &config.task_user {
@@ -226,20 +231,9 @@ impl Executor {
         if switch_user && !credentials.can_switch_user() {
             return Err(ExecError::CannotSwitchUser { uid: run_as.uid });
         }
-        let tools = Tools::find();
-        if switch_user && tools.setpriv.is_none() {
-            return Err(ExecError::ToolMissing {
-                tool: "setpriv",
-                purpose: "to run tasks as another user",
-            });
-        }
-        if tools.setsid.is_none() {
-            return Err(ExecError::ToolMissing {
-                tool: "setsid",
-                purpose: "to give each task a session of its own",
-            });
-        }
-        let isolation = choose_isolation(&config, &credentials, &tools);
+        let launcher =
+            launch::find_launcher(config.launcher.as_deref()).ok_or(ExecError::LauncherMissing)?;
+        let isolation = choose_isolation(&config, &credentials, &launcher);
         let tasks = config
             .tasks_dir
             .clone()
@@ -259,7 +253,7 @@ impl Executor {
             run_as,
             switch_user,
             isolation,
-            tools,
+            launcher,
         })
     }
 
@@ -344,12 +338,8 @@ impl Executor {
             environment,
             search_path,
             namespace: self.isolation == Isolation::PidNamespace,
-            unshare: self.tools.unshare.clone(),
-            setpriv: self
-                .switch_user
-                .then(|| self.tools.setpriv.clone().map(|p| (p, self.run_as)))
-                .flatten(),
-            setsid: self.tools.setsid.clone(),
+            launcher: self.launcher.clone(),
+            user: self.switch_user.then_some(self.run_as),
             snapshot,
             run: Run::Pending,
             filter: ControlFilter::default(),
@@ -359,14 +349,15 @@ impl Executor {
 
     /// Take over a task restored from a checkpoint (docs/migration.md): it already runs,
     /// from the task directory `task_dir` the checkpoint recreated. Its output is read on
-    /// from the sizes the stream files had at the dump (the controller holds what came
-    /// before), and its output files are judged against the inputs recorded at its first
-    /// start, which travelled in the directory.
+    /// from `stream_sizes`, the sizes its stdout and stderr had at the dump (the controller
+    /// holds what came before), and its output files are judged against the inputs
+    /// recorded at its first start, which travelled in the directory.
     pub fn adopt(
         &self,
         task_ref: &str,
         restored: RestoredTask,
         task_dir: &Path,
+        stream_sizes: (u64, u64),
     ) -> Result<Task, ExecError> {
         if !valid_task_ref(task_ref) {
             return Err(ExecError::InvalidTaskRef(task_ref.to_string()));
@@ -384,30 +375,35 @@ impl Executor {
         let (child, leader) = restored.into_parts().ok_or_else(|| {
             ExecError::InvalidTask("the restored task was already handed over".into())
         })?;
-        let at_end = |path: PathBuf| {
-            let offset = std::fs::metadata(&path).map_or(0, |m| m.len());
-            Cursor { path, offset }
-        };
+        let (stdout_at, stderr_at) = stream_sizes;
         Ok(Task {
             task_ref: task_ref.to_string(),
             work: task_dir.join("work"),
             stdin: None,
-            stdout: at_end(task_dir.join("stdout")),
-            stderr: at_end(task_dir.join("stderr")),
+            stdout: Cursor {
+                path: task_dir.join("stdout"),
+                offset: stdout_at,
+            },
+            stderr: Cursor {
+                path: task_dir.join("stderr"),
+                offset: stderr_at,
+            },
             root: task_dir.to_path_buf(),
             command: "(restored task)".into(),
             arguments: Vec::new(),
             environment: BTreeMap::new(),
             search_path: String::new(),
             namespace: true,
-            unshare: None,
-            setpriv: None,
-            setsid: None,
+            launcher: self.launcher.clone(),
+            user: None,
             snapshot,
             run: Run::Active(Active {
                 child,
-                leader: Some(leader),
-                membership: procs::pid_namespace(leader).map(Membership::Namespace),
+                // The waiter is the restored init's parent, as the launcher is a task's.
+                leader: match procs::pid_namespace(leader) {
+                    Some(namespace) => Leader::known(leader, Membership::Namespace(namespace)),
+                    None => Leader::reported_on(None),
+                },
                 stopped: false,
                 cancelled: false,
             }),
@@ -491,12 +487,12 @@ impl Executor {
     }
 }
 
-/// Decide between a PID namespace and the plain fallback, checking once that `unshare`
-/// really works here (a container may forbid it even to root).
+/// Decide between a PID namespace and the plain fallback, checking once that the launcher
+/// really can make one here (a container may forbid it even to root).
 fn choose_isolation(
     config: &ExecutorConfig,
     credentials: &Credentials,
-    tools: &Tools,
+    launcher: &Path,
 ) -> Isolation {
     let plain = |reason: &str| Isolation::Plain {
         reason: reason.to_string(),
@@ -507,13 +503,16 @@ fn choose_isolation(
     if !credentials.can_create_pid_namespace() {
         return plain("the agent lacks CAP_SYS_ADMIN; run it as root");
     }
-    let Some(unshare) = &tools.unshare else {
-        return plain("unshare (util-linux) is not installed");
+    // The launcher starts itself as the trial task, in a namespace of its own.
+    let trial = Launch {
+        stage: Stage::Namespace,
+        user: None,
+        stdout: Some(PathBuf::from("/dev/null")),
+        program: launcher.into(),
+        arguments: vec!["--version".into()],
     };
-    let trial = std::process::Command::new(unshare)
-        .args(["--pid", "--fork", "--kill-child", "--"])
-        .arg(unshare)
-        .arg("--version")
+    let trial = std::process::Command::new(launcher)
+        .args(trial.to_args())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -521,10 +520,10 @@ fn choose_isolation(
     match trial {
         Ok(status) if status.success() => Isolation::PidNamespace,
         Ok(status) => Isolation::Plain {
-            reason: format!("`unshare --pid --fork` does not work here ({status})"),
+            reason: format!("{LAUNCHER_NAME} cannot create a PID namespace here ({status})"),
         },
         Err(e) => Isolation::Plain {
-            reason: format!("`unshare` could not be run ({e})"),
+            reason: format!("{LAUNCHER_NAME} could not be run ({e})"),
         },
     }
 }
@@ -675,14 +674,65 @@ enum Run {
 /// A task whose processes were started and not yet reaped.
 #[derive(Debug)]
 struct Active {
-    /// `unshare` with a namespace, else the task's first process itself.
+    /// The launcher's first stage with a namespace, else the task's first process itself.
     child: tokio::process::Child,
-    /// The task's first process as the agent numbers it: the namespace's init, or the
-    /// session leader. `None` when it ended before it could be found.
-    leader: Option<i32>,
-    membership: Option<Membership>,
+    leader: Leader,
     stopped: bool,
     cancelled: bool,
+}
+
+/// The task's first process as the agent numbers it (the namespace's init, or the session
+/// leader) and how its processes are recognised. Without a namespace both are known at
+/// once. In a namespace the launcher reports the init's pid on a pipe; it is read the first
+/// time it is needed (to signal or checkpoint the task), so `start` does not wait for the
+/// second stage to come up.
+#[derive(Debug)]
+struct Leader {
+    found: OnceLock<(Option<i32>, Option<Membership>)>,
+    report: Mutex<Option<File>>,
+}
+
+impl Leader {
+    fn known(pid: i32, membership: Membership) -> Leader {
+        Leader {
+            found: OnceLock::from((Some(pid), Some(membership))),
+            report: Mutex::new(None),
+        }
+    }
+
+    fn reported_on(report: Option<File>) -> Leader {
+        Leader {
+            found: OnceLock::new(),
+            report: Mutex::new(report),
+        }
+    }
+
+    /// `None` when the task ended before its init could be known.
+    fn pid(&self) -> Option<i32> {
+        self.found().0
+    }
+
+    fn membership(&self) -> Option<&Membership> {
+        self.found().1.as_ref()
+    }
+
+    fn found(&self) -> &(Option<i32>, Option<Membership>) {
+        self.found.get_or_init(|| {
+            let report = self.report.lock().ok().and_then(|mut report| report.take());
+            // Stage 1 writes the line right after starting stage 2, or exits (end of file).
+            let mut line = String::new();
+            let read = report.map(|file| BufReader::new(file).read_line(&mut line));
+            let init = match read {
+                Some(Ok(_)) => line.trim().parse::<i32>().ok(),
+                _ => None,
+            };
+            (
+                init,
+                init.and_then(procs::pid_namespace)
+                    .map(Membership::Namespace),
+            )
+        })
+    }
 }
 
 /// One task: prepared, then started, stopped, resumed, cancelled, waited for, its streams
@@ -701,9 +751,9 @@ pub struct Task {
     environment: BTreeMap<String, String>,
     search_path: String,
     namespace: bool,
-    unshare: Option<PathBuf>,
-    setpriv: Option<(PathBuf, RunAs)>,
-    setsid: Option<PathBuf>,
+    launcher: PathBuf,
+    /// The user to switch to; `None`: the agent's own.
+    user: Option<RunAs>,
     snapshot: workdir::Snapshot,
     run: Run,
     filter: ControlFilter,
@@ -769,7 +819,7 @@ impl Task {
     /// the tree CRIU dumps), while it runs.
     pub fn leader_pid(&self) -> Option<i32> {
         match &self.run {
-            Run::Active(active) => active.leader,
+            Run::Active(active) => active.leader.pid(),
             _ => None,
         }
     }
@@ -778,8 +828,8 @@ impl Task {
     pub fn process_ids(&self) -> Vec<i32> {
         match &self.run {
             Run::Active(active) if self.leader_alive(active) => active
-                .membership
-                .as_ref()
+                .leader
+                .membership()
                 .map(Membership::members)
                 .unwrap_or_default(),
             _ => Vec::new(),
@@ -813,16 +863,17 @@ impl Task {
     /// Start the processes; the error is the message the task fails with.
     async fn spawn(&mut self) -> Result<Active, String> {
         let program = launch::resolve_command(&self.command, &self.work, &self.search_path)?;
-        let wrappers = Wrappers {
-            unshare: self.unshare.as_deref().filter(|_| self.namespace),
-            setpriv: self
-                .setpriv
-                .as_ref()
-                .map(|(path, user)| (path.as_path(), *user)),
-            setsid: self.setsid.as_deref(),
+        let launch = Launch {
+            stage: if self.namespace {
+                Stage::Namespace
+            } else {
+                Stage::Plain
+            },
+            user: self.user,
+            stdout: self.namespace.then(|| self.stdout.path.clone()),
+            program: program.into(),
+            arguments: self.arguments.iter().map(Into::into).collect(),
         };
-        let argv = launch::command_line(wrappers, &program, &self.arguments);
-        let (first, rest) = argv.split_first().ok_or("empty command line")?;
         let open = |path: &Path, write: bool| {
             OpenOptions::new()
                 .read(!write)
@@ -834,35 +885,42 @@ impl Task {
             self.stdin.as_deref().unwrap_or(Path::new("/dev/null")),
             false,
         )?;
-        let stdout = open(&self.stdout.path, true)?;
+        // In a namespace the launcher's own stdout is the pipe it reports the init on; it
+        // opens the task's stdout file for the init itself.
+        let stdout = if self.namespace {
+            Stdio::piped()
+        } else {
+            Stdio::from(open(&self.stdout.path, true)?)
+        };
         let stderr = open(&self.stderr.path, true)?;
-        let mut child = tokio::process::Command::new(first)
-            .args(rest)
+        let mut child = tokio::process::Command::new(&self.launcher)
+            .args(launch.to_args())
             .env_clear()
             .envs(&self.environment)
             .current_dir(&self.work)
             .stdin(Stdio::from(stdin))
-            .stdout(Stdio::from(stdout))
+            .stdout(stdout)
             .stderr(Stdio::from(stderr))
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| format!("could not start {}: {e}", self.command))?;
         let child_pid = child.id().and_then(|id| i32::try_from(id).ok());
-        let (leader, membership) = match child_pid {
-            Some(pid) if self.namespace => match find_namespace_init(&mut child, pid).await {
-                Some(init) => (
-                    Some(init),
-                    procs::pid_namespace(init).map(Membership::Namespace),
-                ),
-                None => (None, None),
-            },
-            Some(pid) => (Some(pid), Some(Membership::Session(pid))),
-            None => (None, None),
+        let leader = if self.namespace {
+            let report = child
+                .stdout
+                .take()
+                .and_then(|pipe| pipe.into_owned_fd().ok())
+                .map(File::from);
+            Leader::reported_on(report)
+        } else {
+            match child_pid {
+                Some(pid) => Leader::known(pid, Membership::Session(pid)),
+                None => Leader::reported_on(None),
+            }
         };
         Ok(Active {
             child,
             leader,
-            membership,
             stopped: false,
             cancelled: false,
         })
@@ -876,7 +934,7 @@ impl Task {
         match &mut self.run {
             Run::Active(active) if !active.stopped => {
                 if alive {
-                    if let Some(membership) = &active.membership {
+                    if let Some(membership) = active.leader.membership() {
                         membership.signal_all(Signal::SIGSTOP).map_err(|source| {
                             ExecError::Signal {
                                 action: "stop",
@@ -904,7 +962,7 @@ impl Task {
         match &mut self.run {
             Run::Active(active) if active.stopped => {
                 if alive {
-                    if let Some(membership) = &active.membership {
+                    if let Some(membership) = active.leader.membership() {
                         membership.signal_all(Signal::SIGCONT).map_err(|source| {
                             ExecError::Signal {
                                 action: "resume",
@@ -1035,7 +1093,7 @@ impl Task {
     fn finish(&mut self, status: ExitStatus) {
         if let Run::Active(active) = &self.run {
             if !self.namespace {
-                if let Some(membership) = &active.membership {
+                if let Some(membership) = active.leader.membership() {
                     // Best effort: the leader is gone, so these are leftovers.
                     let _ = membership.signal_all(Signal::SIGKILL);
                 }
@@ -1052,15 +1110,15 @@ impl Task {
     }
 
     /// Whether the leader's pid still means the task's process. In a namespace, the init
-    /// is `unshare`'s child until `unshare` reaps it; after that its pid (and the
+    /// is the launcher's child until the launcher reaps it; after that its pid (and the
     /// namespace's name) may be reused, so nothing is signalled by them.
     fn leader_alive(&self, active: &Active) -> bool {
-        let Some(leader) = active.leader else {
+        let Some(leader) = active.leader.pid() else {
             return false;
         };
         if self.namespace {
-            let unshare = active.child.id().and_then(|id| i32::try_from(id).ok());
-            unshare.is_some() && procs::parent_of(leader) == unshare
+            let launcher = active.child.id().and_then(|id| i32::try_from(id).ok());
+            launcher.is_some() && procs::parent_of(leader) == launcher
         } else {
             // Our own unreaped child: its pid cannot be reused yet.
             procs::exists(leader)
@@ -1081,12 +1139,11 @@ impl Drop for Task {
 /// SIGKILL the whole task: the namespace's init (the kernel takes the rest with it), or
 /// every process of the session.
 fn kill_tree(active: &mut Active, leader_alive: bool) -> Result<(), nix::errno::Errno> {
-    match (&active.membership, active.leader) {
+    match (active.leader.membership(), active.leader.pid()) {
         (Some(Membership::Namespace(_)), Some(init)) if leader_alive => {
-            // `unshare` goes first: seeing its child die of SIGKILL, it would try to re-raise
-            // SIGKILL on itself, fail, write a complaint into the task's stderr and exit 1.
-            // Killed first, it reports the signal itself. The init is still alive meanwhile
-            // (merely reparented), so its pid still names it.
+            // The launcher goes first, so the agent's child ends by SIGKILL whatever its
+            // init does; the init is still alive meanwhile (merely reparented, and about to
+            // get its parent-death signal), so its pid still names it.
             let _ = active.child.start_kill();
             procs::send(init, Signal::SIGKILL)
         }
@@ -1098,21 +1155,6 @@ fn kill_tree(active: &mut Active, leader_alive: bool) -> Result<(), nix::errno::
             let _ = active.child.start_kill();
             Ok(())
         }
-    }
-}
-
-/// Find the process `unshare` forked: it is PID 1 of the new namespace and, after the
-/// wrappers exec, the task itself. `None` if `unshare` ended first.
-async fn find_namespace_init(child: &mut tokio::process::Child, unshare: i32) -> Option<i32> {
-    let deadline = Instant::now() + LEADER_TIMEOUT;
-    loop {
-        if let Some(init) = procs::children_of(unshare).into_iter().next() {
-            return Some(init);
-        }
-        if !matches!(child.try_wait(), Ok(None)) || Instant::now() > deadline {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
 

@@ -41,14 +41,6 @@ fn all_pids() -> Vec<i32> {
         .collect()
 }
 
-/// The processes whose parent is `ppid`.
-pub(crate) fn children_of(ppid: i32) -> Vec<i32> {
-    all_pids()
-        .into_iter()
-        .filter(|&pid| stat_of(pid).is_some_and(|s| s.ppid == ppid))
-        .collect()
-}
-
 /// The parent of `pid`, if it still exists.
 pub(crate) fn parent_of(pid: i32) -> Option<i32> {
     stat_of(pid).map(|s| s.ppid)
@@ -146,7 +138,7 @@ mod tests {
         let me = i32::try_from(std::process::id()).expect("pid fits");
         let stat = stat_of(me).expect("own stat");
         assert_eq!(stat.pid, me);
-        assert!(children_of(stat.ppid).contains(&me));
+        assert_eq!(parent_of(me), Some(stat.ppid));
         assert!(pid_namespace(me).is_some_and(|ns| ns.starts_with("pid:[")));
         assert!(Membership::Session(stat.session).members().contains(&me));
     }
