@@ -49,6 +49,8 @@ pub struct Grid {
     /// `http://ADDR:PORT` of the controller's dashboard, when it was started with one.
     pub dashboard: Option<String>,
     client_password: Option<String>,
+    /// More `xgridcontrollerd` arguments, kept for restarts.
+    controller_args: Vec<String>,
     controller: Child,
     agents: Vec<(String, Child)>,
 }
@@ -84,17 +86,19 @@ impl Grid {
     ) -> Grid {
         let dir = scratch_dir(label);
         let client_password = client_password.map(str::to_string);
-        let (controller, address, dashboard) = start_controller(
+        let (controller, address, dashboard) = start_controller_with(
             &dir.join("controller"),
             "127.0.0.1:0",
             client_password.as_deref(),
             web,
+            &[],
         );
         let mut grid = Grid {
             dir,
             address,
             dashboard,
             client_password,
+            controller_args: Vec::new(),
             controller,
             agents: Vec::new(),
         };
@@ -105,15 +109,101 @@ impl Grid {
         grid
     }
 
+    /// A controller started with `controller_args` and no agent yet: a grid whose agents
+    /// move tasks ([`Grid::add_moving_agent`]).
+    pub fn start_moving(label: &str, controller_args: &[&str]) -> Grid {
+        let dir = scratch_dir(label);
+        std::fs::create_dir_all(dir.join("tasks")).expect("shared tasks path");
+        let (controller, address, dashboard) = start_controller_with(
+            &dir.join("controller"),
+            "127.0.0.1:0",
+            None,
+            false,
+            controller_args,
+        );
+        Grid {
+            dir,
+            address,
+            dashboard,
+            client_password: None,
+            controller_args: controller_args.iter().map(|a| a.to_string()).collect(),
+            controller,
+            agents: Vec::new(),
+        }
+    }
+
+    /// Start an agent that can move tasks: tasks run as root (CRIU cannot dump another
+    /// user's processes without CAP_SYS_RESOURCE, which test machines may lack) under the
+    /// grid's shared tasks path, which the agent sees in a mount namespace of its own with
+    /// a private directory bound over it: two agents on one machine then restore a task at
+    /// the path it had, as two machines would. `extra` goes to `xgridagentd` as it is.
+    pub fn add_moving_agent(&mut self, name: &str, slots: usize, extra: &[&str]) {
+        let own = self.dir.join(format!("{name}-tasks"));
+        std::fs::create_dir_all(&own).expect("agent tasks directory");
+        let shared = self.dir.join("tasks");
+        let script = format!(
+            "mount --bind '{}' '{}' || exit 97\nexec \"$@\"\n",
+            own.display(),
+            shared.display()
+        );
+        let child = Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "--", "/bin/sh", "-c"])
+            .arg(script)
+            .arg("sh")
+            .arg(binary("xgridagentd"))
+            .args(["--controller", &self.address, "--name", name])
+            .args(["--slots", &slots.to_string(), "--task-user", "root"])
+            .arg("--tasks-dir")
+            .arg(&shared)
+            .arg("--data-dir")
+            .arg(self.dir.join(name))
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start xgridagentd in a mount namespace");
+        self.agents.push((name.to_string(), child));
+    }
+
+    /// Send `signal` (e.g. `SIGTERM`) to agent `name`.
+    pub fn signal_agent(&self, name: &str, signal: nix::sys::signal::Signal) {
+        let (_, child) = self
+            .agents
+            .iter()
+            .find(|(n, _)| n == name)
+            .expect("no such agent");
+        let pid = i32::try_from(child.id()).expect("pid");
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal).expect("signal the agent");
+    }
+
+    /// Wait (up to `limit`) for agent `name` to exit; its exit code.
+    pub fn wait_for_agent_exit(&mut self, name: &str, limit: Duration) -> Option<i32> {
+        let (_, child) = self
+            .agents
+            .iter_mut()
+            .find(|(n, _)| n == name)
+            .expect("no such agent");
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
     /// Kill the controller with SIGKILL and start it again on the same address and data.
     pub fn crash_and_restart_controller(&mut self) {
         let _ = self.controller.kill();
         let _ = self.controller.wait();
-        let (controller, address, dashboard) = start_controller(
+        let args: Vec<&str> = self.controller_args.iter().map(String::as_str).collect();
+        let (controller, address, dashboard) = start_controller_with(
             &self.dir.join("controller"),
             &self.address,
             self.client_password.as_deref(),
             self.dashboard.is_some(),
+            &args,
         );
         self.dashboard = dashboard;
         assert_eq!(
@@ -329,8 +419,19 @@ pub fn start_controller(
     client_password: Option<&str>,
     web: bool,
 ) -> (Child, String, Option<String>) {
+    start_controller_with(data_dir, listen, client_password, web, &[])
+}
+
+/// [`start_controller`] with more arguments.
+pub fn start_controller_with(
+    data_dir: &Path,
+    listen: &str,
+    client_password: Option<&str>,
+    web: bool,
+    extra: &[&str],
+) -> (Child, String, Option<String>) {
     let mut command = Command::new(binary("xgridcontrollerd"));
-    command.args(["--listen", listen]);
+    command.args(["--listen", listen]).args(extra);
     // Grids of these tests run side by side: none may hold the dashboard's fixed port.
     if web {
         command.args(["--web", "127.0.0.1:0"]);
