@@ -156,6 +156,21 @@ impl Migrations {
         let id = format!("{}-{}", task.task_ref, self.next);
         let dir = self.root.join(format!("out-{}", self.next));
         self.next += 1;
+        // Pre-copy where the kernel tracks dirty memory: one round copies the memory while
+        // the task runs, so the final dump (the frozen part) writes only what changed.
+        let pre_copy = self
+            .checkpointer
+            .capabilities()
+            .is_some_and(|criu| criu.pre_copy);
+        if pre_copy && !leave_running {
+            if let Err(e) = self.checkpointer.pre_dump(task.leader_pid, &dir).await {
+                // The final dump alone still works; it only freezes the task longer.
+                crate::log(format!(
+                    "task {}: pre-copy failed ({e}); dumping directly",
+                    task.task_ref
+                ));
+            }
+        }
         // The task stays stopped through the dump and while its sizes are read, so the
         // sizes are the dump's.
         let checkpoint = self
