@@ -52,8 +52,8 @@ pub enum Search {
 impl fmt::Display for Search {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Search::FirstAvailable => f.write_str("the first controller Bonjour finds"),
-            Search::Named(name) => write!(f, "the controller advertised as {name:?}"),
+            Search::FirstAvailable => f.write_str("controller"),
+            Search::Named(name) => write!(f, "controller advertised as {name:?}"),
         }
     }
 }
@@ -65,7 +65,7 @@ pub enum DiscoveryError {
     Daemon(String),
     #[error("Bonjour browsing stopped unexpectedly")]
     Stopped,
-    #[error("Bonjour found no {what} within {} s", .waited.as_secs_f32())]
+    #[error("Bonjour found no {what} within {:.1} s", .waited.as_secs_f32())]
     NotFound { what: String, waited: Duration },
 }
 
