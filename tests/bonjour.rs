@@ -237,7 +237,11 @@ fn text(bytes: &[u8]) -> String {
 /// `xgrid -h NAME -job run /bin/echo WORD` prints WORD: the job went through the controller
 /// found by name to the agent that found the controller by itself.
 fn run_echo(link: &Link, dir: &Path, service: &str, word: &str) {
-    let out = xgrid(link, dir, &["-h", service, "-job", "run", "/bin/echo", word]);
+    let out = xgrid(
+        link,
+        dir,
+        &["-h", service, "-job", "run", "/bin/echo", word],
+    );
     assert!(
         out.status.success(),
         "xgrid -h {service:?} -job run failed: {}{}",
@@ -292,7 +296,11 @@ fn an_agent_given_a_service_name_serves_that_controller_only() {
         &["--service-name", &two],
     );
     let (_agent, log) = start_agent(&link, &dir, &["--controller-service", &two]);
-    wait_for_log(&log, &format!("registered with {two:?} at {two_address}"), 30);
+    wait_for_log(
+        &log,
+        &format!("registered with {two:?} at {two_address}"),
+        30,
+    );
     run_echo(&link, &dir, &two, "named");
     let registrations = std::fs::read_to_string(&log)
         .unwrap_or_default()
@@ -325,17 +333,29 @@ fn a_controller_that_does_not_advertise_is_not_found() {
         "{complaint}"
     );
     // ...while by address the controller is there, and a job waits with no agent for it.
-    let out = xgrid(&link, &dir, &["-h", &address, "-job", "submit", "/bin/echo"]);
+    let out = xgrid(
+        &link,
+        &dir,
+        &["-h", &address, "-job", "submit", "/bin/echo"],
+    );
     assert!(out.status.success(), "{}", text(&out.stderr));
     let job = text(&out.stdout)
         .split("jobIdentifier = ")
         .nth(1)
-        .map(|rest| rest.chars().take_while(char::is_ascii_digit).collect::<String>())
+        .map(|rest| {
+            rest.chars()
+                .take_while(char::is_ascii_digit)
+                .collect::<String>()
+        })
         .expect("a job identifier");
     // The agent browses all this time; a controller it found would be registered with
     // well within this (it takes under a second when advertised).
     std::thread::sleep(Duration::from_secs(4));
-    let out = xgrid(&link, &dir, &["-h", &address, "-job", "attributes", "-id", &job]);
+    let out = xgrid(
+        &link,
+        &dir,
+        &["-h", &address, "-job", "attributes", "-id", &job],
+    );
     let attributes = text(&out.stdout);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(

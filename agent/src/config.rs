@@ -175,9 +175,7 @@ where
         match flag.as_str() {
             "-h" | "--help" => return Ok(Command::Help),
             "--controller" => controller = Some(value("--controller")?),
-            "--controller-service" => {
-                controller_service = Some(value("--controller-service")?)
-            }
+            "--controller-service" => controller_service = Some(value("--controller-service")?),
             "--data-dir" => data_dir = PathBuf::from(value("--data-dir")?),
             "--name" => name = Some(value("--name")?),
             "--password" => password = Some(value("--password")?),

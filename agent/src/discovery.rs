@@ -132,7 +132,8 @@ pub async fn find(search: &Search, wait: Option<Duration>) -> Result<Located, Di
         };
         match event {
             Ok(ServiceEvent::ServiceResolved(service)) => {
-                if let Some(found) = chooser.offer(Sighting::from_resolved(&service), Instant::now())
+                if let Some(found) =
+                    chooser.offer(Sighting::from_resolved(&service), Instant::now())
                 {
                     return Ok(found.located());
                 }

@@ -236,7 +236,11 @@ mod tests {
                 password: None,
             };
             let address = settings.locate().await.expect("a numeric address");
-            assert_eq!((address.host.as_str(), address.port), (host, port), "{given}");
+            assert_eq!(
+                (address.host.as_str(), address.port),
+                (host, port),
+                "{given}"
+            );
         }
     }
 }

@@ -3,7 +3,7 @@
 //! itself or by its service name. Only on the interface it listens on when that is one
 //! address; never when it listens on loopback, where no other machine could reach it.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use mdns_sd::{IfKind, ServiceDaemon, ServiceInfo, UnregisterStatus};
@@ -88,7 +88,10 @@ impl Advertisement {
             SERVICE_TYPE,
             service_name,
             &format!("{short_host}.local."),
-            one_address.map(|ip| vec![ip]).unwrap_or_default().as_slice(),
+            one_address
+                .map(|ip| vec![ip])
+                .unwrap_or_default()
+                .as_slice(),
             listen.port(),
             &properties[..],
         )
@@ -110,7 +113,7 @@ impl Advertisement {
                 let _ = daemon.shutdown();
                 return Err(BonjourError::Daemon(e.to_string()));
             }
-        } else if let IpAddr::V4(_) = listen.ip() {
+        } else if listen.ip().is_ipv4() {
             // 0.0.0.0 takes no IPv6 connections: do not hand out IPv6 addresses.
             let _ = daemon.disable_interface(IfKind::IPv6);
         }

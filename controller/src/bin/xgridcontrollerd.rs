@@ -200,7 +200,8 @@ async fn run(config: Config) -> ExitCode {
         controller.local_addr(),
         data_dir.display()
     ));
-    let advertisement = bonjour.and_then(|(name, hostname)| advertise(&controller, &name, &hostname));
+    let advertisement =
+        bonjour.and_then(|(name, hostname)| advertise(&controller, &name, &hostname));
     match stop_signal().await {
         Ok(name) => controller
             .shared()
@@ -325,7 +326,10 @@ mod tests {
         assert!(parse(args(&["--listen", "nowhere"])).is_err());
         assert!(parse(args(&["--bogus", "1"])).is_err());
         assert!(parse(args(&["--client-password", ""])).is_err());
-        assert!(config.advertise, "advertised by default, as Apple's AdvertiseNetService");
+        assert!(
+            config.advertise,
+            "advertised by default, as Apple's AdvertiseNetService"
+        );
         assert_eq!(config.service_name, None);
     }
 
