@@ -157,8 +157,13 @@ impl Drop for Process {
 /// Start `xgridcontrollerd` in the controller's namespace; the process and the address
 /// it says it listens on.
 fn start_controller(link: &Link, dir: &Path, listen_ip: &str, flags: &[&str]) -> (Process, String) {
+    let listen = if listen_ip.contains(':') {
+        format!("[{listen_ip}]:0")
+    } else {
+        format!("{listen_ip}:0")
+    };
     let mut child = Link::command(&link.controller_ns, &binary("xgridcontrollerd"))
-        .args(["--listen", &format!("{listen_ip}:0"), "--no-web"])
+        .args(["--listen", &listen, "--no-web"])
         .arg("--data-dir")
         .arg(dir.join("controller"))
         .args(flags)
@@ -277,6 +282,8 @@ fn an_agent_finds_the_controller_by_itself_and_follows_it_when_it_moves() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Also: controller "two" listens on `[::]`, so it advertises its IPv6 link-local address
+/// beside the IPv4 one, and the agent and `xgrid` must still connect over IPv4.
 #[test]
 fn an_agent_given_a_service_name_serves_that_controller_only() {
     let Some(link) = link_or_skip() else { return };
@@ -289,16 +296,13 @@ fn an_agent_given_a_service_name_serves_that_controller_only() {
         CONTROLLER_IP,
         &["--service-name", &one],
     );
-    let (_two, two_address) = start_controller(
-        &link,
-        &dir.join("two"),
-        CONTROLLER_IP,
-        &["--service-name", &two],
-    );
+    let (_two, two_address) =
+        start_controller(&link, &dir.join("two"), "::", &["--service-name", &two]);
+    let two_port = two_address.rsplit(':').next().expect("a port");
     let (_agent, log) = start_agent(&link, &dir, &["--controller-service", &two]);
     wait_for_log(
         &log,
-        &format!("registered with {two:?} at {two_address}"),
+        &format!("registered with {two:?} at {CONTROLLER_IP}:{two_port}"),
         30,
     );
     run_echo(&link, &dir, &two, "named");
