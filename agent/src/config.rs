@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use xgrid_protocol::peer::{Address, PeerError};
 
+use crate::discovery::{ControllerLocation, Search};
 use crate::owner::OwnerPolicy;
 
 /// Where the daemon keeps its cookie and task directories unless told otherwise.
@@ -12,12 +13,16 @@ pub const DEFAULT_DATA_DIR: &str = "/var/lib/xgridagentd";
 
 /// The `--help` text; every flag the parser accepts is listed here.
 pub const USAGE: &str = "\
-Usage: xgridagentd --controller HOST[:PORT] [options]
+Usage: xgridagentd [--controller HOST[:PORT] | --controller-service NAME] [options]
 
 The Linux Xgrid agent: registers with an Xgrid controller and runs the tasks it sends.
 
 Options:
-  --controller HOST[:PORT]  the controller to serve (port 4111 when left out); required
+  --controller HOST[:PORT]  the controller to serve (port 4111 when left out)
+  --controller-service NAME serve the controller that Bonjour finds advertised under
+                            this service name
+                            (without either: the first controller Bonjour finds; the
+                            agent looks again whenever it loses its controller)
   --data-dir DIR            where the agent keeps its cookie and task directories
                             (default /var/lib/xgridagentd)
   --name NAME               the agent's name on the grid (default: this machine's hostname)
@@ -61,8 +66,10 @@ pub enum ConfigError {
     UnknownOption(String),
     #[error("{0} needs a value (see --help)")]
     MissingValue(&'static str),
-    #[error("--controller is required: name the controller as HOST or HOST:PORT")]
-    NoController,
+    #[error("give either --controller or --controller-service, not both")]
+    TwoControllers,
+    #[error("--controller-service must not be empty")]
+    EmptyService,
     #[error(transparent)]
     BadController(#[from] PeerError),
     #[error("{flag} must be a whole number from {min} up, not {value:?}")]
@@ -84,7 +91,8 @@ pub enum ConfigError {
 /// Everything the agent needs to run.
 #[derive(Clone)]
 pub struct AgentConfig {
-    pub controller: Address,
+    /// A configured address, or a Bonjour search (`--controller-service`, or neither flag).
+    pub controller: ControllerLocation,
     pub data_dir: PathBuf,
     /// `agentName`, also `XGRID_AGENT_NAME` for tasks.
     pub agent_name: String,
@@ -137,10 +145,15 @@ impl std::fmt::Debug for AgentConfig {
 }
 
 impl AgentConfig {
-    /// The defaults for everything but the controller, the data directory and the name.
-    pub fn new(controller: Address, data_dir: impl Into<PathBuf>, agent_name: &str) -> AgentConfig {
+    /// The defaults for everything but the controller (an [`Address`] or a
+    /// [`ControllerLocation`]), the data directory and the name.
+    pub fn new(
+        controller: impl Into<ControllerLocation>,
+        data_dir: impl Into<PathBuf>,
+        agent_name: &str,
+    ) -> AgentConfig {
         AgentConfig {
-            controller,
+            controller: controller.into(),
             data_dir: data_dir.into(),
             agent_name: agent_name.to_string(),
             password: None,
@@ -177,6 +190,7 @@ where
 {
     let mut args = args.into_iter();
     let mut controller = None;
+    let mut controller_service = None;
     let mut data_dir = PathBuf::from(DEFAULT_DATA_DIR);
     let mut name = None;
     let mut password = None;
@@ -200,6 +214,7 @@ where
         match flag.as_str() {
             "-h" | "--help" => return Ok(Command::Help),
             "--controller" => controller = Some(value("--controller")?),
+            "--controller-service" => controller_service = Some(value("--controller-service")?),
             "--data-dir" => data_dir = PathBuf::from(value("--data-dir")?),
             "--name" => name = Some(value("--name")?),
             "--password" => password = Some(value("--password")?),
@@ -241,7 +256,13 @@ where
             _ => return Err(ConfigError::UnknownOption(arg)),
         }
     }
-    let controller = Address::parse(&controller.ok_or(ConfigError::NoController)?)?;
+    let controller = match (controller, controller_service) {
+        (Some(_), Some(_)) => return Err(ConfigError::TwoControllers),
+        (Some(host), None) => ControllerLocation::Host(Address::parse(&host)?),
+        (None, Some(name)) if name.trim().is_empty() => return Err(ConfigError::EmptyService),
+        (None, Some(name)) => ControllerLocation::Bonjour(Search::Named(name)),
+        (None, None) => ControllerLocation::Bonjour(Search::FirstAvailable),
+    };
     let name = name.unwrap_or_else(|| hostname.to_string());
     if name.trim().is_empty() {
         return Err(ConfigError::EmptyName);
@@ -395,8 +416,11 @@ mod tests {
     #[test]
     fn defaults() {
         let config = run(&["--controller", "grid.example"]);
-        assert_eq!(config.controller.host, "grid.example");
-        assert_eq!(config.controller.port, 4111);
+        let ControllerLocation::Host(controller) = &config.controller else {
+            panic!("--controller names a host: {:?}", config.controller)
+        };
+        assert_eq!(controller.host, "grid.example");
+        assert_eq!(controller.port, 4111);
         assert_eq!(config.agent_name, "host-a");
         assert_eq!(config.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
         assert_eq!(config.slots, None);
@@ -421,7 +445,10 @@ mod tests {
             "--status-interval=2",
             "--no-pid-namespace",
         ]);
-        assert_eq!(config.controller.to_string(), "10.0.0.1:5000");
+        assert_eq!(
+            config.controller,
+            ControllerLocation::Host(Address::parse("10.0.0.1:5000").expect("address"))
+        );
         assert_eq!(config.data_dir, PathBuf::from("/tmp/agent"));
         assert_eq!(config.agent_name, "node7");
         assert_eq!(config.password.as_deref(), Some("secret"));
@@ -434,7 +461,8 @@ mod tests {
     #[test]
     fn every_flag_is_in_the_help() {
         for flag in [
-            "--controller",
+            "--controller ",
+            "--controller-service",
             "--data-dir",
             "--name",
             "--password ",
@@ -452,6 +480,18 @@ mod tests {
             parse(&["--controller", "x", "--help"]),
             Ok(Command::Help)
         ));
+    }
+
+    #[test]
+    fn without_a_controller_bonjour_finds_one() {
+        assert_eq!(
+            run(&[]).controller,
+            ControllerLocation::Bonjour(Search::FirstAvailable)
+        );
+        assert_eq!(
+            run(&["--controller-service=Lab Grid"]).controller,
+            ControllerLocation::Bonjour(Search::Named("Lab Grid".into()))
+        );
     }
 
     #[test]
@@ -479,7 +519,14 @@ mod tests {
 
     #[test]
     fn refusals() {
-        assert!(matches!(parse(&[]), Err(ConfigError::NoController)));
+        assert!(matches!(
+            parse(&["--controller", "c", "--controller-service", "lab"]),
+            Err(ConfigError::TwoControllers)
+        ));
+        assert!(matches!(
+            parse(&["--controller-service", " "]),
+            Err(ConfigError::EmptyService)
+        ));
         assert!(matches!(
             parse(&["--controller"]),
             Err(ConfigError::MissingValue("--controller"))

@@ -5,6 +5,7 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod discovery;
 pub mod executor;
 pub mod migration;
 pub mod owner;

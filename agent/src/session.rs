@@ -23,6 +23,7 @@ use xgrid_protocol::plist::Dictionary;
 
 use crate::checkpoint::Checkpointer;
 use crate::config::AgentConfig;
+use crate::discovery;
 use crate::executor::{ExecError, Executor, ExecutorConfig, Isolation, RunAs};
 use crate::log;
 use crate::migration::{Migrations, Released, TaskFiles};
@@ -237,9 +238,18 @@ impl Agent {
             role: PeerRole::Agent,
             password: self.config.password.clone(),
         };
-        let controller = self.config.controller.clone();
+        // Looked up before every attempt: a controller found through Bonjour may have
+        // restarted on another port or moved since the last one.
+        let located = tokio::select! {
+            located = discovery::locate(&self.config.controller) => located,
+            _ = shutdown.as_mut(), if !self.shutdown_seen => return Ended::Shutdown,
+        };
+        let controller = match located {
+            Ok(located) => located,
+            Err(e) => return lost(false, format!("cannot find the controller: {e}")),
+        };
         let connected = tokio::select! {
-            connected = peer::connect(&controller, options) => connected,
+            connected = peer::connect(&controller.address, options) => connected,
             _ = shutdown.as_mut(), if !self.shutdown_seen => return Ended::Shutdown,
         };
         let (peer, mut incoming) = match connected {
@@ -247,7 +257,7 @@ impl Agent {
             Err(e) => return lost(false, format!("cannot reach the controller: {e}")),
         };
         let registered = tokio::select! {
-            registered = self.register(&peer) => registered,
+            registered = self.register(&peer, &controller.address) => registered,
             _ = shutdown.as_mut(), if !self.shutdown_seen => {
                 self.stop(&peer).await;
                 return Ended::Shutdown;
@@ -410,8 +420,8 @@ impl Agent {
 
     /// `agentRegistration`, once more without the cookie if the controller no longer
     /// knows it.
-    async fn register(&mut self, peer: &Peer) -> Result<(), String> {
-        self.addresses = local_addresses(&self.config.controller);
+    async fn register(&mut self, peer: &Peer, controller: &Address) -> Result<(), String> {
+        self.addresses = local_addresses(controller);
         loop {
             let request = peer.request("agentRegistration", self.registration().to_payload());
             let reply = tokio::time::timeout(REGISTRATION_TIMEOUT, request)

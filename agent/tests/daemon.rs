@@ -616,7 +616,7 @@ async fn stops_promptly_whatever_the_controller_does() {
     drop(connection);
     drop(controller);
     let mut config = config(&ScriptedController::bind(None).await, &data.0, 1);
-    config.controller = address;
+    config.controller = address.into();
     let agent = RunningAgent::start(config);
     tokio::time::sleep(Duration::from_millis(300)).await;
     agent.stop().await;

@@ -529,7 +529,9 @@ commands:
   xgrid -help | -version
 
 options:
-  -h, -hostname HOST[:PORT]  controller to use (port 4111 unless given);
+  -h, -hostname HOST[:PORT]  controller to use (port 4111 unless given), or the Bonjour
+                             service name it advertises (looked for for 3 s when HOST
+                             is no host name that resolves);
                              default: $XGRID_CONTROLLER_HOSTNAME
   -p, -password PASSWORD     client password, sent only if the controller asks for one;
                              default: $XGRID_CONTROLLER_PASSWORD

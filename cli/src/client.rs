@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use xgrid_agent::discovery::{self, Search};
 use xgrid_protocol::envelope::Envelope;
 use xgrid_protocol::messages::{ClientRequest, ErrorCode};
 use xgrid_protocol::peer::{self, Address, Incoming, Peer, PeerOptions, PeerRole};
@@ -17,17 +18,22 @@ pub const PASSWORD_VARIABLE: &str = "XGRID_CONTROLLER_PASSWORD";
 /// How long a session close may take before the client gives up on a clean close.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long `-h NAME` browses Bonjour for a service called NAME when NAME is no host.
+pub const BONJOUR_WAIT: Duration = Duration::from_secs(3);
+
 /// Where and how to connect, after environment defaults.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ConnectionSettings {
-    pub address: Address,
+    /// The controller as given: `HOST[:PORT]`, or a Bonjour service name (see
+    /// [`ConnectionSettings::locate`]).
+    pub controller: String,
     pub password: Option<String>,
 }
 
 impl std::fmt::Debug for ConnectionSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ConnectionSettings")
-            .field("address", &self.address)
+            .field("controller", &self.controller)
             .field("password", &self.password.as_ref().map(|_| "…"))
             .finish()
     }
@@ -55,9 +61,35 @@ impl ConnectionSettings {
                 .or_else(|| non_empty(env(PASSWORD_VARIABLE))),
         };
         Ok(ConnectionSettings {
-            address: Address::parse(&host)?,
+            controller: host,
             password,
         })
+    }
+
+    /// Where to connect: the controller as `HOST[:PORT]` when that reads as one and the
+    /// host resolves, else the controller Bonjour finds advertised under that name within
+    /// [`BONJOUR_WAIT`].
+    pub async fn locate(&self) -> Result<Address, CliError> {
+        let as_host = match Address::parse(&self.controller) {
+            Ok(address) => {
+                let lookup = (address.host.as_str(), address.port);
+                match tokio::net::lookup_host(lookup).await.map(|mut a| a.next()) {
+                    Ok(Some(_)) => return Ok(address),
+                    Ok(None) => "the host name has no address".to_string(),
+                    Err(e) => e.to_string(),
+                }
+            }
+            Err(e) => e.to_string(),
+        };
+        let name = self.controller.trim().to_string();
+        match discovery::find(&Search::Named(name.clone()), Some(BONJOUR_WAIT)).await {
+            Ok(found) => Ok(found.address),
+            Err(bonjour) => Err(CliError::ControllerNotFound {
+                name,
+                as_host,
+                bonjour: bonjour.to_string(),
+            }),
+        }
     }
 }
 
@@ -74,7 +106,8 @@ impl Client {
             role: PeerRole::Client,
             password: settings.password.clone(),
         };
-        let (peer, incoming) = peer::connect(&settings.address, options).await?;
+        let address = settings.locate().await?;
+        let (peer, incoming) = peer::connect(&address, options).await?;
         Ok(Client { peer, incoming })
     }
 
@@ -153,8 +186,7 @@ mod tests {
             (PASSWORD_VARIABLE, "envpw"),
         ]);
         let from_env = ConnectionSettings::resolve(&ConnectionArgs::default(), &vars).expect("env");
-        assert_eq!(from_env.address.host, "envhost");
-        assert_eq!(from_env.address.port, 4200);
+        assert_eq!(from_env.controller, "envhost:4200");
         assert_eq!(from_env.password.as_deref(), Some("envpw"));
 
         let args = ConnectionArgs {
@@ -163,8 +195,7 @@ mod tests {
             auth: None,
         };
         let from_args = ConnectionSettings::resolve(&args, &vars).expect("args");
-        assert_eq!(from_args.address.host, "cli");
-        assert_eq!(from_args.address.port, 4111);
+        assert_eq!(from_args.controller, "cli");
         assert_eq!(from_args.password.as_deref(), Some("clipw"));
     }
 
@@ -189,11 +220,27 @@ mod tests {
         };
         let settings = ConnectionSettings::resolve(&none, &nothing).expect("none");
         assert_eq!(settings.password, None);
-        let bad = ConnectionArgs {
-            hostname: Some("h:port".into()),
-            ..ConnectionArgs::default()
-        };
-        let err = ConnectionSettings::resolve(&bad, &nothing).expect_err("bad port");
-        assert_eq!(err.exit_code(), 64);
+    }
+
+    /// A host that resolves is used as it is, with no Bonjour browsing (a numeric address
+    /// needs no lookup either, so nothing leaves the machine). Names that are no host are
+    /// looked up through Bonjour only in `tests/bonjour.rs`, inside network namespaces.
+    #[tokio::test]
+    async fn a_host_that_resolves_needs_no_bonjour() {
+        for (given, host, port) in [
+            ("127.0.0.1:4200", "127.0.0.1", 4200),
+            ("[::1]", "::1", 4111),
+        ] {
+            let settings = ConnectionSettings {
+                controller: given.into(),
+                password: None,
+            };
+            let address = settings.locate().await.expect("a numeric address");
+            assert_eq!(
+                (address.host.as_str(), address.port),
+                (host, port),
+                "{given}"
+            );
+        }
     }
 }

@@ -9,7 +9,8 @@
 //! - 64 (EX_USAGE): bad command line, or no controller given;
 //! - 65 (EX_DATAERR): a batch file or job specification is malformed;
 //! - 66 (EX_NOINPUT): a local input file or directory cannot be read;
-//! - 69 (EX_UNAVAILABLE): the controller cannot be reached, or the connection was lost;
+//! - 69 (EX_UNAVAILABLE): the controller cannot be found or reached, or the connection was
+//!   lost;
 //! - 71 (EX_OSERR): the system refused something basic (the current directory, a runtime);
 //! - 73 (EX_CANTCREAT): an output file cannot be written, or its path would leave `-out`;
 //! - 76 (EX_PROTOCOL): the controller sent something this program cannot read;
@@ -39,6 +40,14 @@ pub enum CliError {
     Usage(#[from] UsageError),
     #[error("no controller given: use -h HOST or set XGRID_CONTROLLER_HOSTNAME")]
     NoController,
+    #[error("cannot find the controller {name:?}: it is not a host that resolves ({as_host}), and {bonjour}")]
+    ControllerNotFound {
+        name: String,
+        /// Why the name does not work as `HOST[:PORT]`.
+        as_host: String,
+        /// Why Bonjour did not find a service of that name.
+        bonjour: String,
+    },
     #[error("Kerberos is not supported: use -auth Password with -p PASSWORD (or XGRID_CONTROLLER_PASSWORD)")]
     KerberosUnsupported,
     #[error("{}", peer_message(.0))]
@@ -79,6 +88,7 @@ impl CliError {
     pub fn exit_code(&self) -> u8 {
         match self {
             CliError::Usage(_) | CliError::NoController => EXIT_USAGE,
+            CliError::ControllerNotFound { .. } => EXIT_UNAVAILABLE,
             CliError::KerberosUnsupported => EXIT_NO_PERMISSION,
             CliError::Peer(e) => match e {
                 PeerError::BadAddress { .. } => EXIT_USAGE,

@@ -37,11 +37,17 @@ pub struct Config {
     /// Address of the web dashboard; `None`: no dashboard. Port 0 picks a free port (see
     /// `Controller::web_addr`).
     pub web: Option<SocketAddr>,
+    /// Whether `xgridcontrollerd` advertises the controller through Bonjour (Apple's
+    /// `AdvertiseNetService`, see [`crate::bonjour`]); never on loopback.
+    pub advertise: bool,
+    /// The Bonjour service name; `None`: the host name.
+    pub service_name: Option<String>,
 }
 
 impl Config {
     /// Defaults: all interfaces on port 4111, no passwords, 30 s grace after a restart,
-    /// agents lost after 300 s of silence, 1 s ticks, no dashboard.
+    /// agents lost after 300 s of silence, 1 s ticks, no dashboard, advertised through
+    /// Bonjour under the host name.
     pub fn new(data_dir: impl Into<PathBuf>) -> Config {
         Config {
             listen: SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT)),
@@ -55,7 +61,14 @@ impl Config {
             hostname: local_hostname(),
             log: true,
             web: None,
+            advertise: true,
+            service_name: None,
         }
+    }
+
+    /// The name the controller is advertised under.
+    pub fn bonjour_name(&self) -> &str {
+        self.service_name.as_deref().unwrap_or(&self.hostname)
     }
 
     /// The SQLite file of the job store.
@@ -81,6 +94,8 @@ impl fmt::Debug for Config {
             .field("hostname", &self.hostname)
             .field("log", &self.log)
             .field("web", &self.web)
+            .field("advertise", &self.advertise)
+            .field("service_name", &self.service_name)
             .finish()
     }
 }

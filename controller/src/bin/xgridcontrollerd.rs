@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
+use xgrid_controller::bonjour::{self, Advertisement};
 use xgrid_controller::{Config, Controller};
 use xgrid_protocol::password::read_password_file;
 
@@ -42,6 +43,11 @@ options:
                                `dashboard on http://ADDR:PORT`). Without a client password
                                anyone who can reach it may submit and control jobs.
   --web off, --no-web          no web dashboard
+  --service-name NAME          the Bonjour service name agents and `xgrid -h` find the
+                               controller by (default: this machine's host name)
+  --no-advertise               do not advertise the controller through Bonjour
+  --advertise                  advertise it (the default; never done when listening on
+                               loopback, where no other machine can reach it)
   --quiet                      do not log jobs and agents to standard error
   --help                       print this help
 
@@ -70,6 +76,10 @@ fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> {
             config.web = None;
             continue;
         }
+        if flag == "--advertise" || flag == "--no-advertise" {
+            config.advertise = flag == "--advertise";
+            continue;
+        }
         let value = args
             .next()
             .ok_or_else(|| format!("{flag} needs a value (see --help)"))?;
@@ -88,6 +98,7 @@ fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> {
                 })?)
             }
             "--data-dir" => config.data_dir = PathBuf::from(value),
+            "--service-name" => config.service_name = Some(non_empty_name(value)?),
             "--client-password" => config.client_password = Some(non_empty(&flag, value)?),
             "--agent-password" => config.agent_password = Some(non_empty(&flag, value)?),
             "--client-password-file" => {
@@ -119,6 +130,14 @@ fn non_empty(flag: &str, value: String) -> Result<String, String> {
         Err(format!(
             "{flag} must not be empty; leave it out to need no password"
         ))
+    } else {
+        Ok(value)
+    }
+}
+
+fn non_empty_name(value: String) -> Result<String, String> {
+    if value.trim().is_empty() {
+        Err("--service-name must not be empty; leave it out to use the host name".into())
     } else {
         Ok(value)
     }
@@ -156,6 +175,9 @@ fn main() -> ExitCode {
 async fn run(config: Config) -> ExitCode {
     let data_dir = config.data_dir.clone();
     let asked_web_port = config.web.map(|w| w.port());
+    let bonjour = config
+        .advertise
+        .then(|| (config.bonjour_name().to_string(), config.hostname.clone()));
     let controller = match Controller::start(config).await {
         Ok(controller) => controller,
         Err(e) => {
@@ -178,14 +200,45 @@ async fn run(config: Config) -> ExitCode {
         controller.local_addr(),
         data_dir.display()
     ));
+    let advertisement =
+        bonjour.and_then(|(name, hostname)| advertise(&controller, &name, &hostname));
     match stop_signal().await {
         Ok(name) => controller
             .shared()
             .log(format!("{name} received; shutting down")),
         Err(e) => eprintln!("xgridcontrollerd: cannot wait for signals ({e}); shutting down"),
     }
+    if let Some(advertisement) = advertisement {
+        advertisement.stop().await;
+    }
     controller.shutdown().await;
     ExitCode::SUCCESS
+}
+
+/// Start the Bonjour advertisement where it makes sense; a failure is logged, not fatal:
+/// agents and clients can still be given the controller's address.
+fn advertise(controller: &Controller, name: &str, hostname: &str) -> Option<Advertisement> {
+    let listen = controller.local_addr();
+    if let Err(why) = bonjour::advertisable(listen) {
+        controller
+            .shared()
+            .log(format!("not advertising through Bonjour: {why}"));
+        return None;
+    }
+    match Advertisement::start(name, hostname, listen) {
+        Ok(advertisement) => {
+            controller.shared().log(format!(
+                "advertising {:?} through Bonjour on port {}",
+                name,
+                listen.port()
+            ));
+            Some(advertisement)
+        }
+        Err(e) => {
+            eprintln!("xgridcontrollerd: {e}; agents must be given the address");
+            None
+        }
+    }
 }
 
 async fn stop_signal() -> std::io::Result<&'static str> {
@@ -273,5 +326,30 @@ mod tests {
         assert!(parse(args(&["--listen", "nowhere"])).is_err());
         assert!(parse(args(&["--bogus", "1"])).is_err());
         assert!(parse(args(&["--client-password", ""])).is_err());
+        assert!(
+            config.advertise,
+            "advertised by default, as Apple's AdvertiseNetService"
+        );
+        assert_eq!(config.service_name, None);
+    }
+
+    #[test]
+    fn bonjour_flags() {
+        let Ok(Command::Run(config)) = parse(args(&["--no-advertise", "--service-name", "Lab"]))
+        else {
+            panic!("Bonjour flags must parse")
+        };
+        assert!(!config.advertise);
+        assert_eq!(config.bonjour_name(), "Lab");
+        let Ok(Command::Run(config)) = parse(args(&["--no-advertise", "--advertise"])) else {
+            panic!("--advertise must parse")
+        };
+        assert!(config.advertise);
+        assert_eq!(config.bonjour_name(), config.hostname);
+        assert!(parse(args(&["--service-name", " "])).is_err());
+        assert!(parse(args(&["--service-name"])).is_err());
+        for flag in ["--service-name", "--no-advertise", "--advertise "] {
+            assert!(USAGE.contains(flag), "{flag} missing from the help");
+        }
     }
 }
