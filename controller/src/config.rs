@@ -37,6 +37,13 @@ pub struct Config {
     /// Address of the web dashboard; `None`: no dashboard. Port 0 picks a free port (see
     /// `Controller::web_addr`).
     pub web: Option<SocketAddr>,
+    // Bonjour advertisement settings, as Apple's controller plist names them (§7).
+    /// `AdvertiseNetService`: announce the controller as `_xgrid._tcp` (Apple's default: yes).
+    pub advertise: bool,
+    /// `ServiceLabel`: the Bonjour service name; `None`: the host name.
+    pub service_name: Option<String>,
+    /// `ServiceDomain`: the Bonjour domain; `None`: `local.`.
+    pub service_domain: Option<String>,
 }
 
 impl Config {
@@ -55,6 +62,9 @@ impl Config {
             hostname: local_hostname(),
             log: true,
             web: None,
+            advertise: true,
+            service_name: None,
+            service_domain: None,
         }
     }
 
@@ -81,6 +91,9 @@ impl fmt::Debug for Config {
             .field("hostname", &self.hostname)
             .field("log", &self.log)
             .field("web", &self.web)
+            .field("advertise", &self.advertise)
+            .field("service_name", &self.service_name)
+            .field("service_domain", &self.service_domain)
             .finish()
     }
 }

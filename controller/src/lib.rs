@@ -6,6 +6,7 @@
 //! a thin command line around that.
 
 pub mod agent_service;
+pub mod apple_config;
 pub mod art;
 pub mod attributes;
 pub mod client_service;
