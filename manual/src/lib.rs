@@ -50,7 +50,11 @@ impl Manual {
         let mut out = String::new();
         for (i, line) in self.synopsis.iter().enumerate() {
             let lead = if i == 0 { "usage: " } else { "       " };
-            let _ = writeln!(out, "{lead}{line}");
+            if line.is_empty() {
+                out.push('\n');
+            } else {
+                let _ = writeln!(out, "{lead}{line}");
+            }
         }
         for paragraph in self.description {
             out.push('\n');
@@ -83,8 +87,10 @@ impl Manual {
                     );
                 }
             }
-            for note in section.notes {
-                out.push('\n');
+            for (i, note) in section.notes.iter().enumerate() {
+                if i > 0 || !section.entries.is_empty() {
+                    out.push('\n');
+                }
                 wrap(&mut out, note, 2, WIDTH);
             }
         }
@@ -112,7 +118,11 @@ impl Manual {
         let _ = writeln!(out, ".SH NAME\n{} \\- {}", self.name, escape(self.summary));
         out.push_str(".SH SYNOPSIS\n.nf\n");
         for line in self.synopsis {
-            let _ = writeln!(out, "{}", escape(line));
+            if line.is_empty() {
+                out.push_str(".sp\n");
+            } else {
+                let _ = writeln!(out, "{}", escape(line));
+            }
         }
         out.push_str(".fi\n.SH DESCRIPTION\n");
         for (i, paragraph) in self.description.iter().enumerate() {
@@ -243,7 +253,7 @@ mod tests {
         name: "demo",
         section: "8",
         summary: "a demonstration daemon",
-        synopsis: &["demo [options]", "demo --help"],
+        synopsis: &["demo [options]", "", "demo --help"],
         description: &[
             "Runs a demonstration. This sentence is long enough that it has to be wrapped \
              onto a second line of the help text.",
@@ -286,7 +296,8 @@ mod tests {
         let help = SAMPLE.help();
         let lines: Vec<&str> = help.lines().collect();
         assert_eq!(lines[0], "usage: demo [options]");
-        assert_eq!(lines[1], "       demo --help");
+        assert_eq!(lines[1], "");
+        assert_eq!(lines[2], "       demo --help");
         assert!(lines.iter().all(|l| l.chars().count() <= WIDTH), "{help}");
         assert!(help.contains("\n  --port N       the port\n"), "{help}");
         assert!(help.contains("\n  -v, --verbose  say more;"), "{help}");
@@ -308,7 +319,7 @@ mod tests {
         let page = SAMPLE.man_page();
         assert!(page.contains("\n.TH DEMO 8 "), "{page}");
         assert!(page.contains("\n.SH NAME\ndemo \\- a demonstration daemon\n"));
-        assert!(page.contains("\n.SH SYNOPSIS\n.nf\ndemo [options]\ndemo \\-\\-help\n.fi\n"));
+        assert!(page.contains("\n.SH SYNOPSIS\n.nf\ndemo [options]\n.sp\ndemo \\-\\-help\n.fi\n"));
         assert!(page.contains("\n\\&.dots at the start"), "{page}");
         assert!(page.contains("\n.TP\n\\fB\\-v\\fR, \\fB\\-\\-verbose\\fR\nsay more;"));
         assert!(page.contains("\n.TP\n\\fB\\-\\-port\\fR \\fIN\\fR\nthe port\n"));
@@ -319,7 +330,7 @@ mod tests {
             if line.starts_with('.') {
                 let request = line.split(' ').next().unwrap_or_default();
                 assert!(
-                    [".\\\"", ".TH", ".SH", ".TP", ".PP", ".nf", ".fi"].contains(&request),
+                    [".\\\"", ".TH", ".SH", ".TP", ".PP", ".nf", ".fi", ".sp"].contains(&request),
                     "{line}"
                 );
             }
