@@ -222,12 +222,30 @@ fn a_grid_set_up_from_apples_plists_and_password_files() {
     let controllers = request(&address, "client-pw", "controllerList", Dictionary::new());
     let listed = plist::to_old_style(&Value::Dictionary(controllers));
     assert!(listed.contains("xserve.example.com"), "{listed}");
-    let log = log.lock().map(|l| l.clone()).unwrap_or_default();
+    // The log tells what happened to the agent and the job in words.
+    let agent = started.0.pop().expect("the agent");
+    drop(Started(vec![agent]));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let log = loop {
+        let text = log.lock().map(|l| l.clone()).unwrap_or_default();
+        if text.contains("went offline") || Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
     assert_eq!(
         log.matches("SomethingFromALaterRelease").count(),
         1,
         "{log}"
     );
+    for words in [
+        "agent apple-agent (127.0.0.1) registered as agent number 1: 2 task slots, ",
+        " submitted to grid 0: 1 task\n",
+        " finished: 1 task, took ",
+        "agent apple-agent (127.0.0.1) went offline: it had no tasks\n",
+    ] {
+        assert!(log.contains(words), "{words:?} is not in the log:\n{log}");
+    }
     drop(started);
     let _ = std::fs::remove_dir_all(&dir);
 }

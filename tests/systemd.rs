@@ -46,8 +46,9 @@ fn the_units_verify_cleanly() {
     }
     let mut units = Vec::new();
     for name in UNITS {
-        let text = std::fs::read_to_string(repository().join(format!("dist/systemd/{name}.service")))
-            .expect("unit file");
+        let text =
+            std::fs::read_to_string(repository().join(format!("dist/systemd/{name}.service")))
+                .expect("unit file");
         assert!(text.contains(&format!("ExecStart=/usr/local/bin/{name} ")));
         let built = binary(name);
         let bin_dir = built.parent().expect("target dir").display().to_string();
@@ -67,8 +68,15 @@ fn the_units_verify_cleanly() {
     // The check can fail: a unit with a mistake in it is reported.
     let broken = dir.join("broken.service");
     let text = std::fs::read_to_string(&units[1]).expect("unit");
-    std::fs::write(&broken, text.replace("KillMode=mixed", "KillMode=sometimes")).expect("write");
+    std::fs::write(
+        &broken,
+        text.replace("KillMode=mixed", "KillMode=sometimes"),
+    )
+    .expect("write");
     let (_, said) = verify(&[broken], &dir.join("man")).expect("ran before");
-    assert!(said.contains("KillMode") || said.contains("kill mode"), "{said}");
+    assert!(
+        said.contains("KillMode") || said.contains("kill mode"),
+        "{said}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -79,9 +79,10 @@ impl AppleAgentConfig {
     /// The password `ControllerAuthentication` asks for, from Apple's password file.
     pub fn password(&self) -> Result<Option<String>, PreferencesError> {
         match self.controller_authentication {
-            Some(auth) => self
-                .prefs
-                .password("ControllerAuthentication", auth, CONTROLLER_PASSWORD_FILE),
+            Some(auth) => {
+                self.prefs
+                    .password("ControllerAuthentication", auth, CONTROLLER_PASSWORD_FILE)
+            }
             None => Ok(None),
         }
     }
@@ -156,10 +157,7 @@ mod tests {
             std::fs::write(&path, bytes).expect("write");
             let apple = AppleAgentConfig::read(&path).expect(name);
             assert!(apple.enabled, "{name}");
-            assert_eq!(
-                apple.controller_name.as_deref(),
-                Some("xserve.example.com")
-            );
+            assert_eq!(apple.controller_name.as_deref(), Some("xserve.example.com"));
             assert_eq!(
                 apple.controller_authentication,
                 Some(Authentication::Password)
@@ -196,7 +194,10 @@ mod tests {
         std::fs::write(&path, "{ ControllerAuthentication = Password; }").expect("write");
         let apple = AppleAgentConfig::read(&path).expect("read");
         let err = apple.password().expect_err("no file yet");
-        assert!(err.to_string().contains("agent/controller-password"), "{err}");
+        assert!(
+            err.to_string().contains("agent/controller-password"),
+            "{err}"
+        );
         xgrid_protocol::password::write_password_file(
             &dir.join(CONTROLLER_PASSWORD_FILE),
             "agent-secret",
@@ -207,7 +208,10 @@ mod tests {
             Some("agent-secret")
         );
         std::fs::write(&path, "{ ControllerAuthentication = Any; }").expect("write");
-        assert!(AppleAgentConfig::read(&path).is_err(), "Any is a controller value");
+        assert!(
+            AppleAgentConfig::read(&path).is_err(),
+            "Any is a controller value"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

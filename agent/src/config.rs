@@ -249,7 +249,10 @@ impl std::fmt::Debug for AgentConfig {
             .field("processor_count", &self.processor_count)
             .field("processor_speed_mhz", &self.processor_speed_mhz)
             .field("bind_to_first_available", &self.bind_to_first_available)
-            .field("resolve_name_as_net_service", &self.resolve_name_as_net_service)
+            .field(
+                "resolve_name_as_net_service",
+                &self.resolve_name_as_net_service,
+            )
             .finish()
     }
 }
@@ -635,12 +638,18 @@ mod tests {
         let err = parse(&["--apple-config", path]).expect_err("bad number");
         assert!(err.to_string().contains(path), "{err}");
         assert!(err.to_string().contains("MaximumTaskCount"), "{err}");
-        std::fs::write(&plist, [0x62, 0x70, 0x6c, 0x69, 0x73, 0x74, 0x30, 0x30, 1, 2])
-            .expect("write");
+        std::fs::write(
+            &plist,
+            [0x62, 0x70, 0x6c, 0x69, 0x73, 0x74, 0x30, 0x30, 1, 2],
+        )
+        .expect("write");
         let err = parse(&["--apple-config", path]).expect_err("truncated binary plist");
         assert!(err.to_string().contains(path), "{err}");
-        std::fs::write(&plist, "{ ControllerName = c; ControllerAuthentication = Kerberos; }")
-            .expect("write");
+        std::fs::write(
+            &plist,
+            "{ ControllerName = c; ControllerAuthentication = Kerberos; }",
+        )
+        .expect("write");
         assert!(matches!(
             parse(&["--apple-config", path]),
             Err(ConfigError::Apple(PreferencesError::Kerberos { .. }))

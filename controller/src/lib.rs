@@ -22,6 +22,7 @@ pub mod shared;
 pub mod store;
 pub mod subscriptions;
 pub mod web_view;
+pub mod wording;
 
 pub use config::Config;
 pub use server::{Controller, StartError};

@@ -309,7 +309,9 @@ mod tests {
             .expect("wrapped line");
         assert!(continued.starts_with(&" ".repeat(17)), "{continued:?}");
         assert!(!continued.starts_with(&" ".repeat(18)), "{continued:?}");
-        assert!(help.contains("\n  --a-very-long-option-name VALUE\n                 below its term\n"));
+        assert!(
+            help.contains("\n  --a-very-long-option-name VALUE\n                 below its term\n")
+        );
         assert!(help.contains("\n  A note after the list.\n"));
         assert!(help.contains("\nexit status:\n  0  success\n"), "{help}");
     }

@@ -111,9 +111,7 @@ impl Preferences {
     /// dropped and an empty string counts as absent, as Apple's tools leave unset names empty.
     pub fn take_string(&mut self, key: &str) -> Result<Option<String>, PreferencesError> {
         let text = self.take_with(key, "a string", Value::to_string_lenient)?;
-        Ok(text
-            .map(|t| t.trim().to_string())
-            .filter(|t| !t.is_empty()))
+        Ok(text.map(|t| t.trim().to_string()).filter(|t| !t.is_empty()))
     }
 
     /// Take `key` as a whole number no smaller than `min` (an integer or a numeric string).
@@ -207,12 +205,14 @@ impl Preferences {
         let Some(value) = self.entries.remove(key) else {
             return Ok(None);
         };
-        read(&value).map(Some).ok_or_else(|| PreferencesError::BadValue {
-            path: self.path.clone(),
-            key: key.to_string(),
-            expected,
-            found: describe(&value),
-        })
+        read(&value)
+            .map(Some)
+            .ok_or_else(|| PreferencesError::BadValue {
+                path: self.path.clone(),
+                key: key.to_string(),
+                expected,
+                found: describe(&value),
+            })
     }
 }
 
@@ -280,7 +280,10 @@ mod tests {
         );
         let message = prefs.take_bool("On").expect_err("not a bool").to_string();
         assert!(message.contains("On in "), "{message}");
-        assert!(message.contains("com.apple.xgrid.controller.plist"), "{message}");
+        assert!(
+            message.contains("com.apple.xgrid.controller.plist"),
+            "{message}"
+        );
         assert!(message.contains("\"maybe\""), "{message}");
         assert!(prefs.take_number("Count", 1).is_err());
         assert!(prefs.take_authentication("Auth", false).is_err());
@@ -315,20 +318,35 @@ mod tests {
         let prefs = write(&dir, "{}");
         assert_eq!(
             prefs
-                .password("ClientAuthentication", Authentication::None, "controller/client-password")
+                .password(
+                    "ClientAuthentication",
+                    Authentication::None,
+                    "controller/client-password"
+                )
                 .expect("none"),
             None
         );
         assert!(matches!(
-            prefs.password("ClientAuthentication", Authentication::Kerberos, "controller/x"),
+            prefs.password(
+                "ClientAuthentication",
+                Authentication::Kerberos,
+                "controller/x"
+            ),
             Err(PreferencesError::Kerberos { .. })
         ));
         let missing = prefs
-            .password("ClientAuthentication", Authentication::Password, "controller/nothing-here")
+            .password(
+                "ClientAuthentication",
+                Authentication::Password,
+                "controller/nothing-here",
+            )
             .expect_err("no file");
         let message = missing.to_string();
         assert!(message.contains(&dir.join("controller/nothing-here").display().to_string()));
-        assert!(message.contains("/etc/xgrid/controller/nothing-here"), "{message}");
+        assert!(
+            message.contains("/etc/xgrid/controller/nothing-here"),
+            "{message}"
+        );
         write_password_file(&dir.join("controller/client-password"), "s3cret").expect("write");
         for auth in [Authentication::Password, Authentication::Any] {
             assert_eq!(

@@ -536,8 +536,11 @@ mod tests {
     fn unusable_apple_plists_are_refused_by_name() {
         let dir = scratch("refused");
         let plist = dir.join("broken.plist");
-        std::fs::write(&plist, "<?xml version=\"1.0\"?><plist><dict><key>Enabled</key>")
-            .expect("write");
+        std::fs::write(
+            &plist,
+            "<?xml version=\"1.0\"?><plist><dict><key>Enabled</key>",
+        )
+        .expect("write");
         let path = plist.to_str().expect("utf8");
         let err = parse(args(&["--apple-config", path])).expect_err("malformed");
         assert!(err.contains(path), "{err}");
