@@ -3,7 +3,13 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use xgrid_manual::{Entry, Manual, Section};
 use xgrid_protocol::peer::{Address, PeerError};
+use xgrid_protocol::plist::Value;
+use xgrid_protocol::preferences::PreferencesError;
+
+use crate::apple_config::AppleAgentConfig;
+use crate::probe::Processors;
 
 use crate::discovery::{ControllerLocation, Search};
 use crate::owner::OwnerPolicy;
@@ -11,53 +17,217 @@ use crate::owner::OwnerPolicy;
 /// Where the daemon keeps its cookie and task directories unless told otherwise.
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/xgridagentd";
 
-/// The `--help` text; every flag the parser accepts is listed here.
-pub const USAGE: &str = "\
-Usage: xgridagentd [--controller HOST[:PORT] | --controller-service NAME] [options]
-
-The Linux Xgrid agent: registers with an Xgrid controller and runs the tasks it sends.
-
-Options:
-  --controller HOST[:PORT]  the controller to serve (port 4111 when left out)
-  --controller-service NAME serve the controller that Bonjour finds advertised under
-                            this service name
-                            (without either: the first controller Bonjour finds; the
-                            agent looks again whenever it loses its controller)
-  --data-dir DIR            where the agent keeps its cookie and task directories
-                            (default /var/lib/xgridagentd)
-  --name NAME               the agent's name on the grid (default: this machine's hostname)
-  --password PW             the password the controller requires of agents (other users
-                            can see it in the process list: prefer --password-file)
-  --password-file FILE      read that password from a file in Apple's obfuscated format
-                            (as /etc/xgrid/agent/controller-password)
-  --slots N                 how many tasks may run at once (default: the processor count)
-  --task-user USER          run tasks as USER (default: nobody when run as root, else the
-                            agent's own user)
-  --status-interval SECONDS how often to send an agentStatus notification (default 10)
-  --no-pid-namespace        run tasks without a PID namespace of their own
-
-Moving tasks (docs/migration.md):
-  --tasks-dir DIR           where task directories go (default DATA/tasks); agents that
-                            move tasks between them must use the same path
-  --no-checkpoint           do not offer checkpoints to the controller (tasks then restart
-                            from scratch when they must leave this agent)
-  --evacuation-timeout SECONDS
-                            on SIGTERM, how long to wait for the controller to move the
-                            running tasks away before cancelling them (default 60; only
-                            when checkpoints work here)
-  --only-when-idle          report Unavailable while the machine's owner is using it
-                            (Apple's OnlyWhenIdle): the controller then moves or suspends
-                            the tasks
-  --owner-idle SECONDS      input (keyboard, mouse, terminal) more recent than this means
-                            the owner is back (default 900)
-  --owner-load CORES        cores kept busy by processes other than the grid's that mean the
-                            owner is back (default 0.5)
-  --owner-devices PATHS     colon-separated input devices or directories of them whose
-                            access times show input (default /dev/input:/dev/pts:/dev/tty)
-  -h, --help                print this help and exit
-
-Logs go to standard error. SIGTERM or SIGINT cancels running tasks and exits.
-";
+/// The single source of `--help` and of `man/xgridagentd.8`; the parser accepts exactly
+/// the options named here.
+pub const MANUAL: Manual = Manual {
+    name: "xgridagentd",
+    section: "8",
+    summary: "the Linux Xgrid agent daemon",
+    synopsis: &[
+        "xgridagentd [--controller HOST[:PORT] | --controller-service NAME] [options]",
+        "xgridagentd --apple-config FILE [options]",
+    ],
+    description: &[
+        "The Linux Xgrid agent: registers with an Xgrid controller (ours or Apple's) and runs \
+         the tasks it sends, each in a fresh working directory as an unprivileged user and, \
+         where the machine allows it, in a PID namespace of its own.",
+        "Settings come from the options below and, with --apple-config, from an old Mac \
+         agent's com.apple.xgrid.agent.plist; options given on the command line win over the \
+         plist. Logs go to standard error.",
+    ],
+    sections: &[
+        Section {
+            title: "options",
+            entries: &[
+                Entry {
+                    term: "--controller HOST[:PORT]",
+                    text: "the controller to serve (port 4111 when left out)",
+                },
+                Entry {
+                    term: "--controller-service NAME",
+                    text: "serve the controller that Bonjour finds advertised under this \
+                           service name (without either option, nor a controller in the Apple \
+                           plist: the first controller Bonjour finds; the agent looks again \
+                           whenever it loses its controller)",
+                },
+                Entry {
+                    term: "--apple-config FILE",
+                    text: "read Apple's agent preferences (com.apple.xgrid.agent.plist, XML, \
+                           binary or old-style); the password file it asks for is looked for \
+                           in agent/ beside FILE, then in /etc/xgrid/agent/",
+                },
+                Entry {
+                    term: "--data-dir DIR",
+                    text: "where the agent keeps its cookie and task directories (default \
+                           /var/lib/xgridagentd)",
+                },
+                Entry {
+                    term: "--name NAME",
+                    text: "the agent's name on the grid (default: this machine's hostname)",
+                },
+                Entry {
+                    term: "--password PW",
+                    text: "the password the controller requires of agents (other users can \
+                           see it in the process list: prefer --password-file)",
+                },
+                Entry {
+                    term: "--password-file FILE",
+                    text: "read that password from a file in Apple's obfuscated format (as \
+                           /etc/xgrid/agent/controller-password)",
+                },
+                Entry {
+                    term: "--slots N",
+                    text: "how many tasks may run at once (default: the processor count)",
+                },
+                Entry {
+                    term: "--task-user USER",
+                    text: "run tasks as USER (default: nobody when run as root, else the \
+                           agent's own user)",
+                },
+                Entry {
+                    term: "--status-interval SECONDS",
+                    text: "how often to send an agentStatus notification (default 10)",
+                },
+                Entry {
+                    term: "--no-pid-namespace",
+                    text: "run tasks without a PID namespace of their own",
+                },
+                Entry {
+                    term: "-h, --help",
+                    text: "print this help and exit",
+                },
+            ],
+            notes: &["Values may follow their option as the next argument or after `=`."],
+        },
+        Section {
+            title: "moving tasks (docs/migration.md)",
+            entries: &[
+                Entry {
+                    term: "--tasks-dir DIR",
+                    text: "where task directories go (default DATA/tasks); agents that move \
+                           tasks between them must use the same path",
+                },
+                Entry {
+                    term: "--no-checkpoint",
+                    text: "do not offer checkpoints to the controller (tasks then restart from \
+                           scratch when they must leave this agent)",
+                },
+                Entry {
+                    term: "--evacuation-timeout SECONDS",
+                    text: "on SIGTERM, how long to wait for the controller to move the running \
+                           tasks away before cancelling them (default 60; only when checkpoints \
+                           work here)",
+                },
+                Entry {
+                    term: "--only-when-idle",
+                    text: "report Unavailable while the machine's owner is using it (Apple's \
+                           OnlyWhenIdle): the controller then moves or suspends the tasks",
+                },
+                Entry {
+                    term: "--owner-idle SECONDS",
+                    text: "input (keyboard, mouse, terminal) more recent than this means the \
+                           owner is back (default 900)",
+                },
+                Entry {
+                    term: "--owner-load CORES",
+                    text: "cores kept busy by processes other than the grid's that mean the \
+                           owner is back (default 0.5)",
+                },
+                Entry {
+                    term: "--owner-devices PATHS",
+                    text: "colon-separated input devices, or directories of them, whose access \
+                           times show input (default /dev/input:/dev/pts:/dev/tty)",
+                },
+            ],
+            notes: &[],
+        },
+        Section {
+            title: "Apple plist keys",
+            entries: &[
+                Entry {
+                    term: "Enabled",
+                    text: "NO: the agent does not start (it exits with status 0)",
+                },
+                Entry {
+                    term: "ControllerName",
+                    text: "the controller's host name (as --controller)",
+                },
+                Entry {
+                    term: "ControllerAuthentication",
+                    text: "Password: give the password in agent/controller-password; None: no \
+                           password; Kerberos is refused",
+                },
+                Entry {
+                    term: "BindToFirstAvailable",
+                    text: "YES: serve the first controller Bonjour finds (as giving no \
+                           controller at all)",
+                },
+                Entry {
+                    term: "ResolveNameAsNetService",
+                    text: "YES: ControllerName is a Bonjour service name (as \
+                           --controller-service)",
+                },
+                Entry {
+                    term: "MaximumTaskCount",
+                    text: "as --slots (0: the processor count)",
+                },
+                Entry {
+                    term: "AgentName",
+                    text: "as --name",
+                },
+                Entry {
+                    term: "AgentCustom",
+                    text: "sent to the controller as agentCustom when the agent registers",
+                },
+                Entry {
+                    term: "ProcessorCount, ProcessorSpeed",
+                    text: "the processor count and megahertz of one processor to advertise, \
+                           instead of what the machine reports",
+                },
+                Entry {
+                    term: "OnlyWhenIdle",
+                    text: "YES: as --only-when-idle",
+                },
+                Entry {
+                    term: "SuspendWhenNotIdle",
+                    text: "the controller decides what happens to the tasks of an agent whose \
+                           owner is back: it moves them to an idle agent, or suspends them when \
+                           none is free",
+                },
+            ],
+            notes: &["Other keys are reported once in the log and ignored."],
+        },
+        Section {
+            title: "signals",
+            entries: &[Entry {
+                term: "SIGTERM, SIGINT",
+                text: "with checkpoints and running tasks: ask the controller to move them \
+                       away (up to --evacuation-timeout), then exit; otherwise cancel running \
+                       tasks and exit",
+            }],
+            notes: &[],
+        },
+        Section {
+            title: "exit status",
+            entries: &[
+                Entry {
+                    term: "0",
+                    text: "stopped by a signal, or disabled by Enabled = NO",
+                },
+                Entry {
+                    term: "1",
+                    text: "the agent could not start (data directory, task isolation)",
+                },
+                Entry {
+                    term: "2",
+                    text: "bad command line, or an unusable Apple plist or password file",
+                },
+            ],
+            notes: &[],
+        },
+    ],
+    see_also: &["xgridcontrollerd(8)", "xgrid(1)"],
+};
 
 /// Why the command line was refused.
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +240,8 @@ pub enum ConfigError {
     TwoControllers,
     #[error("--controller-service must not be empty")]
     EmptyService,
+    #[error(transparent)]
+    Apple(#[from] PreferencesError),
     #[error(transparent)]
     BadController(#[from] PeerError),
     #[error("{flag} must be a whole number from {min} up, not {value:?}")]
@@ -120,6 +292,17 @@ pub struct AgentConfig {
     pub evacuation_timeout: Duration,
     /// `Some`: report Unavailable while the owner is present (OnlyWhenIdle).
     pub owner: Option<OwnerPolicy>,
+    // Settings from Apple's agent plist (xgrid-wire.md §7).
+    /// `AgentCustom`: sent as `agentCustom` in the registration.
+    pub agent_custom: Option<Value>,
+    /// `ProcessorCount`: advertised instead of the probed count.
+    pub processor_count: Option<u32>,
+    /// `ProcessorSpeed`: megahertz of one processor, advertised instead of the probed speed.
+    pub processor_speed_mhz: Option<u32>,
+    /// `BindToFirstAvailable`: serve the first controller Bonjour finds (Apple's default: yes).
+    pub bind_to_first_available: bool,
+    /// `ResolveNameAsNetService`: the controller's name is a Bonjour service name.
+    pub resolve_name_as_net_service: bool,
 }
 
 impl std::fmt::Debug for AgentConfig {
@@ -140,6 +323,14 @@ impl std::fmt::Debug for AgentConfig {
             .field("checkpoint", &self.checkpoint)
             .field("evacuation_timeout", &self.evacuation_timeout)
             .field("owner", &self.owner)
+            .field("agent_custom", &self.agent_custom)
+            .field("processor_count", &self.processor_count)
+            .field("processor_speed_mhz", &self.processor_speed_mhz)
+            .field("bind_to_first_available", &self.bind_to_first_available)
+            .field(
+                "resolve_name_as_net_service",
+                &self.resolve_name_as_net_service,
+            )
             .finish()
     }
 }
@@ -171,6 +362,20 @@ impl AgentConfig {
             checkpoint: true,
             evacuation_timeout: Duration::from_secs(60),
             owner: None,
+            agent_custom: None,
+            processor_count: None,
+            processor_speed_mhz: None,
+            bind_to_first_available: false,
+            resolve_name_as_net_service: false,
+        }
+    }
+
+    /// The processors to advertise: the probed ones, with `ProcessorCount` and
+    /// `ProcessorSpeed` from Apple's plist in their place when given.
+    pub fn processors(&self, probed: Processors) -> Processors {
+        Processors {
+            count: self.processor_count.unwrap_or(probed.count),
+            mhz_per_core: self.processor_speed_mhz.unwrap_or(probed.mhz_per_core),
         }
     }
 }
@@ -180,6 +385,8 @@ impl AgentConfig {
 pub enum Command {
     Run(Box<AgentConfig>),
     Help,
+    /// The Apple plist at this path says `Enabled = NO`.
+    Disabled(PathBuf),
 }
 
 /// Read the arguments (without the program name). `hostname` is the default agent name.
@@ -200,11 +407,17 @@ where
     let mut status_interval = None;
     let mut pid_namespace = true;
     let mut moving = MovingFlags::default();
+    let mut apple_path = None;
+    let names = MANUAL.option_names();
     while let Some(arg) = args.next() {
         let (flag, inline) = match arg.split_once('=') {
             Some((flag, value)) if flag.starts_with("--") => (flag.to_string(), Some(value)),
             _ => (arg.clone(), None),
         };
+        // The manual is the list of options: what it does not name is not accepted.
+        if !names.contains(&flag.as_str()) {
+            return Err(ConfigError::UnknownOption(arg));
+        }
         let mut value = |flag: &'static str| -> Result<String, ConfigError> {
             match inline {
                 Some(v) => Ok(v.to_string()),
@@ -215,6 +428,7 @@ where
             "-h" | "--help" => return Ok(Command::Help),
             "--controller" => controller = Some(value("--controller")?),
             "--controller-service" => controller_service = Some(value("--controller-service")?),
+            "--apple-config" => apple_path = Some(PathBuf::from(value("--apple-config")?)),
             "--data-dir" => data_dir = PathBuf::from(value("--data-dir")?),
             "--name" => name = Some(value("--name")?),
             "--password" => password = Some(value("--password")?),
@@ -256,14 +470,30 @@ where
             _ => return Err(ConfigError::UnknownOption(arg)),
         }
     }
-    let controller = match (controller, controller_service) {
-        (Some(_), Some(_)) => return Err(ConfigError::TwoControllers),
-        (Some(host), None) => ControllerLocation::Host(Address::parse(&host)?),
-        (None, Some(name)) if name.trim().is_empty() => return Err(ConfigError::EmptyService),
-        (None, Some(name)) => ControllerLocation::Bonjour(Search::Named(name)),
-        (None, None) => ControllerLocation::Bonjour(Search::FirstAvailable),
+    let apple = match apple_path {
+        Some(path) => {
+            let apple = AppleAgentConfig::read(&path)?;
+            if !apple.enabled {
+                return Ok(Command::Disabled(path));
+            }
+            for warning in apple.warnings() {
+                crate::log(warning);
+            }
+            Some(apple)
+        }
+        None => None,
     };
-    let name = name.unwrap_or_else(|| hostname.to_string());
+    let controller = match (controller, controller_service, &apple) {
+        (Some(_), Some(_), _) => return Err(ConfigError::TwoControllers),
+        (Some(host), None, _) => ControllerLocation::Host(Address::parse(&host)?),
+        (None, Some(name), _) if name.trim().is_empty() => return Err(ConfigError::EmptyService),
+        (None, Some(name), _) => ControllerLocation::Bonjour(Search::Named(name)),
+        (None, None, Some(apple)) => apple_controller(apple)?,
+        (None, None, None) => ControllerLocation::Bonjour(Search::FirstAvailable),
+    };
+    let name = name
+        .or_else(|| apple.as_ref().and_then(|a| a.agent_name.clone()))
+        .unwrap_or_else(|| hostname.to_string());
     if name.trim().is_empty() {
         return Err(ConfigError::EmptyName);
     }
@@ -272,13 +502,27 @@ where
         (Some(_), Some(_)) => return Err(ConfigError::TwoPasswords),
         (Some(password), None) => Some(password),
         (None, Some(path)) => Some(xgrid_protocol::password::read_password_file(&path)?),
-        (None, None) => None,
+        (None, None) => match &apple {
+            Some(apple) => apple.password()?,
+            None => None,
+        },
     };
-    config.slots = slots;
+    config.slots = slots.or_else(|| {
+        apple
+            .as_ref()
+            .and_then(|a| a.maximum_task_count)
+            .filter(|n| *n > 0)
+    });
     config.task_user = task_user;
     config.pid_namespace = pid_namespace;
     if let Some(seconds) = status_interval {
         config.status_interval = Duration::from_secs(u64::from(seconds));
+    }
+    if let Some(apple) = apple {
+        config.agent_custom = apple.agent_custom;
+        config.processor_count = apple.processor_count;
+        config.processor_speed_mhz = apple.processor_speed;
+        moving.only_when_idle |= apple.only_when_idle == Some(true);
     }
     moving.apply(&mut config);
     Ok(Command::Run(Box::new(config)))
@@ -334,6 +578,22 @@ impl MovingFlags {
             }
             config.owner = Some(policy);
         }
+    }
+}
+
+/// The controller an Apple plist names. `BindToFirstAvailable = YES` wins over a
+/// `ControllerName`, as in Apple's preference pane, where the two are choices; a name with
+/// `ResolveNameAsNetService = YES` is a Bonjour service name.
+fn apple_controller(apple: &AppleAgentConfig) -> Result<ControllerLocation, ConfigError> {
+    if apple.bind_to_first_available == Some(true) {
+        return Ok(ControllerLocation::Bonjour(Search::FirstAvailable));
+    }
+    match &apple.controller_name {
+        Some(name) if apple.resolve_name_as_net_service == Some(true) => {
+            Ok(ControllerLocation::Bonjour(Search::Named(name.clone())))
+        }
+        Some(name) => Ok(ControllerLocation::Host(Address::parse(name)?)),
+        None => Ok(ControllerLocation::Bonjour(Search::FirstAvailable)),
     }
 }
 
@@ -459,21 +719,19 @@ mod tests {
     }
 
     #[test]
-    fn every_flag_is_in_the_help() {
-        for flag in [
-            "--controller ",
-            "--controller-service",
-            "--data-dir",
-            "--name",
-            "--password ",
-            "--password-file",
-            "--slots",
-            "--task-user",
-            "--status-interval",
-            "--no-pid-namespace",
-            "--help",
-        ] {
-            assert!(USAGE.contains(flag), "{flag} missing from the help");
+    fn every_option_in_the_help_is_accepted() {
+        let help = MANUAL.help();
+        let names = MANUAL.option_names();
+        assert!(names.len() >= 12, "{names:?}");
+        for name in names {
+            assert!(help.contains(name), "{name}");
+            for line in [vec![name], vec![name, "1"]] {
+                let mut line: Vec<&str> = line;
+                line.extend(["--controller", "c"]);
+                if let Err(ConfigError::UnknownOption(option)) = parse(&line) {
+                    assert_ne!(option, name, "{name} is in the help but not accepted");
+                }
+            }
         }
         assert!(matches!(parse(&["-h"]), Ok(Command::Help)));
         assert!(matches!(
@@ -492,6 +750,146 @@ mod tests {
             run(&["--controller-service=Lab Grid"]).controller,
             ControllerLocation::Bonjour(Search::Named("Lab Grid".into()))
         );
+    }
+
+    #[test]
+    fn the_committed_man_page_is_what_the_help_source_renders() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../man/xgridagentd.8");
+        if let Err(e) = xgrid_manual::check_committed(&MANUAL, &path) {
+            panic!("{e}");
+        }
+    }
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("xgrid-agent-args-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("scratch dir");
+        dir
+    }
+
+    #[test]
+    fn the_apple_plist_alone_configures_the_agent() {
+        let dir = scratch("plist");
+        let plist = dir.join("com.apple.xgrid.agent.plist");
+        std::fs::write(
+            &plist,
+            "{ ControllerName = \"10.0.0.9\"; ControllerAuthentication = Password; \
+             MaximumTaskCount = 3; AgentName = imac; BindToFirstAvailable = NO; \
+             ProcessorCount = 2; ProcessorSpeed = 1420; AgentCustom = { room = B12; }; }",
+        )
+        .expect("write");
+        xgrid_protocol::password::write_password_file(
+            &dir.join("agent/controller-password"),
+            "from-file",
+        )
+        .expect("password");
+        let path = plist.to_str().expect("utf8");
+        let config = run(&["--apple-config", path]);
+        assert_eq!(
+            config.controller,
+            ControllerLocation::Host(Address::parse("10.0.0.9:4111").expect("address"))
+        );
+        assert_eq!(config.password.as_deref(), Some("from-file"));
+        assert_eq!(config.slots, Some(3));
+        assert_eq!(config.agent_name, "imac");
+        let probed = Processors {
+            count: 16,
+            mhz_per_core: 3000,
+        };
+        assert_eq!(
+            config.processors(probed),
+            Processors {
+                count: 2,
+                mhz_per_core: 1420
+            }
+        );
+        assert!(config.agent_custom.is_some());
+        // Flags win over every key.
+        let config = run(&[
+            "--apple-config",
+            path,
+            "--controller=grid.example:5000",
+            "--password",
+            "flag",
+            "--slots",
+            "1",
+            "--name",
+            "linux-box",
+        ]);
+        assert_eq!(
+            config.controller,
+            ControllerLocation::Host(Address::parse("grid.example:5000").expect("address"))
+        );
+        assert_eq!(config.password.as_deref(), Some("flag"));
+        assert_eq!(config.slots, Some(1));
+        assert_eq!(config.agent_name, "linux-box");
+        // Without a plist the probed processors stand.
+        let bare = run(&["--controller", "c"]);
+        assert_eq!(bare.processors(probed), probed);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn apple_plists_that_cannot_be_followed() {
+        let dir = scratch("refusals");
+        let plist = dir.join("agent.plist");
+        let path = plist.to_str().expect("utf8");
+        // Bonjour keys first (not refusals: they choose how the controller is found).
+        std::fs::write(
+            &plist,
+            "{ BindToFirstAvailable = YES; ControllerName = c; OnlyWhenIdle = YES; }",
+        )
+        .expect("write");
+        let config = run(&["--apple-config", path]);
+        assert_eq!(
+            config.controller,
+            ControllerLocation::Bonjour(Search::FirstAvailable)
+        );
+        assert!(
+            config.owner.is_some(),
+            "OnlyWhenIdle turns the owner watch on"
+        );
+        // A controller on the command line wins.
+        assert!(matches!(
+            run(&["--apple-config", path, "--controller", "c"]).controller,
+            ControllerLocation::Host(_)
+        ));
+        std::fs::write(
+            &plist,
+            "{ ControllerName = Farm; ResolveNameAsNetService = YES; }",
+        )
+        .expect("write");
+        assert_eq!(
+            run(&["--apple-config", path]).controller,
+            ControllerLocation::Bonjour(Search::Named("Farm".into()))
+        );
+        std::fs::write(&plist, "{ ControllerName = c; Enabled = NO; }").expect("write");
+        assert!(matches!(
+            parse(&["--apple-config", path]),
+            Ok(Command::Disabled(_))
+        ));
+        std::fs::write(&plist, "{ ControllerName = c; MaximumTaskCount = lots; }").expect("write");
+        let err = parse(&["--apple-config", path]).expect_err("bad number");
+        assert!(err.to_string().contains(path), "{err}");
+        assert!(err.to_string().contains("MaximumTaskCount"), "{err}");
+        std::fs::write(
+            &plist,
+            [0x62, 0x70, 0x6c, 0x69, 0x73, 0x74, 0x30, 0x30, 1, 2],
+        )
+        .expect("write");
+        let err = parse(&["--apple-config", path]).expect_err("truncated binary plist");
+        assert!(err.to_string().contains(path), "{err}");
+        std::fs::write(
+            &plist,
+            "{ ControllerName = c; ControllerAuthentication = Kerberos; }",
+        )
+        .expect("write");
+        assert!(matches!(
+            parse(&["--apple-config", path]),
+            Err(ConfigError::Apple(PreferencesError::Kerberos { .. }))
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

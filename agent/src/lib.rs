@@ -3,6 +3,7 @@
 //!
 //! [`Agent::run`] is the whole daemon behind `xgridagentd`, usable from tests.
 
+pub mod apple_config;
 pub mod checkpoint;
 pub mod config;
 pub mod discovery;

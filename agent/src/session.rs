@@ -118,7 +118,7 @@ impl Agent {
     /// Blocks briefly (the executor tries `unshare` once).
     pub fn new(config: AgentConfig) -> Result<Agent, AgentError> {
         let store = DataStore::open(&config.data_dir)?;
-        let processors = probe::read_processors();
+        let processors = config.processors(probe::read_processors());
         let slots = config.slots.unwrap_or(processors.count).max(1);
         clear_stale_tasks(&config.data_dir.join("tasks"));
         let mut executor_config = ExecutorConfig::new(
@@ -478,7 +478,7 @@ impl Agent {
             addresses: self.addresses.clone(),
             maximum_cpu_power: self.processors.total_mhz() as f64,
             maximum_task_count: i64::from(self.slots),
-            agent_custom: None,
+            agent_custom: self.config.agent_custom.clone(),
             linux_capabilities: Some(self.capabilities.clone()),
             cpu_features: self
                 .migrations

@@ -185,12 +185,16 @@ impl TaskTable {
         };
         match outcome {
             Ok(()) => {
+                let done = match request.control {
+                    TaskAction::Start => "started",
+                    TaskAction::Stop => "suspended",
+                    TaskAction::Cancel => "canceled",
+                };
                 log(format!(
-                    "task {}: {} ({})",
+                    "task {} {done} as the controller asked; it is now {}",
                     request.task_ref,
-                    request.control,
                     task.state()
-                        .map_or_else(|e| e.to_string(), |s| s.to_string())
+                        .map_or_else(|e| e.to_string(), |s| s.to_string().to_lowercase())
                 ));
                 Ok(())
             }

@@ -5,6 +5,7 @@
 
 use std::path::PathBuf;
 
+use xgrid_manual::{Entry, Manual, Section};
 use xgrid_protocol::messages::JobAction;
 
 /// What the command line asks for.
@@ -508,72 +509,192 @@ fn art_args(options: &Options) -> Result<Option<ArtArgs>, UsageError> {
     }
 }
 
-/// The text of `-help`, including the exit codes.
-pub const HELP: &str = "\
-usage: xgrid [-h[ostname] host[:port]] [-auth {Password|Kerberos|None}] [-p[assword] password]
-             [-f[ormat] {xml|old-style}] COMMAND
-
-commands:
-  xgrid -job run    [-gid grid] [-si stdin] [-in indir] [-so stdout] [-se stderr] [-out outdir]
-                    [-email addr] [-art path -artid id] [-artequal v] [-artmin v] [-artmax v]
-                    cmd [arg ...]
-  xgrid -job submit [-gid grid] [-si stdin] [-in indir] [-dids id[,id]*] [-email addr]
-                    [-art path -artid id] [-artequal v] [-artmin v] [-artmax v] cmd [arg ...]
-  xgrid -job batch  [-gid grid] batch-file
-  xgrid -job results -id id [-so stdout] [-se stderr] [-out outdir] [-tid task]
-  xgrid -job {stop|suspend|resume|delete|restart} -id id
-  xgrid -job {attributes|specification|log|wait} -id id
-  xgrid -job list [-gid grid]
-  xgrid -grid list
-  xgrid -grid attributes -gid grid
-  xgrid -help | -version
-
-options:
-  -h, -hostname HOST[:PORT]  controller to use (port 4111 unless given), or the Bonjour
-                             service name it advertises (looked for for 3 s when HOST
-                             is no host name that resolves);
-                             default: $XGRID_CONTROLLER_HOSTNAME
-  -p, -password PASSWORD     client password, sent only if the controller asks for one;
-                             default: $XGRID_CONTROLLER_PASSWORD
-  -auth METHOD               Password (default), None (never send a password);
-                             Kerberos is not supported
-  -f, -format FORMAT         old-style (default: Apple's four-space plist) or xml
-  -id JOB                    job identifier
-  -gid GRID                  grid identifier (default grid when left out)
-  -tid TASK                  only this task's results
-  -si FILE                   local file fed to the task's standard input
-  -in DIR                    local directory copied to the agents as the task's working
-                             directory (every file, executable bits kept)
-  -so FILE, -se FILE         write standard output / error to FILE instead of the terminal
-  -out DIR                   write the tasks' output files under DIR (without -out, output
-                             files stay on the controller); a job of several tasks gets one
-                             subdirectory per task
-  -email ADDR                notification e-mail address for the job
-  -dids ID,ID                jobs that must finish before this one starts
-  -art PATH -artid ID        agent ranking tool (a local executable) and its identifier;
-  -artequal/-artmin/-artmax  the score an agent's tool must print
-  cmd                        an absolute path is run as it is on the agents; a relative
-                             path that exists here is copied to the agents and run from
-                             the task's directory; a bare name that does not exist here is
-                             left to the agent's PATH
-
-output: replies are printed as property lists; -job submit prints the job identifier,
-  -job run prints the task's output as it arrives and exits with its exit status,
-  -job wait shows progress on a terminal and prints the final job attributes.
-
-exit status:
-  0   success
-  1   the controller refused the request (e.g. no such job), or the job failed or was
-      canceled (-job run, -job wait); -job run otherwise exits with the task's own status
-  64  bad command line, or no controller given
-  65  a batch file or job specification is malformed
-  66  a local input file or directory cannot be read
-  69  the controller cannot be reached, or the connection was lost
-  71  the system refused something basic (the current directory, an async runtime)
-  73  an output file cannot be written, or its path would leave the -out directory
-  76  the controller sent something this program cannot read
-  77  authentication failed: password missing or wrong, or Kerberos asked for
-";
+/// The single source of `-help` and of `man/xgrid.1`, including the exit codes.
+pub const MANUAL: Manual = Manual {
+    name: "xgrid",
+    section: "1",
+    summary: "submit and control jobs on an Xgrid controller",
+    synopsis: &[
+        "xgrid [-h[ostname] host[:port]] [-auth {Password|Kerberos|None}] [-p[assword] password]",
+        "      [-f[ormat] {xml|old-style}] COMMAND",
+        "",
+        "xgrid -job run    [-gid grid] [-si stdin] [-in indir] [-so stdout] [-se stderr] [-out outdir]",
+        "                  [-email addr] [-art path -artid id] [-artequal v] [-artmin v] [-artmax v]",
+        "                  cmd [arg ...]",
+        "xgrid -job submit [-gid grid] [-si stdin] [-in indir] [-dids id[,id]*] [-email addr]",
+        "                  [-art path -artid id] [-artequal v] [-artmin v] [-artmax v] cmd [arg ...]",
+        "xgrid -job batch  [-gid grid] batch-file",
+        "xgrid -job results -id id [-so stdout] [-se stderr] [-out outdir] [-tid task]",
+        "xgrid -job {stop|suspend|resume|delete|restart} -id id",
+        "xgrid -job {attributes|specification|log|wait} -id id",
+        "xgrid -job list [-gid grid]",
+        "xgrid -grid list",
+        "xgrid -grid attributes -gid grid",
+        "xgrid -help | -version",
+    ],
+    description: &[
+        "Apple's Xgrid command-line client, for Linux: submits jobs to an Xgrid controller \
+         (ours or Apple's), waits for them, fetches their results and controls them, with \
+         Apple's options and output.",
+    ],
+    sections: &[
+        Section {
+            title: "options",
+            entries: &[
+                Entry {
+                    term: "-h, -hostname HOST[:PORT]",
+                    text: "controller to use (port 4111 unless given), or the Bonjour service name it advertises (looked for for 3 s when HOST is no host name that resolves); default: $XGRID_CONTROLLER_HOSTNAME",
+                },
+                Entry {
+                    term: "-p, -password PASSWORD",
+                    text: "client password, sent only if the controller asks for one; default: $XGRID_CONTROLLER_PASSWORD",
+                },
+                Entry {
+                    term: "-auth METHOD",
+                    text: "Password (default), None (never send a password); Kerberos is not supported",
+                },
+                Entry {
+                    term: "-f, -format FORMAT",
+                    text: "old-style (default: Apple's four-space plist) or xml",
+                },
+                Entry {
+                    term: "-job ACTION",
+                    text: "the job command: run, submit, batch, results, stop, suspend, resume, delete, restart, attributes, specification, log, wait or list",
+                },
+                Entry {
+                    term: "-grid ACTION",
+                    text: "the grid command: list or attributes",
+                },
+                Entry {
+                    term: "-id JOB",
+                    text: "job identifier",
+                },
+                Entry {
+                    term: "-gid GRID",
+                    text: "grid identifier (default grid when left out)",
+                },
+                Entry {
+                    term: "-tid TASK",
+                    text: "only this task's results",
+                },
+                Entry {
+                    term: "-si FILE",
+                    text: "local file fed to the task's standard input",
+                },
+                Entry {
+                    term: "-in DIR",
+                    text: "local directory copied to the agents as the task's working directory (every file, executable bits kept)",
+                },
+                Entry {
+                    term: "-so FILE, -se FILE",
+                    text: "write standard output / error to FILE instead of the terminal",
+                },
+                Entry {
+                    term: "-out DIR",
+                    text: "write the tasks' output files under DIR (without -out, output files stay on the controller); a job of several tasks gets one subdirectory per task",
+                },
+                Entry {
+                    term: "-email ADDR",
+                    text: "notification e-mail address for the job",
+                },
+                Entry {
+                    term: "-dids ID,ID",
+                    text: "jobs that must finish before this one starts",
+                },
+                Entry {
+                    term: "-art PATH -artid ID",
+                    text: "agent ranking tool (a local executable) and its identifier;",
+                },
+                Entry {
+                    term: "-artequal/-artmin/-artmax V",
+                    text: "the score an agent's tool must print",
+                },
+                Entry {
+                    term: "cmd",
+                    text: "an absolute path is run as it is on the agents; a relative path that exists here is copied to the agents and run from the task's directory; a bare name that does not exist here is left to the agent's PATH",
+                },
+                Entry {
+                    term: "-help, --help",
+                    text: "print this help",
+                },
+                Entry {
+                    term: "-version, --version",
+                    text: "print the version",
+                },
+            ],
+            notes: &[],
+        },
+        Section {
+            title: "output",
+            entries: &[],
+            notes: &["Replies are printed as property lists; -job submit prints the job \
+                      identifier, -job run prints the task's output as it arrives and exits \
+                      with its exit status, -job wait shows progress on a terminal and prints \
+                      the final job attributes."],
+        },
+        Section {
+            title: "exit status",
+            entries: &[
+                Entry {
+                    term: "0",
+                    text: "success",
+                },
+                Entry {
+                    term: "1",
+                    text: "the controller refused the request (e.g. no such job), or the job failed or was canceled (-job run, -job wait); -job run otherwise exits with the task's own status",
+                },
+                Entry {
+                    term: "64",
+                    text: "bad command line, or no controller given",
+                },
+                Entry {
+                    term: "65",
+                    text: "a batch file or job specification is malformed",
+                },
+                Entry {
+                    term: "66",
+                    text: "a local input file or directory cannot be read",
+                },
+                Entry {
+                    term: "69",
+                    text: "the controller cannot be reached, or the connection was lost",
+                },
+                Entry {
+                    term: "71",
+                    text: "the system refused something basic (the current directory, an async runtime)",
+                },
+                Entry {
+                    term: "73",
+                    text: "an output file cannot be written, or its path would leave the -out directory",
+                },
+                Entry {
+                    term: "76",
+                    text: "the controller sent something this program cannot read",
+                },
+                Entry {
+                    term: "77",
+                    text: "authentication failed: password missing or wrong, or Kerberos asked for",
+                },
+            ],
+            notes: &[],
+        },
+        Section {
+            title: "environment",
+            entries: &[
+                Entry {
+                    term: "XGRID_CONTROLLER_HOSTNAME",
+                    text: "the controller when -h is not given",
+                },
+                Entry {
+                    term: "XGRID_CONTROLLER_PASSWORD",
+                    text: "the client password when -p is not given",
+                },
+            ],
+            notes: &[],
+        },
+    ],
+    see_also: &["xgridcontrollerd(8)", "xgridagentd(8)"],
+};
 
 #[cfg(test)]
 mod tests {
@@ -871,17 +992,33 @@ mod tests {
 
     #[test]
     fn help_lists_every_option_the_parser_knows() {
+        let help = MANUAL.help();
+        let documented = MANUAL.option_names();
         for (_, spellings) in VALUE_OPTIONS {
             for spelling in *spellings {
                 assert!(
-                    HELP.contains(&format!("{spelling} "))
-                        || HELP.contains(&format!("{spelling},")),
+                    documented.contains(spelling),
                     "{spelling} is missing from the help"
                 );
             }
         }
+        // And the other way round: every option the help names is one the parser takes.
+        for name in &documented {
+            let known = canonical(name).is_some()
+                || matches!(parse(&words(name)), Ok(Parsed::Help | Parsed::Version));
+            assert!(known, "{name} is in the help but the parser refuses it");
+            assert!(help.contains(name));
+        }
         for code in ["0 ", "1 ", "64", "65", "66", "69", "71", "73", "76", "77"] {
-            assert!(HELP.contains(&format!("\n  {code}")), "exit code {code}");
+            assert!(help.contains(&format!("\n  {code}")), "exit code {code}");
+        }
+    }
+
+    #[test]
+    fn the_committed_man_page_is_what_the_help_source_renders() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../man/xgrid.1");
+        if let Err(e) = xgrid_manual::check_committed(&MANUAL, &path) {
+            panic!("{e}");
         }
     }
 }

@@ -50,7 +50,7 @@ pub fn run(
         .collect::<Result<Vec<String>, UsageError>>()?;
     let invocation = match args::parse(&words)? {
         Parsed::Help => {
-            output::StreamSink::Stdout.write(args::HELP.as_bytes())?;
+            output::StreamSink::Stdout.write(args::MANUAL.help().as_bytes())?;
             return Ok(0);
         }
         Parsed::Version => {

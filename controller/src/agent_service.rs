@@ -22,6 +22,7 @@ use crate::dispatch;
 use crate::notify::GridEvent;
 use crate::shared::Shared;
 use crate::store::{self, AgentId, AgentLoad, StoreError};
+use crate::wording;
 
 /// Why a request to an agent got no usable answer.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -116,10 +117,17 @@ impl AgentLink {
         lock(&self.agent).as_ref().map(|(id, _)| *id)
     }
 
-    /// How the log names this agent: its name, else where it connected from.
+    /// How the log names this agent: "agent mac-mini (10.0.0.5)", or before it has
+    /// registered, where it connected from.
     pub fn describe(&self) -> String {
         match lock(&self.agent).as_ref() {
-            Some((id, name)) => format!("agent {id} ({name})"),
+            Some((_, name)) => {
+                let host = self
+                    .peer
+                    .rsplit_once(':')
+                    .map_or(self.peer.as_str(), |(host, _)| host);
+                format!("agent {name} ({host})")
+            }
             None => format!("the agent at {}", self.peer),
         }
     }
@@ -313,15 +321,14 @@ async fn register(
             let how = if first_time {
                 "registered"
             } else {
-                "registered again with its cookie"
+                "came back and registered again"
             };
             bind_agent(shared, link, agent, registration.agent_name.clone()).await;
             shared.log(format!(
-                "agent {agent} ({}) {how} from {}: {} task slot(s), {} MHz",
-                registration.agent_name,
-                link.peer,
-                record.maximum_task_count,
-                record.maximum_cpu_power
+                "{} {how} as agent number {agent}: {}, {} of processing power",
+                link.describe(),
+                wording::count(u64::from(record.maximum_task_count), "task slot"),
+                wording::megahertz(u64::from(record.maximum_cpu_power)),
             ));
             if first_time {
                 if let Ok(a) = shared.store.agent(agent).await {
@@ -463,7 +470,8 @@ async fn cancel_orphans(shared: &Shared, link: &Arc<AgentLink>, agent: AgentId, 
     let previous = std::mem::replace(&mut *lock(&link.suspects), unknown.clone());
     for task_ref in unknown.intersection(&previous) {
         shared.log(format!(
-            "agent {agent} runs task {task_ref}, which the controller no longer wants; canceling it"
+            "{} is running its task {task_ref}, which no job wants any more; canceling it",
+            link.describe()
         ));
         link.request_detached(ControllerToAgentRequest::TaskControl(TaskControlRequest {
             task_ref: task_ref.clone(),
@@ -494,8 +502,10 @@ async fn reconcile(shared: &Arc<Shared>, link: &Arc<AgentLink>, agent: AgentId, 
                 known.insert(task_ref);
                 if !link.is_watching(task_ref) {
                     shared.log(format!(
-                        "job {} task {} is still running on agent {agent}; following it again",
-                        task.job, task.task
+                        "job {} task {} is still running on {}; following it again",
+                        task.job,
+                        task.task,
+                        link.describe()
                     ));
                     dispatch::follow_again(
                         shared, link, agent, task.job, &task.task, task_ref, None,
@@ -504,8 +514,10 @@ async fn reconcile(shared: &Arc<Shared>, link: &Arc<AgentLink>, agent: AgentId, 
             }
             _ => {
                 shared.log(format!(
-                    "agent {agent} no longer has job {} task {}; queuing it again",
-                    task.job, task.task
+                    "{} no longer has job {} task {}; it will run again, here or elsewhere",
+                    link.describe(),
+                    task.job,
+                    task.task
                 ));
                 if let Err(e) = shared.store.requeue_task(task.job, &task.task).await {
                     shared.log(format!(
@@ -520,7 +532,8 @@ async fn reconcile(shared: &Arc<Shared>, link: &Arc<AgentLink>, agent: AgentId, 
     }
     for task_ref in listed.difference(&known) {
         shared.log(format!(
-            "agent {agent} runs task {task_ref}, which the controller no longer wants; canceling it"
+            "{} is running its task {task_ref}, which no job wants any more; canceling it",
+            link.describe()
         ));
         link.request_detached(ControllerToAgentRequest::TaskControl(TaskControlRequest {
             task_ref: task_ref.to_string(),
@@ -577,11 +590,12 @@ async fn channel_closed(shared: &Arc<Shared>, link: &Arc<AgentLink>) {
     }
     match shared.store.requeue_agent_tasks(agent).await {
         Ok(requeued) => {
-            shared.log(format!(
-                "{} disconnected; {} of its task(s) queued again for other agents",
-                link.describe(),
-                requeued.len()
-            ));
+            let tasks = match requeued.len() {
+                0 => "it had no tasks".to_string(),
+                1 => "its 1 task will run elsewhere".to_string(),
+                n => format!("its {n} tasks will run elsewhere"),
+            };
+            shared.log(format!("{} went offline: {tasks}", link.describe()));
             let jobs: HashSet<_> = requeued.iter().map(|t| t.job).collect();
             for job in jobs {
                 shared.publish(GridEvent::JobChanged { job });

@@ -392,9 +392,8 @@ pub(crate) async fn submit_job(
     let grid = resolve_grid(shared, grid_text).await?;
     let job = shared.store.submit_job(spec, grid).await?;
     let what = format!(
-        "({}) submitted to grid {grid} with {} task(s)",
-        spec.name.as_deref().unwrap_or("unnamed"),
-        spec.tasks.len()
+        "submitted to grid {grid}: {}",
+        crate::wording::count(spec.tasks.len() as u64, "task")
     );
     shared.job_event(job, &what).await;
     shared.publish(GridEvent::JobAdded { grid, job });

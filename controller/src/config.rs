@@ -37,11 +37,13 @@ pub struct Config {
     /// Address of the web dashboard; `None`: no dashboard. Port 0 picks a free port (see
     /// `Controller::web_addr`).
     pub web: Option<SocketAddr>,
-    /// Whether `xgridcontrollerd` advertises the controller through Bonjour (Apple's
-    /// `AdvertiseNetService`, see [`crate::bonjour`]); never on loopback.
+    // Bonjour advertisement settings, as Apple's controller plist names them (§7).
+    /// `AdvertiseNetService`: announce the controller as `_xgrid._tcp` (Apple's default: yes).
     pub advertise: bool,
-    /// The Bonjour service name; `None`: the host name.
+    /// `ServiceLabel`: the Bonjour service name; `None`: the host name.
     pub service_name: Option<String>,
+    /// `ServiceDomain`: the Bonjour domain; `None`: `local.`.
+    pub service_domain: Option<String>,
 }
 
 impl Config {
@@ -63,6 +65,7 @@ impl Config {
             web: None,
             advertise: true,
             service_name: None,
+            service_domain: None,
         }
     }
 
@@ -96,6 +99,7 @@ impl fmt::Debug for Config {
             .field("web", &self.web)
             .field("advertise", &self.advertise)
             .field("service_name", &self.service_name)
+            .field("service_domain", &self.service_domain)
             .finish()
     }
 }

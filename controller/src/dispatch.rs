@@ -43,7 +43,8 @@ pub async fn launch_task(
         Err(LinkError::Closed) => return,
         Ok(other) => {
             shared.log(format!(
-                "agent {agent} answered the submission of job {job} task {task} with {}; queuing it again",
+                "{} answered the submission of job {job} task {task} with {}; the task will run again",
+                link.describe(),
                 other.name()
             ));
             requeue(&shared, job, &task).await;
@@ -51,7 +52,8 @@ pub async fn launch_task(
         }
         Err(e) => {
             shared.log(format!(
-                "agent {agent} did not take job {job} task {task} ({e}); queuing it again"
+                "{} did not take job {job} task {task} ({e}); the task will run again",
+                link.describe()
             ));
             if let LinkError::Refused {
                 code: ErrorCode::TooManyTasks | ErrorCode::AgentUnavailable,
@@ -79,7 +81,8 @@ pub async fn launch_task(
         Err(LinkError::Closed) => return,
         Err(e) => {
             shared.log(format!(
-                "agent {agent} would not start job {job} task {task} ({e}); queuing it again"
+                "{} would not start job {job} task {task} ({e}); the task will run again",
+                link.describe()
             ));
             link.unwatch_task(&task_ref);
             requeue(&shared, job, &task).await;
@@ -167,7 +170,8 @@ async fn rest_agent(shared: &Shared, agent: AgentId) {
     };
     if shared.store.update_agent_load(agent, load).await.is_ok() {
         shared.log(format!(
-            "agent {agent} refused work; it gets none until it reports itself available"
+            "{} refused work; it gets none until it reports itself available",
+            shared.agent_label(agent).await
         ));
         shared.publish(GridEvent::AgentChanged { agent });
     }
@@ -274,8 +278,8 @@ impl TaskOn<'_> {
                     if let Err(e) = started {
                         // Canceled, deleted or restarted before the agent got going.
                         shared.log(format!(
-                            "job {job} task {task} is no longer wanted ({e}); canceling it on agent {}",
-                            self.agent
+                            "job {job} task {task} is no longer wanted ({e}); canceling it on {}",
+                            self.link.describe()
                         ));
                         cancel_request(self.link, self.task_ref);
                         return Next::Done;
@@ -349,8 +353,8 @@ impl TaskOn<'_> {
                     .await;
                 } else {
                     let what = format!(
-                        "had task {task} report {kind} on agent {}; queuing it again",
-                        self.agent
+                        "had task {task} report {kind} on {}; the task will run again",
+                        self.link.describe()
                     );
                     shared.job_event(job, &what).await;
                     requeue(shared, job, task).await;
@@ -405,8 +409,8 @@ impl TaskOn<'_> {
             Err(LinkError::Closed) => return,
             Ok(_) | Err(_) => {
                 shared.log(format!(
-                    "agent {} gave no final results for job {job} task {task}; keeping its exit status only",
-                    self.agent
+                    "{} gave no final results for job {job} task {task}; keeping its exit status only",
+                    self.link.describe()
                 ));
                 messages::TaskOutputs::default()
             }

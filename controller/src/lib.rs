@@ -6,6 +6,7 @@
 //! a thin command line around that.
 
 pub mod agent_service;
+pub mod apple_config;
 pub mod art;
 pub mod attributes;
 pub mod bonjour;
@@ -22,6 +23,7 @@ pub mod shared;
 pub mod store;
 pub mod subscriptions;
 pub mod web_view;
+pub mod wording;
 
 pub use config::Config;
 pub use server::{Controller, StartError};

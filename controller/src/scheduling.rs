@@ -16,6 +16,7 @@ use crate::notify::GridEvent;
 use crate::scheduler::{self, FailureReason, JobDecision, Plan, Snapshot};
 use crate::shared::Shared;
 use crate::store::{self, AgentId, JobStatus, SchedulingSnapshot, StoreError};
+use crate::wording;
 
 /// Runs rounds until `shutdown` turns true.
 pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
@@ -80,7 +81,11 @@ async fn apply(shared: &Arc<Shared>, plan: Plan) {
         match decision {
             JobDecision::Finish { job } => {
                 match shared.store.set_job_status(job, JobStatus::Finished).await {
-                    Ok(()) => shared.job_event(job, "finished").await,
+                    Ok(()) => {
+                        shared
+                            .job_event(job, &finished_summary(shared, job).await)
+                            .await
+                    }
                     Err(e) => shared.log(format!("cannot mark job {job} finished: {e}")),
                 }
                 shared.publish(GridEvent::JobChanged { job });
@@ -137,6 +142,24 @@ async fn apply(shared: &Arc<Shared>, plan: Plan) {
     }
 }
 
+/// "finished: 40 tasks, took 3 m 12 s" (from the job's start to its end).
+async fn finished_summary(shared: &Shared, job: store::JobId) -> String {
+    let Ok(attributes) = shared.store.job_attributes(job).await else {
+        return "finished".to_string();
+    };
+    let tasks = wording::count(attributes.task_count, "task");
+    // A job whose tasks ended before anyone saw them run has no start date: count from
+    // its submission then.
+    let started = attributes.date_started.unwrap_or(attributes.date_submitted);
+    match (started, attributes.date_stopped) {
+        (started, Some(stopped)) if stopped.0 >= started.0 => format!(
+            "finished: {tasks}, took {}",
+            wording::duration(std::time::Duration::from_secs_f64(stopped.0 - started.0))
+        ),
+        _ => format!("finished: {tasks}"),
+    }
+}
+
 /// Marks the job Failed with `reason` as its error and cancels what still runs of it.
 pub async fn fail_job(shared: &Shared, job: store::JobId, reason: &str) {
     shared.job_event(job, &format!("failed: {reason}")).await;
@@ -163,9 +186,10 @@ fn hang_up_silent_agents(shared: &Shared) {
         let silence = link.silence();
         if silence > shared.config.agent_timeout {
             shared.log(format!(
-                "{} has been silent for {} s; taking it for lost",
+                "{} lost: nothing heard from it for {} (the limit is {}); dropping its connection",
                 link.describe(),
-                silence.as_secs()
+                wording::duration(silence),
+                wording::duration(shared.config.agent_timeout)
             ));
             link.hang_up();
         }
@@ -178,8 +202,13 @@ async fn expire_recoveries(shared: &Arc<Shared>) {
         match shared.store.requeue_agent_tasks(agent).await {
             Ok(requeued) => {
                 shared.log(format!(
-                    "agent {agent} did not come back in time; {} of its task(s) queued again",
-                    requeued.len()
+                    "{} did not come back within {} of the restart: {} will run elsewhere",
+                    shared.agent_label(agent).await,
+                    wording::duration(shared.config.agent_grace),
+                    match requeued.len() {
+                        1 => "its 1 task".to_string(),
+                        n => format!("its {n} tasks"),
+                    }
                 ));
                 let jobs: HashSet<_> = requeued.iter().map(|t| t.job).collect();
                 for job in jobs {

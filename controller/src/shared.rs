@@ -68,16 +68,45 @@ impl Shared {
         }
     }
 
-    /// Logs what happened to `job` (`what` reads after "job N") and adds it to the job's
-    /// own log, which `jobLog` returns.
+    /// Logs what happened to `job` (`what` reads after "job N (name)") and adds it to the
+    /// job's own log, which `jobLog` returns.
     pub async fn job_event(&self, job: JobId, what: &str) {
-        self.log(format!("job {job} {what}"));
+        if self.config.log {
+            self.log(format!("{} {what}", self.job_label(job).await));
+        }
         match self.store.append_job_log(job, what).await {
             Ok(()) => self.publish(GridEvent::JobLogged {
                 job,
                 text: what.to_string(),
             }),
             Err(e) => self.log(format!("cannot add to the log of job {job}: {e}")),
+        }
+    }
+
+    /// How the log names a job: "job 12 (render)", or "job 12" when it has no name or
+    /// cannot be read.
+    pub async fn job_label(&self, job: JobId) -> String {
+        let name = self
+            .store
+            .job_attributes(job)
+            .await
+            .ok()
+            .and_then(|a| a.name);
+        crate::wording::job_label(job, name.as_deref())
+    }
+
+    /// How the log names an agent: "agent mac-mini (10.0.0.5)" while it is connected, else
+    /// its stored name and first address, else its number.
+    pub async fn agent_label(&self, agent: AgentId) -> String {
+        if let Some(link) = self.agent_link(agent) {
+            return link.describe();
+        }
+        match self.store.agent(agent).await {
+            Ok(record) => match record.addresses.first() {
+                Some(address) => format!("agent {} ({address})", record.name),
+                None => format!("agent {}", record.name),
+            },
+            Err(_) => format!("agent {agent}"),
         }
     }
 

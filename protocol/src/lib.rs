@@ -13,6 +13,7 @@ pub mod messages;
 pub mod mime;
 pub mod password;
 pub mod plist;
+pub mod preferences;
 pub mod profile;
 pub mod xml;
 

@@ -4,14 +4,21 @@
 use std::process::ExitCode;
 
 use tokio::signal::unix::{signal, SignalKind};
-use xgrid_agent::config::{machine_hostname, parse_args, Command, USAGE};
+use xgrid_agent::config::{machine_hostname, parse_args, Command, MANUAL};
 use xgrid_agent::Agent;
 
 fn main() -> ExitCode {
     close_inherited_descriptors();
     let config = match parse_args(std::env::args().skip(1), &machine_hostname()) {
         Ok(Command::Help) => {
-            print!("{USAGE}");
+            print!("{}", MANUAL.help());
+            return ExitCode::SUCCESS;
+        }
+        Ok(Command::Disabled(path)) => {
+            eprintln!(
+                "xgridagentd: {} says Enabled = NO, so the agent does not start",
+                path.display()
+            );
             return ExitCode::SUCCESS;
         }
         Ok(Command::Run(config)) => config,
