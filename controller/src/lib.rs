@@ -8,6 +8,7 @@
 pub mod agent_service;
 pub mod art;
 pub mod attributes;
+pub mod balancer;
 pub mod client_service;
 pub mod config;
 pub mod connection;
