@@ -307,6 +307,7 @@ async fn register(
             .linux_capabilities
             .as_ref()
             .map(|c| c.join(",")),
+        cpu_features: registration.cpu_features.as_ref().map(|f| f.join(",")),
     };
     match shared.store.register_agent(&record).await {
         Ok((agent, cookie)) => {

@@ -36,7 +36,7 @@ impl Store {
                 sqlx::query(
                     "UPDATE agents SET name = ?, maximum_task_count = ?, maximum_cpu_power = ?,
                          core_megahertz = ?, custom = ?, extensions = ?, state = 'Available',
-                         last_seen = ?
+                         last_seen = ?, cpu_features = ?, unavailable_reason = NULL
                      WHERE id = ?",
                 )
                 .bind(&registration.name)
@@ -46,6 +46,7 @@ impl Store {
                 .bind(&registration.custom)
                 .bind(&registration.extensions)
                 .bind(now())
+                .bind(&registration.cpu_features)
                 .bind(agent)
                 .execute(&mut *tx)
                 .await?;
@@ -59,9 +60,10 @@ impl Store {
                 let cookie = new_cookie()?;
                 let agent = sqlx::query(
                     "INSERT INTO agents (name, cookie, grid_id, state, maximum_task_count,
-                         maximum_cpu_power, core_megahertz, custom, extensions, last_seen)
+                         maximum_cpu_power, core_megahertz, custom, extensions, last_seen,
+                         cpu_features)
                      VALUES (?, ?, (SELECT id FROM grids WHERE is_default = 1), 'Available',
-                             ?, ?, ?, ?, ?, ?)",
+                             ?, ?, ?, ?, ?, ?, ?)",
                 )
                 .bind(&registration.name)
                 .bind(&cookie)
@@ -71,6 +73,7 @@ impl Store {
                 .bind(&registration.custom)
                 .bind(&registration.extensions)
                 .bind(now())
+                .bind(&registration.cpu_features)
                 .execute(&mut *tx)
                 .await?
                 .last_insert_rowid();

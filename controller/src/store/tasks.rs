@@ -133,7 +133,7 @@ impl Store {
 }
 
 /// The task's row identifier, after checking that its state is one of `allowed`.
-async fn task_in_state(
+pub(super) async fn task_in_state(
     conn: &mut SqliteConnection,
     job: JobId,
     task: &str,
@@ -153,7 +153,11 @@ async fn task_in_state(
     }
 }
 
-async fn task_row(conn: &mut SqliteConnection, job: JobId, task: &str) -> Result<(i64, TaskState)> {
+pub(super) async fn task_row(
+    conn: &mut SqliteConnection,
+    job: JobId,
+    task: &str,
+) -> Result<(i64, TaskState)> {
     let row: Option<(i64, String)> =
         sqlx::query_as("SELECT id, state FROM tasks WHERE job_id = ? AND name = ?")
             .bind(db_id(job))
