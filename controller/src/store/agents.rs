@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 
 use sqlx::SqliteConnection;
 
+use super::checkpoints::{hold_agent_tasks, AGENT_LOST};
 use super::jobs::job_exists;
 use super::tasks::{attached_tasks_where, requeue_where, OnAgents, ON_AGENTS};
 use super::{
@@ -195,11 +196,14 @@ impl Store {
         attached_tasks_where(&mut conn, OnAgents::All).await
     }
 
-    /// The agent is lost: its tasks go back to Pending with one more attempt counted and the
-    /// lost runs' partial results dropped, and its unfinished ART runs are forgotten so they
-    /// can run elsewhere. Returns the tasks requeued.
+    /// The agent is lost: its tasks with a kept checkpoint are held at the controller to be
+    /// restored elsewhere (see [`Store::hold_agent_tasks`]); the others go back to Pending
+    /// with one more attempt counted and the lost runs' partial results dropped, and its
+    /// unfinished ART runs are forgotten so they can run elsewhere. Returns the tasks
+    /// requeued.
     pub async fn requeue_agent_tasks(&self, agent: AgentId) -> Result<Vec<AttachedTask>> {
         let mut tx = self.writer.begin().await?;
+        hold_agent_tasks(&mut tx, agent, AGENT_LOST).await?;
         let requeued = requeue_where(&mut tx, OnAgents::Agent(db_id(agent))).await?;
         sqlx::query("DELETE FROM art_results WHERE agent_id = ? AND verdict = 'Measuring'")
             .bind(db_id(agent))

@@ -15,6 +15,9 @@ use super::{
 
 use TaskState::{Assigned, Running, Stopped};
 
+/// The held reason of the tasks of a lost agent (a migration reason of docs/migration.md).
+pub const AGENT_LOST: &str = "agent lost";
+
 /// Tasks held as a checkpoint at the controller: Assigned to no agent, with a reason.
 const HELD: &str = "state = 'Assigned' AND agent_id IS NULL AND held_reason IS NOT NULL";
 
@@ -289,38 +292,16 @@ impl Store {
         Ok(())
     }
 
-    /// The agent is lost: each of its tasks with a kept checkpoint is held at the controller
-    /// (to be restored elsewhere from it), with its output cut to the checkpoint's sizes.
-    /// The others are left for [`Store::requeue_agent_tasks`]. Returns the tasks held.
-    pub async fn hold_agent_tasks(
-        &self,
-        agent: AgentId,
-        reason: &str,
-    ) -> Result<Vec<AttachedTask>> {
-        let mut tx = self.writer.begin().await?;
-        let rows: Vec<(i64, i64, String, Option<String>, String)> = sqlx::query_as(&format!(
-            "SELECT t.id, t.job_id, t.name, t.task_ref, t.state FROM tasks t
-             JOIN task_checkpoints c ON c.task_id = t.id
-             WHERE t.agent_id = ? AND t.{ON_AGENTS}
-             ORDER BY t.job_id, t.name"
-        ))
-        .bind(db_id(agent))
-        .fetch_all(&mut *tx)
-        .await?;
-        let mut held = Vec::with_capacity(rows.len());
-        for (id, job, task, task_ref, state) in rows {
-            truncate_to_checkpoint(&mut tx, id).await?;
-            hold(&mut tx, id, reason).await?;
-            held.push(AttachedTask {
-                job: wire_id(job)?,
-                task,
-                agent,
-                task_ref,
-                state: TaskState::parse(&state)?,
-            });
-        }
-        tx.commit().await?;
-        Ok(held)
+    /// Forgets the checkpoints of tasks no longer on an agent or held (they ended, or run
+    /// again from the start); returns their files, for the caller to remove.
+    pub async fn prune_checkpoints(&self) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar(
+            "DELETE FROM task_checkpoints WHERE task_id IN
+                 (SELECT id FROM tasks WHERE state NOT IN ('Assigned', 'Running', 'Stopped'))
+             RETURNING path",
+        )
+        .fetch_all(&self.writer)
+        .await?)
     }
 
     /// A held task that cannot be restored (its checkpoint is lost or refused everywhere)
@@ -578,6 +559,38 @@ impl Store {
                 .collect::<Result<_>>()?,
         })
     }
+}
+
+/// The agent is lost: each of its tasks with a kept checkpoint is held at the controller (to
+/// be restored elsewhere from it), with its output cut to the checkpoint's sizes. Returns
+/// the tasks held.
+pub(super) async fn hold_agent_tasks(
+    conn: &mut SqliteConnection,
+    agent: AgentId,
+    reason: &str,
+) -> Result<Vec<AttachedTask>> {
+    let rows: Vec<(i64, i64, String, Option<String>, String)> = sqlx::query_as(&format!(
+        "SELECT t.id, t.job_id, t.name, t.task_ref, t.state FROM tasks t
+         JOIN task_checkpoints c ON c.task_id = t.id
+         WHERE t.agent_id = ? AND t.{ON_AGENTS}
+         ORDER BY t.job_id, t.name"
+    ))
+    .bind(db_id(agent))
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut held = Vec::with_capacity(rows.len());
+    for (id, job, task, task_ref, state) in rows {
+        truncate_to_checkpoint(conn, id).await?;
+        hold(conn, id, reason).await?;
+        held.push(AttachedTask {
+            job: wire_id(job)?,
+            task,
+            agent,
+            task_ref,
+            state: TaskState::parse(&state)?,
+        });
+    }
+    Ok(held)
 }
 
 async fn hold(conn: &mut SqliteConnection, task: i64, reason: &str) -> Result<()> {

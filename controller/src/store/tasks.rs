@@ -84,7 +84,9 @@ pub(super) async fn requeue_where(
 ) -> Result<Vec<AttachedTask>> {
     let requeued = attached_tasks_where(conn, which).await?;
     let condition = which.condition();
+    // A checkpoint of the lost run would bring it back: it goes too (its file is swept).
     let statements = [
+        format!("DELETE FROM task_checkpoints WHERE task_id IN (SELECT id FROM tasks WHERE {condition})"),
         format!("DELETE FROM task_output_chunks WHERE task_id IN (SELECT id FROM tasks WHERE {condition})"),
         format!("DELETE FROM task_output_files WHERE task_id IN (SELECT id FROM tasks WHERE {condition})"),
         format!(

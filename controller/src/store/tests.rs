@@ -1550,14 +1550,7 @@ async fn a_lost_agents_checkpointed_tasks_are_held_then_restored_elsewhere() {
         .await
         .expect("keep");
 
-    let held = store
-        .hold_agent_tasks(agent, "agent lost")
-        .await
-        .expect("hold");
-    assert_eq!(
-        held.iter().map(|t| t.task.as_str()).collect::<Vec<_>>(),
-        ["0"]
-    );
+    // Losing the agent holds task 0, which has a checkpoint, and requeues task 1.
     let requeued = store.requeue_agent_tasks(agent).await.expect("requeue");
     assert_eq!(
         requeued.iter().map(|t| t.task.as_str()).collect::<Vec<_>>(),
@@ -1650,6 +1643,29 @@ async fn a_held_task_that_cannot_be_restored_runs_again_from_the_start() {
         .is_empty());
     // Only a held task goes back this way.
     assert!(store.requeue_held_task(job, "0").await.is_err());
+}
+
+#[tokio::test]
+async fn checkpoints_of_runs_that_ended_or_start_over_are_pruned() {
+    let dir = TempDir::new("prune");
+    let (store, _, job) = running_job(&dir, 3, 3).await;
+    for task in ["0", "1", "2"] {
+        store
+            .record_checkpoint(job, task, &checkpoint_at(&format!("/cp/{task}"), 0, 0))
+            .await
+            .expect("keep");
+    }
+    // Requeued: its checkpoint would bring back the lost run, so it goes at once.
+    store.requeue_task(job, "1").await.expect("requeue");
+    assert_eq!(store.task_checkpoint(job, "1").await.expect("read"), None);
+    store
+        .mark_finished(job, "2", 0, &BTreeMap::new())
+        .await
+        .expect("finish");
+    assert_eq!(store.prune_checkpoints().await.expect("prune"), ["/cp/2"]);
+    assert_eq!(store.checkpoint_paths().await.expect("paths"), ["/cp/0"]);
+    store.restart_job(job).await.expect("restart");
+    assert!(store.checkpoint_paths().await.expect("paths").is_empty());
 }
 
 #[tokio::test]
