@@ -13,6 +13,7 @@ pub mod client_service;
 pub mod config;
 pub mod connection;
 pub mod dispatch;
+pub mod migration;
 pub mod notify;
 pub mod predicate;
 pub mod scheduler;
