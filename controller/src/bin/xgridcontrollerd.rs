@@ -42,6 +42,11 @@ options:
                                `dashboard on http://ADDR:PORT`). Without a client password
                                anyone who can reach it may submit and control jobs.
   --web off, --no-web          no web dashboard
+  --checkpoint-interval SECS   checkpoint each task on a checkpointing agent this often, so
+                               it resumes from there if its agent is lost (default 300;
+                               0: never)
+  --no-balance                 never move running tasks between agents (Xgrid's behaviour:
+                               suspend when the owner is back, run again when lost)
   --quiet                      do not log jobs and agents to standard error
   --help                       print this help
 
@@ -68,6 +73,10 @@ fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> {
         }
         if flag == "--no-web" {
             config.web = None;
+            continue;
+        }
+        if flag == "--no-balance" {
+            config.balance = false;
             continue;
         }
         let value = args
@@ -107,6 +116,13 @@ fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> {
                     format!("--agent-timeout wants a positive number of seconds, not {value:?}")
                 })?;
                 config.agent_timeout = Duration::from_secs(seconds);
+            }
+            "--checkpoint-interval" => {
+                let seconds: u64 = value.parse().map_err(|_| {
+                    format!("--checkpoint-interval wants a whole number of seconds (0: never), not {value:?}")
+                })?;
+                config.checkpoint_interval =
+                    Some(Duration::from_secs(seconds)).filter(|i| !i.is_zero());
             }
             _ => return Err(format!("unknown option {flag} (see --help)")),
         }
@@ -259,6 +275,28 @@ mod tests {
         assert_eq!(config.web, Some(SocketAddr::from(([0, 0, 0, 0], 8080))));
         assert!(parse(args(&["--web", "nowhere"])).is_err());
         assert!(parse(args(&["--web"])).is_err());
+    }
+
+    #[test]
+    fn migration_settings() {
+        let Ok(Command::Run(config)) = parse(Vec::new()) else {
+            panic!("no arguments must run with defaults")
+        };
+        assert!(config.balance);
+        assert_eq!(config.checkpoint_interval, Some(Duration::from_secs(300)));
+        let Ok(Command::Run(config)) =
+            parse(args(&["--checkpoint-interval", "45", "--no-balance"]))
+        else {
+            panic!("both must parse")
+        };
+        assert!(!config.balance);
+        assert_eq!(config.checkpoint_interval, Some(Duration::from_secs(45)));
+        let Ok(Command::Run(config)) = parse(args(&["--checkpoint-interval", "0"])) else {
+            panic!("0 must parse")
+        };
+        assert_eq!(config.checkpoint_interval, None);
+        assert!(parse(args(&["--checkpoint-interval", "-1"])).is_err());
+        assert!(parse(args(&["--checkpoint-interval", "soon"])).is_err());
     }
 
     #[test]
