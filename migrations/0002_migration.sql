@@ -13,6 +13,7 @@ ALTER TABLE tasks ADD COLUMN last_moved_at REAL;
 -- reason it left its agent (`agent lost`, `agent shutting down`). Such a task is stored as
 -- Assigned with no agent, so the scheduler neither starts it afresh nor counts it finished.
 ALTER TABLE tasks ADD COLUMN held_reason TEXT;
+CREATE INDEX tasks_held ON tasks (job_id) WHERE held_reason IS NOT NULL;
 
 -- The last checkpoint of a task, as a file under DATA_DIR/checkpoints. A newer one replaces
 -- it; it goes with the task.

@@ -191,19 +191,15 @@ impl Flights {
         })
     }
 
-    fn busy(&self, key: &TaskKey) -> bool {
-        if lock(&self.tasks).contains(key) {
-            return true;
-        }
+    /// Tasks under way or backing off. Taken before a round reads the store: a task whose
+    /// flight lands during the read would otherwise be judged on what the store said
+    /// before it landed.
+    fn busy(&self) -> HashSet<TaskKey> {
         let mut backoff = lock(&self.backoff);
-        match backoff.get(key) {
-            Some(when) if when.elapsed() < BACKOFF => true,
-            Some(_) => {
-                backoff.remove(key);
-                false
-            }
-            None => false,
-        }
+        backoff.retain(|_, when| when.elapsed() < BACKOFF);
+        let mut busy: HashSet<TaskKey> = backoff.keys().cloned().collect();
+        busy.extend(lock(&self.tasks).iter().cloned());
+        busy
     }
 
     fn back_off(&self, key: &TaskKey) {
@@ -247,7 +243,8 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
 }
 
 /// The agent's own `agentStatus`: records why it is unavailable (an Apple agent that is
-/// unavailable counts as its owner being back) and asks for a balancing round.
+/// unavailable counts as its owner being back) and, when that changed, asks for a balancing
+/// round (other changes wait for the tick, so busy agents do not keep the balancer busy).
 pub async fn note_agent_status(shared: &Shared, agent: AgentId, status: &AgentStatus) {
     let reason = match status.agent_status {
         messages::AgentState::Available => None,
@@ -257,16 +254,17 @@ pub async fn note_agent_status(shared: &Shared, agent: AgentId, status: &AgentSt
                 .map_or("owner", messages::UnavailableReason::as_str),
         ),
     };
-    if let Err(e) = shared
+    match shared
         .store
         .set_agent_unavailable_reason(agent, reason)
         .await
     {
-        shared.log(format!(
+        Ok(true) => shared.rebalance(),
+        Ok(false) => {}
+        Err(e) => shared.log(format!(
             "cannot record why agent {agent} is unavailable: {e}"
-        ));
+        )),
     }
-    shared.rebalance();
 }
 
 async fn round(
@@ -307,6 +305,9 @@ async fn snapshot(
     shared: &Shared,
     flights: &Flights,
 ) -> Result<(BalancerSnapshot, Vec<TaskKey>), StoreError> {
+    let busy = flights.busy();
+    let incoming = lock(&flights.incoming).clone();
+    let tried = lock(&flights.checkpoint_tried).clone();
     let now = Date::now().0;
     let records = shared.store.agents().await?;
     let extensions: HashMap<AgentId, store::AgentExtensions> = shared
@@ -318,7 +319,6 @@ async fn snapshot(
         .collect();
     let balancing = shared.store.balancing_records().await?;
     let connected: HashSet<AgentId> = shared.connected_agents().into_iter().collect();
-    let incoming = lock(&flights.incoming).clone();
     let agents: Vec<BalancerAgent> = records
         .iter()
         .map(|agent| {
@@ -358,17 +358,42 @@ async fn snapshot(
         .collect();
     let features: HashMap<AgentId, &Vec<String>> =
         agents.iter().map(|a| (a.id, &a.cpu_features)).collect();
-    let tried = lock(&flights.checkpoint_tried).clone();
+    // Waiting tasks and run times only matter to load balancing, which needs a free slot on
+    // an available checkpointing agent; reading them costs a pass over big jobs' tasks.
+    let free_slots: u32 = agents
+        .iter()
+        .filter(|a| a.availability == Availability::Available)
+        .map(BalancerAgent::free_slots)
+        .sum();
+    let could_balance = shared.config.balance
+        && agents.iter().any(|a| {
+            a.availability == Availability::Available && a.can_checkpoint && a.free_slots() > 0
+        });
+    let (waiting, durations) = if could_balance {
+        let mut jobs: Vec<JobId> = balancing
+            .iter()
+            .filter(|t| t.state == TaskState::Running && t.agent.is_some())
+            .map(|t| t.job)
+            .collect();
+        jobs.dedup();
+        (
+            shared.store.waiting_tasks(free_slots).await?,
+            shared.store.job_durations(&jobs).await?,
+        )
+    } else {
+        (Vec::new(), HashMap::new())
+    };
     let mut tasks = Vec::new();
     let mut stranded = Vec::new();
-    for record in &balancing.tasks {
+    for record in &balancing {
         let key = (record.job, record.task.clone());
-        if flights.busy(&key) {
+        if busy.contains(&key) {
             continue;
         }
         let Some(mut task) = balancer_task(record, &features, now) else {
             continue;
         };
+        task.expected_duration = durations.get(&record.job).copied();
         if let Some(&at) = tried.get(&key) {
             task.last_checkpoint_at = Some(task.last_checkpoint_at.map_or(at, |t| t.max(at)));
         }
@@ -395,7 +420,7 @@ async fn snapshot(
             settings,
             agents,
             tasks,
-            waiting: balancing.waiting,
+            waiting,
         },
         stranded,
     ))
@@ -444,7 +469,7 @@ fn balancer_task(
         job_suspended: record.job_suspended,
         cpu_features,
         elapsed: (now - started).max(0.0),
-        expected_duration: record.expected_duration,
+        expected_duration: None,
         image_octets: record.checkpoint.as_ref().map(|c| c.size),
         freeze_milliseconds: record.checkpoint.as_ref().map(|c| c.frozen_milliseconds),
         last_checkpoint_at: record.checkpoint.as_ref().map(|c| c.taken_at.0),

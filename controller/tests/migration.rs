@@ -253,6 +253,19 @@ async fn wait_for_task(store: &Store, job: u64, state: xgrid_controller::store::
     }
 }
 
+/// Polls the job's log until a line satisfies `wanted`.
+async fn wait_for_log(store: &Store, job: u64, wanted: impl Fn(&str) -> bool) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let log = store.job_log(job).await.expect("log");
+        if log.iter().any(|l| wanted(&l.text)) {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "log stayed {log:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn stdout_of(store: &Store, job: u64) -> Vec<u8> {
     store.job_results(job).await.expect("results")["0"]
         .stdout
@@ -328,12 +341,10 @@ async fn a_task_moves_off_an_agent_whose_owner_is_back() {
         .expect("a checkpoint is kept");
     assert_eq!(std::fs::read(&kept.path).expect("the file"), image);
     assert!(kept.path.starts_with(&dir.path().display().to_string()));
-    let log = store.job_log(job).await.expect("log");
-    assert!(
-        log.iter()
-            .any(|l| l.text.contains("moved from agent") && l.text.contains("owner returned")),
-        "{log:?}"
-    );
+    wait_for_log(&store, job, |line| {
+        line.contains("moved from agent") && line.contains("owner returned")
+    })
+    .await;
 
     // It ends on the destination; its output is what each agent gave, once.
     finish(&mut destination, "d1", b"world\n").await;
@@ -449,8 +460,7 @@ async fn an_apple_agents_task_is_suspended_and_resumed_never_moved() {
         mac.unread()
     );
     assert!(store.job_migrations(job).await.expect("list").is_empty());
-    let log = store.job_log(job).await.expect("log");
-    assert!(log.iter().any(|l| l.text.contains("suspended on agent")));
+    wait_for_log(&store, job, |line| line.contains("suspended on agent")).await;
     controller.shutdown().await;
 }
 

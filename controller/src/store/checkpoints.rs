@@ -8,9 +8,9 @@ use sqlx::SqliteConnection;
 
 use super::tasks::{task_in_state, task_row, ON_AGENTS};
 use super::{
-    date, db_id, now, small_count, wire_id, AgentExtensions, AgentId, AttachedTask,
-    BalancingRecords, BalancingTask, CheckpointRecord, JobId, MigrationRecord, OutputStream,
-    Result, Store, StoreError, TaskState,
+    date, db_id, now, small_count, wire_id, AgentExtensions, AgentId, AttachedTask, BalancingTask,
+    CheckpointRecord, GridId, JobId, MigrationRecord, OutputStream, Result, Store, StoreError,
+    TaskState,
 };
 
 use TaskState::{Assigned, Running, Stopped};
@@ -20,6 +20,21 @@ pub const AGENT_LOST: &str = "agent lost";
 
 /// Tasks held as a checkpoint at the controller: Assigned to no agent, with a reason.
 const HELD: &str = "state = 'Assigned' AND agent_id IS NULL AND held_reason IS NOT NULL";
+
+/// The tasks a balancing round looks at: those on agents (through the `tasks_on_agents`
+/// index, whose WHERE clause [`ON_AGENTS`] repeats) and those held (through `tasks_held`).
+/// No ORDER BY: sorting here would walk the whole table in order; the rows are sorted after
+/// reading.
+pub(super) const BALANCING_ROWS: &str =
+    "SELECT t.job_id, t.name, j.grid_id, t.agent_id, t.state, t.held_reason, j.suspended,
+            t.date_started, t.last_moved_at
+     FROM tasks t JOIN jobs j ON j.id = t.job_id
+     WHERE t.state IN ('Assigned', 'Running', 'Stopped') AND t.agent_id IS NOT NULL
+     UNION ALL
+     SELECT t.job_id, t.name, j.grid_id, t.agent_id, t.state, t.held_reason, j.suspended,
+            t.date_started, t.last_moved_at
+     FROM tasks t JOIN jobs j ON j.id = t.job_id
+     WHERE t.held_reason IS NOT NULL AND t.state = 'Assigned' AND t.agent_id IS NULL";
 
 /// Features are stored as one comma-separated text.
 pub(super) fn split_features(text: Option<String>) -> Vec<String> {
@@ -442,12 +457,21 @@ impl Store {
             .collect()
     }
 
-    /// `xgridUnavailableReason` from the agent's last status (`None` clears it).
+    /// `xgridUnavailableReason` from the agent's last status (`None` clears it). Returns
+    /// whether it changed; an unchanged reason costs a read, no write.
     pub async fn set_agent_unavailable_reason(
         &self,
         agent: AgentId,
         reason: Option<&str>,
-    ) -> Result<()> {
+    ) -> Result<bool> {
+        let stored: Option<Option<String>> =
+            sqlx::query_scalar("SELECT unavailable_reason FROM agents WHERE id = ?")
+                .bind(db_id(agent))
+                .fetch_optional(&self.readers)
+                .await?;
+        if stored.is_none_or(|stored| stored.as_deref() == reason) {
+            return Ok(false);
+        }
         sqlx::query(
             "UPDATE agents SET unavailable_reason = ?1 WHERE id = ?2
                  AND unavailable_reason IS NOT ?1",
@@ -456,7 +480,7 @@ impl Store {
         .bind(db_id(agent))
         .execute(&self.writer)
         .await?;
-        Ok(())
+        Ok(true)
     }
 
     /// Every agent's CPU features and unavailable reason, by identifier.
@@ -476,9 +500,8 @@ impl Store {
             .collect()
     }
 
-    /// What a balancing round reads: every task on an agent or held, and per grid the tasks
-    /// waiting to start.
-    pub async fn balancing_records(&self) -> Result<BalancingRecords> {
+    /// What a balancing round reads: every task on an agent or held, with its checkpoint.
+    pub async fn balancing_records(&self) -> Result<Vec<BalancingTask>> {
         type Row = (
             i64,
             String,
@@ -491,36 +514,12 @@ impl Store {
             Option<f64>,
         );
         let mut tx = self.readers.begin().await?;
-        let rows: Vec<Row> = sqlx::query_as(&format!(
-            "SELECT t.job_id, t.name, j.grid_id, t.agent_id, t.state, t.held_reason,
-                    j.suspended, t.date_started, t.last_moved_at
-             FROM tasks t JOIN jobs j ON j.id = t.job_id
-             WHERE (t.{ON_AGENTS}) OR (t.{held})
-             ORDER BY t.job_id, t.name",
-            held = HELD.replace(" AND ", " AND t.")
-        ))
-        .fetch_all(&mut *tx)
-        .await?;
+        let mut rows: Vec<Row> = sqlx::query_as(BALANCING_ROWS).fetch_all(&mut *tx).await?;
+        rows.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
         let checkpoints: Vec<TaskCheckpointRow> = sqlx::query_as(
             "SELECT t.job_id, t.name, c.path, c.size, c.stdout_size, c.stderr_size,
-                        c.frozen_milliseconds, c.cpu_features, c.taken_at
-                 FROM task_checkpoints c JOIN tasks t ON t.id = c.task_id",
-        )
-        .fetch_all(&mut *tx)
-        .await?;
-        let durations: Vec<(i64, f64)> = sqlx::query_as(
-            "SELECT job_id, avg(date_stopped - date_started) FROM tasks
-             WHERE state = 'Finished' AND date_started IS NOT NULL AND date_stopped IS NOT NULL
-               AND job_id IN (SELECT job_id FROM tasks WHERE state IN ('Running', 'Assigned', 'Stopped'))
-             GROUP BY job_id",
-        )
-        .fetch_all(&mut *tx)
-        .await?;
-        let waiting: Vec<(i64, i64)> = sqlx::query_as(
-            "SELECT j.grid_id, count(*) FROM tasks t JOIN jobs j ON j.id = t.job_id
-             WHERE t.state = 'Pending' AND j.suspended = 0
-               AND j.status IN ('Pending', 'Prepared', 'Running')
-             GROUP BY j.grid_id",
+                    c.frozen_milliseconds, c.cpu_features, c.taken_at
+             FROM task_checkpoints c JOIN tasks t ON t.id = c.task_id",
         )
         .fetch_all(&mut *tx)
         .await?;
@@ -533,7 +532,6 @@ impl Store {
                 checkpoint_record((path, size, out, err, frozen, features, taken)),
             );
         }
-        let durations: HashMap<i64, f64> = durations.into_iter().collect();
         let mut tasks = Vec::with_capacity(rows.len());
         for (job, task, grid, agent, state, held, suspended, started, moved) in rows {
             let checkpoint = by_task.remove(&(job, task.clone()));
@@ -547,17 +545,60 @@ impl Store {
                 date_started: date(started),
                 last_moved_at: date(moved),
                 checkpoint,
-                expected_duration: durations.get(&job).copied(),
                 task,
             });
         }
-        Ok(BalancingRecords {
-            tasks,
-            waiting: waiting
-                .into_iter()
-                .map(|(grid, n)| Ok((wire_id(grid)?, small_count(n))))
-                .collect::<Result<_>>()?,
-        })
+        Ok(tasks)
+    }
+
+    /// How long each of `jobs`' finished tasks took on average, in seconds, for the jobs
+    /// that have some. Reads every task of those jobs: only worth asking when a task could
+    /// move for speed.
+    pub async fn job_durations(&self, jobs: &[JobId]) -> Result<HashMap<JobId, f64>> {
+        let mut conn = self.readers.acquire().await?;
+        let mut durations = HashMap::new();
+        for &job in jobs {
+            let average: Option<f64> = sqlx::query_scalar(
+                "SELECT avg(date_stopped - date_started) FROM tasks
+                 WHERE job_id = ? AND state = 'Finished'
+                   AND date_started IS NOT NULL AND date_stopped IS NOT NULL",
+            )
+            .bind(db_id(job))
+            .fetch_one(&mut *conn)
+            .await?;
+            if let Some(average) = average {
+                durations.insert(job, average);
+            }
+        }
+        Ok(durations)
+    }
+
+    /// Per grid, the Pending tasks of open, unsuspended jobs, counted up to `cap` (the
+    /// balancer never needs more than the free slots).
+    pub async fn waiting_tasks(&self, cap: u32) -> Result<Vec<(GridId, u32)>> {
+        let mut conn = self.readers.acquire().await?;
+        let grids: Vec<i64> = sqlx::query_scalar("SELECT id FROM grids ORDER BY id")
+            .fetch_all(&mut *conn)
+            .await?;
+        let mut waiting = Vec::new();
+        for grid in grids {
+            let count: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM (
+                     SELECT 1 FROM jobs j JOIN tasks t ON t.job_id = j.id
+                     WHERE j.grid_id = ? AND j.suspended = 0
+                       AND j.status IN ('Pending', 'Prepared', 'Running')
+                       AND t.state = 'Pending'
+                     LIMIT ?)",
+            )
+            .bind(grid)
+            .bind(i64::from(cap))
+            .fetch_one(&mut *conn)
+            .await?;
+            if count > 0 {
+                waiting.push((wire_id(grid)?, small_count(count)));
+            }
+        }
+        Ok(waiting)
     }
 }
 

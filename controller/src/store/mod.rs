@@ -28,10 +28,10 @@ use xgrid_protocol::plist::Date;
 pub use error::StoreError;
 pub use types::{
     AgentExtensions, AgentId, AgentLoad, AgentRecord, AgentRegistration, AgentState,
-    ArtResultRecord, ArtVerdict, AttachedTask, BalancingRecords, BalancingTask, CheckpointRecord,
-    FinalResults, Grid, GridId, JobAttributes, JobDependency, JobId, JobStatus, LogEntry,
-    MigrationRecord, OutputStream, SchedulingSnapshot, SnapshotJob, SnapshotTask, StreamResults,
-    TaskLaunch, TaskRecord, TaskState,
+    ArtResultRecord, ArtVerdict, AttachedTask, BalancingTask, CheckpointRecord, FinalResults, Grid,
+    GridId, JobAttributes, JobDependency, JobId, JobStatus, LogEntry, MigrationRecord,
+    OutputStream, SchedulingSnapshot, SnapshotJob, SnapshotTask, StreamResults, TaskLaunch,
+    TaskRecord, TaskState,
 };
 
 type Result<T> = std::result::Result<T, StoreError>;

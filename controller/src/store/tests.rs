@@ -1569,7 +1569,7 @@ async fn a_lost_agents_checkpointed_tasks_are_held_then_restored_elsewhere() {
 
     // The balancer sees it held, with its checkpoint; the scheduler does not start it.
     let records = store.balancing_records().await.expect("records");
-    let held: Vec<_> = records.tasks.iter().filter(|t| t.agent.is_none()).collect();
+    let held: Vec<_> = records.iter().filter(|t| t.agent.is_none()).collect();
     assert_eq!(held.len(), 1);
     assert_eq!(held[0].task, "0");
     assert_eq!(held[0].held_reason.as_deref(), Some("agent lost"));
@@ -1578,7 +1578,8 @@ async fn a_lost_agents_checkpointed_tasks_are_held_then_restored_elsewhere() {
         Some("/cp/0")
     );
     // Tasks 1 (requeued) and 2 wait.
-    assert_eq!(records.waiting, [(0, 2)]);
+    assert_eq!(store.waiting_tasks(10).await.expect("waiting"), [(0, 2)]);
+    assert_eq!(store.waiting_tasks(1).await.expect("waiting"), [(0, 1)]);
 
     // Restored on another agent under a new taskRef.
     let (other, _) = store
@@ -1600,7 +1601,6 @@ async fn a_lost_agents_checkpointed_tasks_are_held_then_restored_elsewhere() {
     );
     let records = store.balancing_records().await.expect("records");
     let moved = records
-        .tasks
         .iter()
         .find(|t| t.task == "0")
         .expect("still placed");
@@ -1740,10 +1740,14 @@ async fn agents_keep_their_cpu_features_and_unavailable_reason() {
         .expect("register");
     assert!(store.agent(linux).await.expect("agent").can_checkpoint());
     assert!(!store.agent(apple).await.expect("agent").can_checkpoint());
-    store
+    assert!(store
         .set_agent_unavailable_reason(linux, Some("shutdown"))
         .await
-        .expect("reason");
+        .expect("reason"));
+    assert!(!store
+        .set_agent_unavailable_reason(linux, Some("shutdown"))
+        .await
+        .expect("same reason"));
     let extensions = store.agent_extensions().await.expect("extensions");
     assert_eq!(
         extensions,
@@ -1782,7 +1786,6 @@ async fn balancing_records_carry_what_the_balancer_weighs() {
     store.set_job_suspended(job, true).await.expect("suspend");
     let records = store.balancing_records().await.expect("records");
     let tasks: Vec<_> = records
-        .tasks
         .iter()
         .map(|t| (t.task.as_str(), t.agent, t.state, t.job_suspended))
         .collect();
@@ -1793,14 +1796,42 @@ async fn balancing_records_carry_what_the_balancer_weighs() {
             ("1", Some(agent), TaskState::Stopped, true),
         ]
     );
-    assert!(records.tasks.iter().all(|t| t.date_started.is_some()
-        && t.expected_duration.is_some_and(|d| d >= 0.0)
-        && t.grid == 0));
+    assert!(records
+        .iter()
+        .all(|t| t.date_started.is_some() && t.grid == 0));
+    let durations = store
+        .job_durations(&[job, job + 1])
+        .await
+        .expect("durations");
+    assert_eq!(durations.keys().copied().collect::<Vec<_>>(), [job]);
+    assert!(durations[&job] >= 0.0);
     // Task 3 waits, but its job is suspended: nothing waits for a slot.
-    assert!(records.waiting.is_empty());
+    assert!(store.waiting_tasks(10).await.expect("waiting").is_empty());
     store.set_job_suspended(job, false).await.expect("resume");
-    assert_eq!(
-        store.balancing_records().await.expect("records").waiting,
-        [(0, 1)]
-    );
+    assert_eq!(store.waiting_tasks(10).await.expect("waiting"), [(0, 1)]);
+}
+
+#[tokio::test]
+async fn the_balancing_read_does_not_scan_all_tasks() {
+    let dir = TempDir::new("balancing-plan");
+    let store = open(&dir).await;
+    store.submit_job(&wide_spec(10), 0).await.expect("submit");
+    sqlx::query("ANALYZE")
+        .execute(&store.writer)
+        .await
+        .expect("analyze");
+    let plan: Vec<(i64, i64, i64, String)> = sqlx::query_as(&format!(
+        "EXPLAIN QUERY PLAN {}",
+        checkpoints::BALANCING_ROWS
+    ))
+    .fetch_all(&store.readers)
+    .await
+    .expect("explain");
+    let scans: Vec<&String> = plan
+        .iter()
+        .map(|(_, _, _, step)| step)
+        // Walking the partial index of held tasks reads only held tasks.
+        .filter(|step| step.starts_with("SCAN t") && *step != "SCAN t USING INDEX tasks_held")
+        .collect();
+    assert!(scans.is_empty(), "full scans {scans:?} in {plan:?}");
 }

@@ -335,16 +335,6 @@ pub struct BalancingTask {
     pub date_started: Option<Date>,
     pub last_moved_at: Option<Date>,
     pub checkpoint: Option<CheckpointRecord>,
-    /// Average run time of the job's finished tasks, in seconds, when some finished.
-    pub expected_duration: Option<f64>,
-}
-
-/// What a balancing round reads.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct BalancingRecords {
-    pub tasks: Vec<BalancingTask>,
-    /// Per grid, the Pending tasks of open, unsuspended jobs.
-    pub waiting: Vec<(GridId, u32)>,
 }
 
 /// What one agent's run of one ART of one job found.
