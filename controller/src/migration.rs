@@ -44,6 +44,9 @@ const BACKOFF: Duration = Duration::from_secs(30);
 const DRAIN_ATTEMPTS: u32 = 40;
 /// Every this many rounds, checkpoints of runs that ended are forgotten and their files go.
 const PRUNE_EVERY: u32 = 60;
+/// A file in the checkpoint directory that the store does not name is removed once it is
+/// this old: younger ones may be transfers under way.
+const STRAY_AGE: Duration = Duration::from_secs(3600);
 
 /// Why one step of a migration failed, in words for the job log.
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +80,8 @@ pub enum MigrationError {
         want_stdout: u64,
         want_stderr: u64,
     },
+    #[error("no checkpoint of the task is kept")]
+    NoCheckpoint,
     #[error("cannot keep the checkpoint file {path}: {source}")]
     File {
         path: String,
@@ -95,7 +100,10 @@ impl MigrationError {
             self,
             MigrationError::Link(LinkError::Declined { refusal, .. })
                 if matches!(refusal.code, ErrorCode::RestoreFailed | ErrorCode::InvalidCheckpoint)
-        ) || matches!(self, MigrationError::File { .. })
+        ) || matches!(
+            self,
+            MigrationError::File { .. } | MigrationError::NoCheckpoint
+        )
     }
 }
 
@@ -219,7 +227,7 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
         ));
         return;
     }
-    sweep(&shared).await;
+    sweep(&shared, Duration::ZERO).await;
     let mut tick = tokio::time::interval(shared.config.balance_tick);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut rounds: u32 = 0;
@@ -237,7 +245,7 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
         }
         rounds = rounds.wrapping_add(1);
         if rounds % PRUNE_EVERY == 0 {
-            prune(&shared).await;
+            sweep(&shared, STRAY_AGE).await;
         }
     }
 }
@@ -548,7 +556,7 @@ async fn task_ref_on(
 
 /// Where a new stream of the task goes; the name is also the checkpoint identifier the
 /// destination agent gets.
-fn stream_path(shared: &Shared, job: JobId, task: &str) -> PathBuf {
+fn stream_path(dir: &Path, job: JobId, task: &str) -> PathBuf {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let task: String = task
         .chars()
@@ -566,7 +574,7 @@ fn stream_path(shared: &Shared, job: JobId, task: &str) -> PathBuf {
         "{job}-{task}-{stamp}-{}",
         NEXT.fetch_add(1, Ordering::Relaxed)
     );
-    shared.config.checkpoint_dir().join(name)
+    dir.join(name)
 }
 
 fn stream_name(path: &Path) -> String {
@@ -902,7 +910,7 @@ async fn try_move(
         .await
         .map_err(|e| Step::Checkpoint.failed(e))?;
     // From here the task is frozen on the source: a failure must resume it there.
-    let path = stream_path(shared, job, task);
+    let path = stream_path(&shared.config.checkpoint_dir(), job, task);
     let identifier = stream_name(&path);
     let destination = match to {
         Some(to) => match link(shared, to) {
@@ -1075,18 +1083,13 @@ async fn try_restore(
         .task_checkpoint(job, task)
         .await
         .map_err(|e| Step::Transfer.failed(e.into()))?
-        .ok_or_else(|| {
-            Step::Transfer.failed(MigrationError::File {
-                path: String::new(),
-                source: std::io::Error::new(std::io::ErrorKind::NotFound, "no checkpoint kept"),
-            })
-        })?;
+        .ok_or_else(|| Step::Transfer.failed(MigrationError::NoCheckpoint))?;
     shared
         .store
         .truncate_output(job, task, checkpoint.stdout_size, checkpoint.stderr_size)
         .await
         .map_err(|e| Step::Transfer.failed(e.into()))?;
-    let identifier = stream_name(&stream_path(shared, job, task));
+    let identifier = stream_name(&stream_path(&shared.config.checkpoint_dir(), job, task));
     let path = PathBuf::from(&checkpoint.path);
     let sent = async {
         let octets = send_file(&destination, &path, &identifier)
@@ -1196,7 +1199,7 @@ async fn periodic_checkpoint(
         let source = link(shared, agent)?;
         let task_ref = task_ref_on(shared, job, task, agent).await?;
         let taken = checkpoint(&source, &task_ref, true).await?;
-        let path = stream_path(shared, job, task);
+        let path = stream_path(&shared.config.checkpoint_dir(), job, task);
         let kept = async {
             drain_output(shared, &source, job, task, &task_ref, &taken).await?;
             relay(&source, &taken, None, &path).await?;
@@ -1260,10 +1263,10 @@ async fn prune(shared: &Shared) {
     }
 }
 
-/// At start: forgets ended runs' checkpoints, and removes files in the checkpoint
-/// directory the store no longer refers to (their task or job went while the controller
-/// was down, or a transfer was cut short).
-async fn sweep(shared: &Shared) {
+/// Forgets ended runs' checkpoints, and removes files in the checkpoint directory older
+/// than `min_age` that the store does not refer to (their task or job was deleted, or a
+/// transfer was cut short). At start nothing is under way, so any age will do.
+async fn sweep(shared: &Shared, min_age: Duration) {
     prune(shared).await;
     let kept: HashSet<PathBuf> = match shared.store.checkpoint_paths().await {
         Ok(paths) => paths.into_iter().map(PathBuf::from).collect(),
@@ -1277,8 +1280,125 @@ async fn sweep(shared: &Shared) {
     };
     while let Ok(Some(entry)) = entries.next_entry().await {
         let path = entry.path();
-        if !kept.contains(&path) {
+        let age = match entry.metadata().await.and_then(|m| m.modified()) {
+            Ok(modified) => modified.elapsed().unwrap_or_default(),
+            Err(_) => continue,
+        };
+        if !kept.contains(&path) && age >= min_age {
             remove_file(shared, &path.display().to_string()).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(agent: Option<AgentId>, state: TaskState, held: Option<&str>) -> BalancingTask {
+        BalancingTask {
+            job: 3,
+            task: "7".into(),
+            grid: 0,
+            agent,
+            state,
+            held_reason: held.map(str::to_string),
+            job_suspended: false,
+            date_started: Some(Date(1000.0)),
+            last_moved_at: None,
+            checkpoint: Some(CheckpointRecord {
+                path: "/cp".into(),
+                size: 9,
+                stdout_size: 1,
+                stderr_size: 0,
+                frozen_milliseconds: 155,
+                cpu_features: vec!["sse2".into(), "avx512f".into()],
+                taken_at: Date(1200.0),
+            }),
+        }
+    }
+
+    #[test]
+    fn stored_tasks_become_the_balancers() {
+        let avx = vec!["sse2".to_string(), "avx".to_string()];
+        let features = HashMap::from([(4, &avx)]);
+        // Running on an agent: it needs that agent's features; the checkpoint gives the
+        // cost of a move and the time of the last checkpoint.
+        let on = balancer_task(
+            &record(Some(4), TaskState::Running, None),
+            &features,
+            1300.0,
+        )
+        .expect("a running task counts");
+        assert_eq!(
+            on.place,
+            Placement::On {
+                agent: 4,
+                state: TaskRun::Running
+            }
+        );
+        assert_eq!(on.cpu_features, avx);
+        assert_eq!(
+            (on.elapsed, on.running_since, on.last_checkpoint_at),
+            (300.0, 1000.0, Some(1200.0))
+        );
+        assert_eq!(
+            (on.image_octets, on.freeze_milliseconds),
+            (Some(9), Some(155))
+        );
+        // Held: it needs the features of the agent that took its checkpoint.
+        let held = balancer_task(
+            &record(None, TaskState::Assigned, Some("agent shutting down")),
+            &features,
+            1300.0,
+        )
+        .expect("a held task counts");
+        assert_eq!(
+            held.place,
+            Placement::Held {
+                reason: MigrationReason::ShuttingDown
+            }
+        );
+        assert_eq!(held.cpu_features, ["sse2", "avx512f"]);
+        // Placed but not started: not the balancer's.
+        assert!(balancer_task(
+            &record(Some(4), TaskState::Assigned, None),
+            &features,
+            1300.0
+        )
+        .is_none());
+    }
+
+    #[test]
+    fn refused_checkpoints_run_again_but_lost_connections_wait() {
+        let declined = |code| {
+            MigrationError::Link(LinkError::Declined {
+                request: "taskRestore".into(),
+                refusal: messages::MigrationRefusal::new(code, "criu"),
+            })
+        };
+        assert!(declined(ErrorCode::RestoreFailed).checkpoint_refused());
+        assert!(declined(ErrorCode::InvalidCheckpoint).checkpoint_refused());
+        assert!(MigrationError::NoCheckpoint.checkpoint_refused());
+        assert!(!declined(ErrorCode::TooManyTasks).checkpoint_refused());
+        assert!(!MigrationError::Link(LinkError::Closed).checkpoint_refused());
+        assert!(!MigrationError::NotConnected(2).checkpoint_refused());
+    }
+
+    #[test]
+    fn stream_names_are_plain_and_unique() {
+        let dir = Path::new("/data/checkpoints");
+        let first = stream_path(dir, 12, "frame 0/../x");
+        let second = stream_path(dir, 12, "frame 0/../x");
+        assert_ne!(first, second);
+        let name = stream_name(&first);
+        assert!(name.starts_with("12-frame_0____x-"), "{name}");
+        assert!(name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+        assert_eq!(first.parent(), Some(dir));
+        assert_eq!(
+            part_of(&first).extension().and_then(|e| e.to_str()),
+            Some("part")
+        );
     }
 }
