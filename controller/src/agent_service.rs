@@ -396,6 +396,8 @@ async fn register(
                 shared.publish(GridEvent::AgentChanged { agent });
             }
             shared.reschedule();
+            // Checkpoints held for a slot may be restored there.
+            shared.rebalance();
             ControllerToAgentReply::AgentRegistration {
                 agent_cookie: cookie,
             }
