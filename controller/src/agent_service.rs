@@ -13,12 +13,13 @@ use xgrid_protocol::driver::ConnectionHandle;
 use xgrid_protocol::envelope::{Envelope, MessageType};
 use xgrid_protocol::messages::{
     self, AgentNotification, AgentReply, AgentRequest, AgentStatus, ControllerToAgentReply,
-    ControllerToAgentRequest, ErrorCode, MessageError, TaskAction, TaskControlNotice,
-    TaskControlRequest, TaskStatus,
+    ControllerToAgentRequest, ErrorCode, MessageError, MigrationRefusal, MigrationReply,
+    MigrationRequest, TaskAction, TaskControlNotice, TaskControlRequest, TaskStatus,
 };
 
 use crate::client_service::controller_list;
 use crate::dispatch;
+use crate::migration;
 use crate::notify::GridEvent;
 use crate::shared::Shared;
 use crate::store::{self, AgentId, AgentLoad, StoreError};
@@ -38,6 +39,12 @@ pub enum LinkError {
     Refused { request: String, code: ErrorCode },
     #[error("the agent did not answer {request} within {} s", REPLY_TIMEOUT.as_secs())]
     NoAnswer { request: String },
+    /// An error reply of the checkpoint extension, with the agent's reason.
+    #[error("the agent declined {request}: {refusal}")]
+    Declined {
+        request: String,
+        refusal: MigrationRefusal,
+    },
 }
 
 /// How long the controller waits for an agent's reply before it gives up on the request
@@ -173,6 +180,60 @@ impl AgentLink {
                 request: name,
                 source,
             }),
+        }
+    }
+
+    /// Sends a request of the checkpoint extension (docs/migration.md) and waits for the
+    /// agent's reply; an `{error; reason}` reply is [`LinkError::Declined`].
+    pub async fn request_migration(
+        &self,
+        request: &MigrationRequest,
+    ) -> Result<MigrationReply, LinkError> {
+        let name = request.name().to_string();
+        let envelope = self
+            .exchange(&name, |identifier| request.to_envelope(identifier))
+            .await?;
+        match MigrationReply::from_envelope(&envelope) {
+            Ok(MigrationReply::Error { refusal, .. }) => Err(LinkError::Declined {
+                request: name,
+                refusal,
+            }),
+            Ok(reply) => Ok(reply),
+            Err(source) => Err(LinkError::BadReply {
+                request: name,
+                source,
+            }),
+        }
+    }
+
+    /// Sends the envelope `build` makes with a fresh identifier; waits for the reply.
+    async fn exchange(
+        &self,
+        name: &str,
+        build: impl FnOnce(&str) -> Envelope,
+    ) -> Result<Envelope, LinkError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(LinkError::Closed);
+        }
+        let identifier = self
+            .next_request
+            .fetch_add(1, Ordering::Relaxed)
+            .to_string();
+        let (tx, rx) = oneshot::channel();
+        lock(&self.pending).insert(identifier.clone(), tx);
+        let payload = build(&identifier).to_beep_payload();
+        if self.conn.send_msg(self.channel, payload).await.is_err() {
+            lock(&self.pending).remove(&identifier);
+            return Err(LinkError::Closed);
+        }
+        match tokio::time::timeout(REPLY_TIMEOUT, rx).await {
+            Ok(reply) => reply.map_err(|_| LinkError::Closed),
+            Err(_) => {
+                lock(&self.pending).remove(&identifier);
+                Err(LinkError::NoAnswer {
+                    request: name.to_string(),
+                })
+            }
         }
     }
 
@@ -315,6 +376,7 @@ async fn register(
             .linux_capabilities
             .as_ref()
             .map(|c| c.join(",")),
+        cpu_features: registration.cpu_features.as_ref().map(|f| f.join(",")),
     };
     match shared.store.register_agent(&record).await {
         Ok((agent, cookie)) => {
@@ -341,6 +403,8 @@ async fn register(
                 shared.publish(GridEvent::AgentChanged { agent });
             }
             shared.reschedule();
+            // Checkpoints held for a slot may be restored there.
+            shared.rebalance();
             ControllerToAgentReply::AgentRegistration {
                 agent_cookie: cookie,
             }
@@ -444,6 +508,7 @@ async fn agent_status(shared: &Arc<Shared>, link: &Arc<AgentLink>, status: Agent
         shared.log(format!("cannot record the status of agent {agent}: {e}"));
         return;
     }
+    migration::note_agent_status(shared, agent, &status).await;
     shared.publish(GridEvent::AgentChanged { agent });
     if shared.take_recovery(agent) {
         reconcile(shared, link, agent, &status.task_ref_array).await;

@@ -44,7 +44,21 @@ pub struct Config {
     pub service_name: Option<String>,
     /// `ServiceDomain`: the Bonjour domain; `None`: `local.`.
     pub service_domain: Option<String>,
+    /// Migration (docs/migration.md): how often a task on a checkpointing agent is
+    /// checkpointed to the controller, so it resumes from there if its agent is lost;
+    /// `None` (`--checkpoint-interval 0`): never.
+    pub checkpoint_interval: Option<Duration>,
+    /// Whether running tasks move between checkpointing agents (owner back, shutdown, load);
+    /// false (`--no-balance`) keeps Xgrid's behaviour: suspend, or run again.
+    pub balance: bool,
+    /// A balancing round runs at least this often.
+    pub balance_tick: Duration,
 }
+
+/// Five minutes: a task loses at most that much work with its agent, for a freeze of a few
+/// tenths of a second per checkpoint (0.155 s for a 7.4 MB POV-Ray image, under 0.1 % of
+/// the interval) and one image per running task kept on the controller's disk.
+pub const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(300);
 
 impl Config {
     /// Defaults: all interfaces on port 4111, no passwords, 30 s grace after a restart,
@@ -66,12 +80,20 @@ impl Config {
             advertise: true,
             service_name: None,
             service_domain: None,
+            checkpoint_interval: Some(DEFAULT_CHECKPOINT_INTERVAL),
+            balance: true,
+            balance_tick: Duration::from_secs(5),
         }
     }
 
     /// The name the controller is advertised under.
     pub fn bonjour_name(&self) -> &str {
         self.service_name.as_deref().unwrap_or(&self.hostname)
+    }
+
+    /// Where checkpoint streams are kept: `DATA_DIR/checkpoints`.
+    pub fn checkpoint_dir(&self) -> PathBuf {
+        self.data_dir.join("checkpoints")
     }
 
     /// The SQLite file of the job store.
@@ -100,6 +122,9 @@ impl fmt::Debug for Config {
             .field("advertise", &self.advertise)
             .field("service_name", &self.service_name)
             .field("service_domain", &self.service_domain)
+            .field("checkpoint_interval", &self.checkpoint_interval)
+            .field("balance", &self.balance)
+            .field("balance_tick", &self.balance_tick)
             .finish()
     }
 }

@@ -58,6 +58,11 @@ pub enum GridEvent {
     AgentChanged {
         agent: AgentId,
     },
+    /// A task moved (or an attempt failed): `migration` identifies the stored record.
+    MigrationRecorded {
+        job: JobId,
+        migration: u64,
+    },
 }
 
 /// A broadcast of [`GridEvent`]s. Cheap to clone.

@@ -13,6 +13,7 @@ use tokio::task::{JoinHandle, JoinSet};
 
 use crate::config::Config;
 use crate::connection;
+use crate::migration;
 use crate::scheduling;
 use crate::shared::Shared;
 use crate::store::{Store, StoreError};
@@ -85,6 +86,7 @@ impl Controller {
 
         let (shutdown, shutdown_rx) = watch::channel(false);
         let scheduler = tokio::spawn(scheduling::run(Arc::clone(&shared), shutdown_rx.clone()));
+        let balancer = tokio::spawn(migration::run(Arc::clone(&shared), shutdown_rx.clone()));
         let web = web_listener.map(|(listener, _)| {
             tokio::spawn(serve_web(
                 Arc::clone(&shared),
@@ -96,6 +98,7 @@ impl Controller {
         let tasks = tokio::spawn(async move {
             let _ = accepting.await;
             let _ = scheduler.await;
+            let _ = balancer.await;
             if let Some(web) = web {
                 let _ = web.await;
             }

@@ -26,6 +26,8 @@ pub struct Shared {
     /// tasks are given up for lost unless they come back.
     recovering: Mutex<HashMap<AgentId, Instant>>,
     schedule: Notify,
+    /// Wakes the balancing loop (an agent's availability changed).
+    balance: Notify,
     /// Jobs this process has already marked Running, so each task start costs no write.
     started_jobs: Mutex<HashSet<JobId>>,
     /// Set when the controller shuts down: sessions closing then are no lost agents.
@@ -56,6 +58,7 @@ impl Shared {
             agents: Mutex::new(HashMap::new()),
             recovering: Mutex::new(HashMap::new()),
             schedule: Notify::new(),
+            balance: Notify::new(),
             started_jobs: Mutex::new(HashSet::new()),
             stopping: AtomicBool::new(false),
         }
@@ -130,6 +133,15 @@ impl Shared {
 
     pub(crate) async fn schedule_requested(&self) {
         self.schedule.notified().await;
+    }
+
+    /// Asks for a balancing round soon (see [`crate::migration`]).
+    pub fn rebalance(&self) {
+        self.balance.notify_one();
+    }
+
+    pub(crate) async fn balance_requested(&self) {
+        self.balance.notified().await;
     }
 
     /// The live link of a registered agent.

@@ -158,6 +158,8 @@ pub(crate) async fn notifications(
             }
             grid_power_changed(shared, subs, grid, &mut out).await;
         }
+        // Apple's clients have no notification for a moved task.
+        GridEvent::MigrationRecorded { .. } => {}
         GridEvent::AgentChanged { agent } => {
             let watched = subs.agent_attributes.contains(&agent);
             if watched || !subs.grid_attributes.is_empty() {

@@ -30,6 +30,8 @@ const SAMPLES_KEPT: usize = 200;
 const AGENT_LOADS_KEPT: usize = 40;
 /// Dashboard events a slow tab may fall behind by before it misses some.
 const EVENT_BACKLOG: usize = 1024;
+/// Migrations the dashboard's page lists, newest first.
+const MIGRATIONS_LISTED: u32 = 500;
 
 /// The controller as the dashboard sees it.
 #[derive(Debug)]
@@ -188,7 +190,12 @@ impl WebView {
             {
                 None
             }
-            E::AgentAdded { .. } | E::AgentRemoved { .. } | E::AgentChanged { .. } if !watched => {
+            E::AgentAdded { .. }
+            | E::AgentRemoved { .. }
+            | E::AgentChanged { .. }
+            | E::MigrationRecorded { .. }
+                if !watched =>
+            {
                 None
             }
             E::JobAdded { job, .. } | E::JobChanged { job } => {
@@ -208,6 +215,10 @@ impl WebView {
                 Ok(record) => Some(GridEvent::Agent(self.agent_view(&record))),
                 Err(_) => None,
             },
+            E::MigrationRecorded { migration, .. } => self
+                .migration_view(migration)
+                .await
+                .map(GridEvent::Migration),
             E::GridAdded { .. }
             | E::GridRemoved { .. }
             | E::GridChanged { .. }
@@ -252,10 +263,26 @@ impl WebView {
             load: f64::from(agent.current_cpu_power) / f64::from(megahertz.max(1)),
             running_tasks: agent.placed_task_count,
             owner_present: agent.state == store::AgentState::Unavailable,
-            // Checkpointing arrives with migration, in a later step.
-            can_checkpoint: false,
+            can_checkpoint: agent.can_checkpoint(),
             recent_load,
         }
+    }
+
+    async fn agent_names(&self) -> Result<HashMap<AgentId, String>, ViewError> {
+        Ok(self
+            .shared
+            .store
+            .agents()
+            .await?
+            .into_iter()
+            .map(|a| (a.id, a.name))
+            .collect())
+    }
+
+    async fn migration_view(&self, migration: u64) -> Option<MigrationView> {
+        let record = self.shared.store.migration(migration).await.ok()??;
+        let names = self.agent_names().await.ok()?;
+        Some(migration_view(&record, &names))
     }
 
     async fn job_summary(&self, job: JobId) -> Result<JobSummary, ViewError> {
@@ -351,7 +378,7 @@ impl WebView {
             jobs_by_status: by_status.into_values().collect(),
             tasks_running: jobs.iter().map(|j| u64::from(j.tasks.running)).sum(),
             agents_by_state: by_state.into_values().collect(),
-            migrations_total: 0,
+            migrations_total: self.shared.store.migration_count().await?,
             dispatch_latency: lock(&self.dispatch_latency).clone(),
         })
     }
@@ -385,6 +412,35 @@ impl WebView {
             });
         }
         Ok(summaries)
+    }
+}
+
+/// One row of the migrations page. A move from or to no agent went through a checkpoint
+/// the controller kept; a failed attempt says what failed after its reason.
+fn migration_view(
+    record: &store::MigrationRecord,
+    names: &HashMap<AgentId, String>,
+) -> MigrationView {
+    let name = |agent: Option<AgentId>| match agent {
+        Some(id) => names
+            .get(&id)
+            .cloned()
+            .unwrap_or_else(|| format!("agent {id}")),
+        None => "the controller".to_string(),
+    };
+    let reason = if record.outcome == "moved" {
+        record.reason.clone()
+    } else {
+        format!("{} ({})", record.reason, record.outcome)
+    };
+    MigrationView {
+        at: record.started,
+        job: record.job,
+        task: record.task.clone(),
+        from: name(record.from),
+        to: name(record.to),
+        reason,
+        frozen: Duration::from_millis(record.frozen_milliseconds.unwrap_or(0)),
     }
 }
 
@@ -468,7 +524,14 @@ impl GridView for WebView {
     }
 
     fn migrations(&self) -> ViewFuture<'_, Vec<MigrationView>> {
-        Box::pin(async { Ok(Vec::new()) })
+        Box::pin(async move {
+            let records = self.shared.store.migrations(MIGRATIONS_LISTED).await?;
+            let names = self.agent_names().await?;
+            Ok(records
+                .iter()
+                .map(|record| migration_view(record, &names))
+                .collect())
+        })
     }
 
     fn usage(&self) -> ViewFuture<'_, Vec<UsageSample>> {
@@ -546,6 +609,44 @@ mod tests {
                 finished: 1,
                 failed: 2,
             }
+        );
+    }
+
+    #[test]
+    fn migrations_name_their_agents_and_say_what_failed() {
+        let names = HashMap::from([(3, "linux-rack-3".to_string())]);
+        let record = store::MigrationRecord {
+            id: 1,
+            job: 12,
+            task: "4".into(),
+            from: Some(3),
+            to: None,
+            reason: "agent shutting down".into(),
+            started: Date(1000.0),
+            frozen_milliseconds: Some(1840),
+            octets: 7_400_000,
+            outcome: "moved".into(),
+        };
+        let view = migration_view(&record, &names);
+        assert_eq!(
+            (view.from.as_str(), view.to.as_str(), view.reason.as_str()),
+            ("linux-rack-3", "the controller", "agent shutting down")
+        );
+        assert_eq!(view.frozen, Duration::from_millis(1840));
+        let failed = store::MigrationRecord {
+            from: Some(9),
+            to: Some(3),
+            outcome: "restore failed: RestoreFailed: no CPU feature avx".into(),
+            ..record
+        };
+        let view = migration_view(&failed, &names);
+        assert_eq!(
+            (view.from.as_str(), view.to.as_str()),
+            ("agent 9", "linux-rack-3")
+        );
+        assert_eq!(
+            view.reason,
+            "agent shutting down (restore failed: RestoreFailed: no CPU feature avx)"
         );
     }
 

@@ -109,6 +109,16 @@ const MANUAL: Manual = Manual {
                            where no other machine can reach it)",
                 },
                 Entry {
+                    term: "--checkpoint-interval SECONDS",
+                    text: "checkpoint each task on a checkpointing agent this often, so it \
+                           resumes from there if its agent is lost (default 300; 0: never)",
+                },
+                Entry {
+                    term: "--no-balance",
+                    text: "never move running tasks between agents (Xgrid's behaviour: \
+                           suspend when the owner is back, run again when lost)",
+                },
+                Entry {
                     term: "--quiet",
                     text: "do not log jobs and agents to standard error",
                 },
@@ -236,6 +246,10 @@ fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> {
             config.web = None;
             continue;
         }
+        if flag == "--no-balance" {
+            config.balance = false;
+            continue;
+        }
         if flag == "--advertise" || flag == "--no-advertise" {
             config.advertise = flag == "--advertise";
             continue;
@@ -279,6 +293,13 @@ fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> {
                     format!("--agent-timeout wants a positive number of seconds, not {value:?}")
                 })?;
                 config.agent_timeout = Duration::from_secs(seconds);
+            }
+            "--checkpoint-interval" => {
+                let seconds: u64 = value.parse().map_err(|_| {
+                    format!("--checkpoint-interval wants a whole number of seconds (0: never), not {value:?}")
+                })?;
+                config.checkpoint_interval =
+                    Some(Duration::from_secs(seconds)).filter(|i| !i.is_zero());
             }
             _ => return Err(format!("unknown option {flag} (see --help)")),
         }
@@ -511,6 +532,28 @@ mod tests {
         assert_eq!(config.web, Some(SocketAddr::from(([0, 0, 0, 0], 8080))));
         assert!(parse(args(&["--web", "nowhere"])).is_err());
         assert!(parse(args(&["--web"])).is_err());
+    }
+
+    #[test]
+    fn migration_settings() {
+        let Ok(Command::Run(config)) = parse(Vec::new()) else {
+            panic!("no arguments must run with defaults")
+        };
+        assert!(config.balance);
+        assert_eq!(config.checkpoint_interval, Some(Duration::from_secs(300)));
+        let Ok(Command::Run(config)) =
+            parse(args(&["--checkpoint-interval", "45", "--no-balance"]))
+        else {
+            panic!("both must parse")
+        };
+        assert!(!config.balance);
+        assert_eq!(config.checkpoint_interval, Some(Duration::from_secs(45)));
+        let Ok(Command::Run(config)) = parse(args(&["--checkpoint-interval", "0"])) else {
+            panic!("0 must parse")
+        };
+        assert_eq!(config.checkpoint_interval, None);
+        assert!(parse(args(&["--checkpoint-interval", "-1"])).is_err());
+        assert!(parse(args(&["--checkpoint-interval", "soon"])).is_err());
     }
 
     #[test]

@@ -56,6 +56,8 @@ pub use snapshot::{
     JobId, JobStatus, Snapshot, Task, TaskState,
 };
 
+pub(crate) use natural::natural_cmp;
+
 use graph::{cycles, rotate_to_least};
 use pool::AgentPool;
 use tasks::{outlook, Outlook};

@@ -5,7 +5,7 @@ use std::cmp::Ordering;
 
 /// Compares two identifiers naturally. Equal numbers written differently ("01", "1") are told
 /// apart by plain string order at the end, so the order is total and deterministic.
-pub(super) fn natural_cmp(a: &str, b: &str) -> Ordering {
+pub(crate) fn natural_cmp(a: &str, b: &str) -> Ordering {
     let (mut left, mut right) = (a.as_bytes(), b.as_bytes());
     loop {
         match (left.first(), right.first()) {

@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 
 use sqlx::SqliteConnection;
 
+use super::checkpoints::{hold_agent_tasks, AGENT_LOST};
 use super::jobs::job_exists;
 use super::tasks::{attached_tasks_where, requeue_where, OnAgents, ON_AGENTS};
 use super::{
@@ -36,7 +37,7 @@ impl Store {
                 sqlx::query(
                     "UPDATE agents SET name = ?, maximum_task_count = ?, maximum_cpu_power = ?,
                          core_megahertz = ?, custom = ?, extensions = ?, state = 'Available',
-                         last_seen = ?
+                         last_seen = ?, cpu_features = ?, unavailable_reason = NULL
                      WHERE id = ?",
                 )
                 .bind(&registration.name)
@@ -46,6 +47,7 @@ impl Store {
                 .bind(&registration.custom)
                 .bind(&registration.extensions)
                 .bind(now())
+                .bind(&registration.cpu_features)
                 .bind(agent)
                 .execute(&mut *tx)
                 .await?;
@@ -59,9 +61,10 @@ impl Store {
                 let cookie = new_cookie()?;
                 let agent = sqlx::query(
                     "INSERT INTO agents (name, cookie, grid_id, state, maximum_task_count,
-                         maximum_cpu_power, core_megahertz, custom, extensions, last_seen)
+                         maximum_cpu_power, core_megahertz, custom, extensions, last_seen,
+                         cpu_features)
                      VALUES (?, ?, (SELECT id FROM grids WHERE is_default = 1), 'Available',
-                             ?, ?, ?, ?, ?, ?)",
+                             ?, ?, ?, ?, ?, ?, ?)",
                 )
                 .bind(&registration.name)
                 .bind(&cookie)
@@ -71,6 +74,7 @@ impl Store {
                 .bind(&registration.custom)
                 .bind(&registration.extensions)
                 .bind(now())
+                .bind(&registration.cpu_features)
                 .execute(&mut *tx)
                 .await?
                 .last_insert_rowid();
@@ -192,11 +196,14 @@ impl Store {
         attached_tasks_where(&mut conn, OnAgents::All).await
     }
 
-    /// The agent is lost: its tasks go back to Pending with one more attempt counted and the
-    /// lost runs' partial results dropped, and its unfinished ART runs are forgotten so they
-    /// can run elsewhere. Returns the tasks requeued.
+    /// The agent is lost: its tasks with a kept checkpoint are held at the controller to be
+    /// restored elsewhere (see [`Store::hold_agent_tasks`]); the others go back to Pending
+    /// with one more attempt counted and the lost runs' partial results dropped, and its
+    /// unfinished ART runs are forgotten so they can run elsewhere. Returns the tasks
+    /// requeued.
     pub async fn requeue_agent_tasks(&self, agent: AgentId) -> Result<Vec<AttachedTask>> {
         let mut tx = self.writer.begin().await?;
+        hold_agent_tasks(&mut tx, agent, AGENT_LOST).await?;
         let requeued = requeue_where(&mut tx, OnAgents::Agent(db_id(agent))).await?;
         sqlx::query("DELETE FROM art_results WHERE agent_id = ? AND verdict = 'Measuring'")
             .bind(db_id(agent))

@@ -198,17 +198,19 @@ impl Store {
             .bind(db_id(job))
             .execute(&mut *tx)
             .await?;
-        sqlx::query(
-            "DELETE FROM task_output_files
-             WHERE task_id IN (SELECT id FROM tasks WHERE job_id = ?)",
-        )
-        .bind(db_id(job))
-        .execute(&mut *tx)
-        .await?;
+        for table in ["task_output_files", "task_checkpoints"] {
+            sqlx::query(&format!(
+                "DELETE FROM {table} WHERE task_id IN (SELECT id FROM tasks WHERE job_id = ?)"
+            ))
+            .bind(db_id(job))
+            .execute(&mut *tx)
+            .await?;
+        }
         sqlx::query(
             "UPDATE tasks SET state = 'Pending', agent_id = NULL, task_ref = NULL, attempts = 0,
                  termination_status = NULL, percent_done = NULL, error = NULL,
-                 date_started = NULL, date_stopped = NULL
+                 date_started = NULL, date_stopped = NULL, held_reason = NULL,
+                 last_moved_at = NULL
              WHERE job_id = ?",
         )
         .bind(db_id(job))

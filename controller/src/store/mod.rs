@@ -6,6 +6,7 @@
 //! writer. The schema lives in `migrations/` and is applied when the store opens.
 
 mod agents;
+mod checkpoints;
 mod error;
 mod grids;
 mod jobs;
@@ -26,10 +27,11 @@ use xgrid_protocol::plist::Date;
 
 pub use error::StoreError;
 pub use types::{
-    AgentId, AgentLoad, AgentRecord, AgentRegistration, AgentState, ArtResultRecord, ArtVerdict,
-    AttachedTask, FinalResults, Grid, GridId, JobAttributes, JobDependency, JobId, JobStatus,
-    LogEntry, OutputStream, SchedulingSnapshot, SnapshotJob, SnapshotTask, StreamResults,
-    TaskLaunch, TaskRecord, TaskState,
+    AgentExtensions, AgentId, AgentLoad, AgentRecord, AgentRegistration, AgentState,
+    ArtResultRecord, ArtVerdict, AttachedTask, BalancingTask, CheckpointRecord, FinalResults, Grid,
+    GridId, JobAttributes, JobDependency, JobId, JobStatus, LogEntry, MigrationRecord,
+    OutputStream, SchedulingSnapshot, SnapshotJob, SnapshotTask, StreamResults, TaskLaunch,
+    TaskRecord, TaskState,
 };
 
 type Result<T> = std::result::Result<T, StoreError>;

@@ -84,7 +84,9 @@ pub(super) async fn requeue_where(
 ) -> Result<Vec<AttachedTask>> {
     let requeued = attached_tasks_where(conn, which).await?;
     let condition = which.condition();
+    // A checkpoint of the lost run would bring it back: it goes too (its file is swept).
     let statements = [
+        format!("DELETE FROM task_checkpoints WHERE task_id IN (SELECT id FROM tasks WHERE {condition})"),
         format!("DELETE FROM task_output_chunks WHERE task_id IN (SELECT id FROM tasks WHERE {condition})"),
         format!("DELETE FROM task_output_files WHERE task_id IN (SELECT id FROM tasks WHERE {condition})"),
         format!(
@@ -133,7 +135,7 @@ impl Store {
 }
 
 /// The task's row identifier, after checking that its state is one of `allowed`.
-async fn task_in_state(
+pub(super) async fn task_in_state(
     conn: &mut SqliteConnection,
     job: JobId,
     task: &str,
@@ -153,7 +155,11 @@ async fn task_in_state(
     }
 }
 
-async fn task_row(conn: &mut SqliteConnection, job: JobId, task: &str) -> Result<(i64, TaskState)> {
+pub(super) async fn task_row(
+    conn: &mut SqliteConnection,
+    job: JobId,
+    task: &str,
+) -> Result<(i64, TaskState)> {
     let row: Option<(i64, String)> =
         sqlx::query_as("SELECT id, state FROM tasks WHERE job_id = ? AND name = ?")
             .bind(db_id(job))

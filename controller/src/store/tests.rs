@@ -161,6 +161,7 @@ fn agent_named(name: &str) -> AgentRegistration {
         core_megahertz: Some(2000),
         custom: None,
         extensions: Some("migration".into()),
+        cpu_features: None,
     }
 }
 
@@ -174,7 +175,7 @@ async fn migrations_apply_on_a_fresh_file() {
             .fetch_all(&store.readers)
             .await
             .expect("read the migration table");
-    assert_eq!(applied, vec![(1, true)]);
+    assert_eq!(applied, vec![(1, true), (2, true)]);
     let journal: String = sqlx::query_scalar("PRAGMA journal_mode")
         .fetch_one(&store.writer)
         .await
@@ -1419,4 +1420,418 @@ async fn tasks_added_to_a_job_join_its_own() {
         store.add_tasks(job + 1, &new).await,
         Err(StoreError::NoSuchJob(_))
     ));
+}
+
+fn checkpoint_at(path: &str, stdout_size: u64, stderr_size: u64) -> CheckpointRecord {
+    CheckpointRecord {
+        path: path.to_string(),
+        size: 7_400_000,
+        stdout_size,
+        stderr_size,
+        frozen_milliseconds: 155,
+        cpu_features: vec!["sse2".into(), "avx".into()],
+        taken_at: xgrid_protocol::plist::Date(800_000_000.0),
+    }
+}
+
+/// A store with a checkpointing agent and a job of `tasks` tasks, the first `running` of them
+/// running on that agent as `t0`, `t1`…
+async fn running_job(dir: &TempDir, tasks: usize, running: usize) -> (Store, AgentId, JobId) {
+    let store = open(dir).await;
+    let (agent, _) = store
+        .register_agent(&AgentRegistration {
+            extensions: Some("pid-namespace,checkpoint".into()),
+            cpu_features: Some("sse2,avx".into()),
+            ..agent_named("linux")
+        })
+        .await
+        .expect("register");
+    let job = store
+        .submit_job(&wide_spec(tasks), 0)
+        .await
+        .expect("submit");
+    for i in 0..running {
+        let task = i.to_string();
+        store
+            .mark_assigned(job, &task, agent)
+            .await
+            .expect("assign");
+        store
+            .mark_started(job, &task, agent, &format!("t{i}"))
+            .await
+            .expect("start");
+    }
+    (store, agent, job)
+}
+
+#[tokio::test]
+async fn checkpoints_are_kept_replaced_and_dropped() {
+    let dir = TempDir::new("checkpoints");
+    let (store, _, job) = running_job(&dir, 2, 1).await;
+    assert_eq!(store.task_checkpoint(job, "0").await.expect("read"), None);
+    let first = checkpoint_at("/data/checkpoints/1-0.a", 10, 2);
+    assert_eq!(
+        store
+            .record_checkpoint(job, "0", &first)
+            .await
+            .expect("keep"),
+        None
+    );
+    assert_eq!(
+        store.task_checkpoint(job, "0").await.expect("read"),
+        Some(first.clone())
+    );
+    let second = checkpoint_at("/data/checkpoints/1-0.b", 20, 4);
+    assert_eq!(
+        store
+            .record_checkpoint(job, "0", &second)
+            .await
+            .expect("replace"),
+        Some(first.path.clone())
+    );
+    assert_eq!(
+        store.checkpoint_paths().await.expect("paths"),
+        [second.path.as_str()]
+    );
+    assert_eq!(
+        store.drop_checkpoint(job, "0").await.expect("drop"),
+        Some(second.path)
+    );
+    assert_eq!(store.drop_checkpoint(job, "0").await.expect("drop"), None);
+    assert!(store
+        .record_checkpoint(job, "9", &first)
+        .await
+        .is_err_and(|e| matches!(e, StoreError::NoSuchTask { .. })));
+}
+
+#[tokio::test]
+async fn output_is_cut_to_the_sizes_of_a_checkpoint() {
+    let dir = TempDir::new("truncate");
+    let (store, _, job) = running_job(&dir, 1, 1).await;
+    for (stream, piece) in [
+        (OutputStream::Stdout, &b"hello "[..]),
+        (OutputStream::Stderr, b"warn"),
+        (OutputStream::Stdout, b"world"),
+        (OutputStream::Stdout, b"!!"),
+        (OutputStream::Stderr, b"ing"),
+    ] {
+        store
+            .append_output(job, "0", stream, piece)
+            .await
+            .expect("append");
+    }
+    assert_eq!(store.output_sizes(job, "0").await.expect("sizes"), (13, 7));
+    // Inside the second stdout piece, and exactly at the end of the first stderr one.
+    store.truncate_output(job, "0", 8, 4).await.expect("cut");
+    let results = store.job_results(job).await.expect("results");
+    assert_eq!(results["0"].stdout, b"hello wo");
+    assert_eq!(results["0"].stderr, b"warn");
+    assert_eq!(store.output_sizes(job, "0").await.expect("sizes"), (8, 4));
+    // Cutting to more than there is keeps everything.
+    store
+        .truncate_output(job, "0", 100, 100)
+        .await
+        .expect("cut");
+    assert_eq!(store.output_sizes(job, "0").await.expect("sizes"), (8, 4));
+    store.truncate_output(job, "0", 0, 0).await.expect("cut");
+    assert_eq!(store.output_sizes(job, "0").await.expect("sizes"), (0, 0));
+}
+
+#[tokio::test]
+async fn a_lost_agents_checkpointed_tasks_are_held_then_restored_elsewhere() {
+    let dir = TempDir::new("held");
+    let (store, agent, job) = running_job(&dir, 3, 2).await;
+    store
+        .append_output(job, "0", OutputStream::Stdout, b"abcdef")
+        .await
+        .expect("append");
+    store
+        .record_checkpoint(job, "0", &checkpoint_at("/cp/0", 3, 0))
+        .await
+        .expect("keep");
+
+    // Losing the agent holds task 0, which has a checkpoint, and requeues task 1.
+    let requeued = store.requeue_agent_tasks(agent).await.expect("requeue");
+    assert_eq!(
+        requeued.iter().map(|t| t.task.as_str()).collect::<Vec<_>>(),
+        ["1"]
+    );
+    assert_eq!(
+        store.job_results(job).await.expect("results")["0"].stdout,
+        b"abc"
+    );
+    let task = store.task(job, "0").await.expect("task");
+    assert_eq!((task.state, task.agent), (TaskState::Assigned, None));
+    assert_eq!(
+        store.agent(agent).await.expect("agent").placed_task_count,
+        0
+    );
+
+    // The balancer sees it held, with its checkpoint; the scheduler does not start it.
+    let records = store.balancing_records().await.expect("records");
+    let held: Vec<_> = records.iter().filter(|t| t.agent.is_none()).collect();
+    assert_eq!(held.len(), 1);
+    assert_eq!(held[0].task, "0");
+    assert_eq!(held[0].held_reason.as_deref(), Some("agent lost"));
+    assert_eq!(
+        held[0].checkpoint.as_ref().map(|c| c.path.as_str()),
+        Some("/cp/0")
+    );
+    // Tasks 1 (requeued) and 2 wait.
+    assert_eq!(store.waiting_tasks(10).await.expect("waiting"), [(0, 2)]);
+    assert_eq!(store.waiting_tasks(1).await.expect("waiting"), [(0, 1)]);
+
+    // Restored on another agent under a new taskRef.
+    let (other, _) = store
+        .register_agent(&agent_named("other"))
+        .await
+        .expect("register");
+    store
+        .record_move(job, "0", other, "r9")
+        .await
+        .expect("moved");
+    let task = store.task(job, "0").await.expect("task");
+    assert_eq!(
+        (task.state, task.agent, task.task_ref.as_deref()),
+        (TaskState::Running, Some(other), Some("r9"))
+    );
+    assert_eq!(
+        store.task_by_ref(other, "r9").await.expect("by ref"),
+        Some((job, "0".to_string()))
+    );
+    let records = store.balancing_records().await.expect("records");
+    let moved = records
+        .iter()
+        .find(|t| t.task == "0")
+        .expect("still placed");
+    assert!(moved.last_moved_at.is_some() && moved.held_reason.is_none());
+}
+
+#[tokio::test]
+async fn a_held_task_that_cannot_be_restored_runs_again_from_the_start() {
+    let dir = TempDir::new("unheld");
+    let (store, _, job) = running_job(&dir, 1, 1).await;
+    store
+        .append_output(job, "0", OutputStream::Stdout, b"abcdef")
+        .await
+        .expect("append");
+    assert!(store
+        .hold_task(job, "0", "agent shutting down")
+        .await
+        .is_err());
+    store
+        .record_checkpoint(job, "0", &checkpoint_at("/cp/0", 2, 0))
+        .await
+        .expect("keep");
+    store
+        .hold_task(job, "0", "agent shutting down")
+        .await
+        .expect("hold");
+    assert_eq!(
+        store.job_results(job).await.expect("results")["0"].stdout,
+        b"ab"
+    );
+    assert_eq!(
+        store.requeue_held_task(job, "0").await.expect("requeue"),
+        Some("/cp/0".to_string())
+    );
+    let task = store.task(job, "0").await.expect("task");
+    assert_eq!((task.state, task.attempts), (TaskState::Pending, 1));
+    assert_eq!(store.task_checkpoint(job, "0").await.expect("read"), None);
+    assert!(store.job_results(job).await.expect("results")["0"]
+        .stdout
+        .is_empty());
+    // Only a held task goes back this way.
+    assert!(store.requeue_held_task(job, "0").await.is_err());
+}
+
+#[tokio::test]
+async fn checkpoints_of_runs_that_ended_or_start_over_are_pruned() {
+    let dir = TempDir::new("prune");
+    let (store, _, job) = running_job(&dir, 3, 3).await;
+    for task in ["0", "1", "2"] {
+        store
+            .record_checkpoint(job, task, &checkpoint_at(&format!("/cp/{task}"), 0, 0))
+            .await
+            .expect("keep");
+    }
+    // Requeued: its checkpoint would bring back the lost run, so it goes at once.
+    store.requeue_task(job, "1").await.expect("requeue");
+    assert_eq!(store.task_checkpoint(job, "1").await.expect("read"), None);
+    store
+        .mark_finished(job, "2", 0, &BTreeMap::new())
+        .await
+        .expect("finish");
+    assert_eq!(store.prune_checkpoints().await.expect("prune"), ["/cp/2"]);
+    assert_eq!(store.checkpoint_paths().await.expect("paths"), ["/cp/0"]);
+    store.restart_job(job).await.expect("restart");
+    assert!(store.checkpoint_paths().await.expect("paths").is_empty());
+}
+
+#[tokio::test]
+async fn migrations_are_recorded_and_listed() {
+    let dir = TempDir::new("moves");
+    let (store, agent, job) = running_job(&dir, 2, 2).await;
+    let record = |task: &str, outcome: &str, to: Option<AgentId>| MigrationRecord {
+        id: 0,
+        job,
+        task: task.to_string(),
+        from: Some(agent),
+        to,
+        reason: "owner returned".into(),
+        started: xgrid_protocol::plist::Date(1000.0),
+        frozen_milliseconds: Some(180),
+        octets: 7_400_000,
+        outcome: outcome.to_string(),
+    };
+    let first = store
+        .record_migration(&record("0", "restore failed: criu", Some(agent)))
+        .await
+        .expect("record");
+    let second = store
+        .record_migration(&record("1", "moved", None))
+        .await
+        .expect("record");
+    assert!(second > first);
+    let newest = store.migrations(10).await.expect("list");
+    assert_eq!(
+        newest.iter().map(|m| m.id).collect::<Vec<_>>(),
+        [second, first]
+    );
+    assert_eq!(
+        newest[0],
+        MigrationRecord {
+            id: second,
+            ..record("1", "moved", None)
+        }
+    );
+    assert_eq!(store.migrations(1).await.expect("list").len(), 1);
+    assert_eq!(
+        store
+            .migration(first)
+            .await
+            .expect("one")
+            .map(|m| m.outcome),
+        Some("restore failed: criu".to_string())
+    );
+    assert_eq!(
+        store
+            .job_migrations(job)
+            .await
+            .expect("job")
+            .iter()
+            .map(|m| m.id)
+            .collect::<Vec<_>>(),
+        [first, second]
+    );
+    assert_eq!(store.migration_count().await.expect("count"), 1);
+    // They go with their job.
+    store.delete_job(job).await.expect("delete");
+    assert!(store.migrations(10).await.expect("list").is_empty());
+}
+
+#[tokio::test]
+async fn agents_keep_their_cpu_features_and_unavailable_reason() {
+    let dir = TempDir::new("extensions");
+    let (store, linux, _) = running_job(&dir, 1, 0).await;
+    let (apple, _) = store
+        .register_agent(&agent_named("mac"))
+        .await
+        .expect("register");
+    assert!(store.agent(linux).await.expect("agent").can_checkpoint());
+    assert!(!store.agent(apple).await.expect("agent").can_checkpoint());
+    assert!(store
+        .set_agent_unavailable_reason(linux, Some("shutdown"))
+        .await
+        .expect("reason"));
+    assert!(!store
+        .set_agent_unavailable_reason(linux, Some("shutdown"))
+        .await
+        .expect("same reason"));
+    let extensions = store.agent_extensions().await.expect("extensions");
+    assert_eq!(
+        extensions,
+        [
+            AgentExtensions {
+                agent: linux,
+                cpu_features: vec!["sse2".into(), "avx".into()],
+                unavailable_reason: Some("shutdown".into()),
+            },
+            AgentExtensions {
+                agent: apple,
+                cpu_features: Vec::new(),
+                unavailable_reason: None,
+            },
+        ]
+    );
+    store
+        .set_agent_unavailable_reason(linux, None)
+        .await
+        .expect("clear");
+    assert_eq!(
+        store.agent_extensions().await.expect("extensions")[0].unavailable_reason,
+        None
+    );
+}
+
+#[tokio::test]
+async fn balancing_records_carry_what_the_balancer_weighs() {
+    let dir = TempDir::new("balancing");
+    let (store, agent, job) = running_job(&dir, 4, 3).await;
+    store
+        .mark_finished(job, "2", 0, &BTreeMap::new())
+        .await
+        .expect("finish");
+    store.mark_stopped(job, "1").await.expect("stop");
+    store.set_job_suspended(job, true).await.expect("suspend");
+    let records = store.balancing_records().await.expect("records");
+    let tasks: Vec<_> = records
+        .iter()
+        .map(|t| (t.task.as_str(), t.agent, t.state, t.job_suspended))
+        .collect();
+    assert_eq!(
+        tasks,
+        [
+            ("0", Some(agent), TaskState::Running, true),
+            ("1", Some(agent), TaskState::Stopped, true),
+        ]
+    );
+    assert!(records
+        .iter()
+        .all(|t| t.date_started.is_some() && t.grid == 0));
+    let durations = store
+        .job_durations(&[job, job + 1])
+        .await
+        .expect("durations");
+    assert_eq!(durations.keys().copied().collect::<Vec<_>>(), [job]);
+    assert!(durations[&job] >= 0.0);
+    // Task 3 waits, but its job is suspended: nothing waits for a slot.
+    assert!(store.waiting_tasks(10).await.expect("waiting").is_empty());
+    store.set_job_suspended(job, false).await.expect("resume");
+    assert_eq!(store.waiting_tasks(10).await.expect("waiting"), [(0, 1)]);
+}
+
+#[tokio::test]
+async fn the_balancing_read_does_not_scan_all_tasks() {
+    let dir = TempDir::new("balancing-plan");
+    let store = open(&dir).await;
+    store.submit_job(&wide_spec(10), 0).await.expect("submit");
+    sqlx::query("ANALYZE")
+        .execute(&store.writer)
+        .await
+        .expect("analyze");
+    let plan: Vec<(i64, i64, i64, String)> = sqlx::query_as(&format!(
+        "EXPLAIN QUERY PLAN {}",
+        checkpoints::BALANCING_ROWS
+    ))
+    .fetch_all(&store.readers)
+    .await
+    .expect("explain");
+    let scans: Vec<&String> = plan
+        .iter()
+        .map(|(_, _, _, step)| step)
+        // Walking the partial index of held tasks reads only held tasks.
+        .filter(|step| step.starts_with("SCAN t") && *step != "SCAN t USING INDEX tasks_held")
+        .collect();
+    assert!(scans.is_empty(), "full scans {scans:?} in {plan:?}");
 }

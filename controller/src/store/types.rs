@@ -226,6 +226,8 @@ pub struct AgentRegistration {
     pub custom: Option<String>,
     /// This project's extension capabilities the agent announced, as text.
     pub extensions: Option<String>,
+    /// `xgridCPUFeatures`, comma-separated; `None` for Apple agents.
+    pub cpu_features: Option<String>,
 }
 
 /// What an `agentStatus` notification reports.
@@ -259,6 +261,80 @@ pub struct AgentRecord {
     pub custom: Option<String>,
     pub extensions: Option<String>,
     pub last_seen: Option<Date>,
+}
+
+impl AgentRecord {
+    /// The agent announced `checkpoint` among its extensions: CRIU works there, so its
+    /// tasks can move and it can take moved tasks.
+    pub fn can_checkpoint(&self) -> bool {
+        self.extensions
+            .as_deref()
+            .is_some_and(|e| e.split(',').any(|c| c.trim() == "checkpoint"))
+    }
+}
+
+/// What a checkpointing agent told beyond Apple's protocol (read apart from
+/// [`AgentRecord`], which only the balancer needs this for).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AgentExtensions {
+    pub agent: AgentId,
+    /// `xgridCPUFeatures` (empty for Apple agents).
+    pub cpu_features: Vec<String>,
+    /// `xgridUnavailableReason` from the last status (`owner`, `shutdown`).
+    pub unavailable_reason: Option<String>,
+}
+
+/// The last checkpoint of a task, kept at the controller.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckpointRecord {
+    /// The stream's file under the controller's checkpoint directory.
+    pub path: String,
+    pub size: u64,
+    /// The task's stdout and stderr sizes at the dump.
+    pub stdout_size: u64,
+    pub stderr_size: u64,
+    pub frozen_milliseconds: u64,
+    /// The CPU features of the agent that took it: a destination must have them all.
+    pub cpu_features: Vec<String>,
+    pub taken_at: Date,
+}
+
+/// One move of a task (or an attempt), as the `migrations` table keeps it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MigrationRecord {
+    /// Given by the store; ignored when recording.
+    pub id: u64,
+    pub job: JobId,
+    pub task: String,
+    /// `None`: restored from a checkpoint the controller held.
+    pub from: Option<AgentId>,
+    /// `None`: evacuated to the controller.
+    pub to: Option<AgentId>,
+    /// `owner returned`, `agent shutting down`, `load balancing`, `agent lost`.
+    pub reason: String,
+    pub started: Date,
+    pub frozen_milliseconds: Option<u64>,
+    /// Octets of checkpoint stream relayed.
+    pub octets: u64,
+    /// `moved`, or what failed (`restore failed: …`).
+    pub outcome: String,
+}
+
+/// One task a balancing round may act on: placed on an agent, or held as a checkpoint.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BalancingTask {
+    pub job: JobId,
+    pub task: String,
+    pub grid: GridId,
+    /// `None` while held.
+    pub agent: Option<AgentId>,
+    pub state: TaskState,
+    /// Why it is held at the controller, when it is.
+    pub held_reason: Option<String>,
+    pub job_suspended: bool,
+    pub date_started: Option<Date>,
+    pub last_moved_at: Option<Date>,
+    pub checkpoint: Option<CheckpointRecord>,
 }
 
 /// What one agent's run of one ART of one job found.

@@ -372,6 +372,57 @@ impl Peer {
         }
     }
 
+    /// Registers as a Linux agent that can checkpoint (`xgridLinuxCapabilities`) with the
+    /// CPU flags `features`; returns the cookie, after reporting itself Available.
+    pub async fn register_checkpointing(
+        &mut self,
+        name: &str,
+        slots: i64,
+        megahertz: f64,
+        features: &[&str],
+    ) -> String {
+        let registration = AgentRegistration {
+            agent_cookie: String::new(),
+            agent_name: name.to_string(),
+            hostnames: vec![format!("{name}.local")],
+            addresses: vec!["127.0.0.1".into()],
+            maximum_cpu_power: megahertz * slots as f64,
+            maximum_task_count: slots,
+            agent_custom: None,
+            linux_capabilities: Some(vec!["pid-namespace".into(), "checkpoint".into()]),
+            cpu_features: Some(features.iter().map(|f| f.to_string()).collect()),
+        };
+        let reply = self
+            .request("agentRegistration", registration.to_payload())
+            .await;
+        let cookie = match reply.get("agentCookie") {
+            Some(Value::String(cookie)) => cookie.clone(),
+            other => panic!("registration refused: {other:?}"),
+        };
+        self.report_status(&cookie, name, &[]).await;
+        cookie
+    }
+
+    /// Reports itself Unavailable, with `xgridUnavailableReason` when given.
+    pub async fn report_unavailable(
+        &mut self,
+        cookie: &str,
+        name: &str,
+        task_refs: &[&str],
+        reason: Option<xgrid_protocol::messages::UnavailableReason>,
+    ) {
+        let status = AgentStatus {
+            agent_cookie: cookie.to_string(),
+            agent_name: name.to_string(),
+            agent_status: xgrid_protocol::messages::AgentState::Unavailable,
+            current_cpu_power: 0.0,
+            current_task_count: task_refs.len() as i64,
+            task_ref_array: task_refs.iter().map(|s| s.to_string()).collect(),
+            unavailable_reason: reason,
+        };
+        self.notify(AgentNotification::AgentStatus(status)).await;
+    }
+
     pub async fn report_status(&mut self, cookie: &str, name: &str, task_refs: &[&str]) {
         let status = AgentStatus {
             agent_cookie: cookie.to_string(),

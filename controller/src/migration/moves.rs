@@ -1,0 +1,446 @@
+//! Carrying out one decision: a move or evacuation (the five steps, resuming the source on
+//! any failure), a restore of a held checkpoint, a suspension or resumption, a periodic
+//! checkpoint; and the record each move leaves.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use xgrid_protocol::messages::{
+    CheckpointDisposition, ControllerToAgentRequest, TaskAction, TaskCheckpointReply,
+    TaskControlRequest,
+};
+use xgrid_protocol::plist::Date;
+
+use super::steps::{
+    checkpoint, drain_output, keep_checkpoint, link, part_of, relay, release, remove_file, restore,
+    send_file, stream_name, stream_path, task_ref_on,
+};
+use super::{lock, Failure, Flights, MigrationError, Step};
+use crate::agent_service::AgentLink;
+use crate::balancer::MigrationReason;
+use crate::dispatch;
+use crate::notify::GridEvent;
+use crate::shared::Shared;
+use crate::store::{AgentId, JobId, MigrationRecord};
+
+/// What a finished move leaves for its record.
+struct Moved {
+    octets: u64,
+}
+
+/// Moves a task off `from`: to agent `to`, or, with `None`, into a checkpoint the controller
+/// holds until a slot frees. Records the move or the failed attempt.
+pub(super) async fn move_task(
+    shared: &Arc<Shared>,
+    flights: &Flights,
+    job: JobId,
+    task: &str,
+    from: AgentId,
+    to: Option<AgentId>,
+    reason: MigrationReason,
+) {
+    let started = Date::now();
+    let clock = Instant::now();
+    let result = try_move(shared, job, task, from, to, reason, started).await;
+    let frozen = u64::try_from(clock.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let (outcome, octets) = match &result {
+        Ok(moved) => ("moved".to_string(), moved.octets),
+        Err(failure) => {
+            flights.back_off(&(job, task.to_string()));
+            (failure.outcome(), 0)
+        }
+    };
+    let text = match (&result, to) {
+        (Ok(_), Some(to)) => format!(
+            "had task {task} moved from agent {from} to agent {to} ({reason}): frozen {frozen} ms, {octets} octets of checkpoint"
+        ),
+        (Ok(_), None) => format!(
+            "had task {task} checkpointed off agent {from} ({reason}) to wait for a free slot: {octets} octets"
+        ),
+        (Err(_), _) => format!(
+            "could not move task {task} off agent {from} ({reason}): {outcome}; it stays there"
+        ),
+    };
+    record(
+        shared,
+        MigrationRecord {
+            id: 0,
+            job,
+            task: task.to_string(),
+            from: Some(from),
+            to,
+            reason: reason.as_str().to_string(),
+            started,
+            frozen_milliseconds: Some(frozen),
+            octets,
+            outcome,
+        },
+        &text,
+    )
+    .await;
+}
+
+async fn try_move(
+    shared: &Arc<Shared>,
+    job: JobId,
+    task: &str,
+    from: AgentId,
+    to: Option<AgentId>,
+    reason: MigrationReason,
+    started: Date,
+) -> Result<Moved, Failure> {
+    let source = link(shared, from).map_err(|e| Step::Checkpoint.failed(e))?;
+    let task_ref = task_ref_on(shared, job, task, from)
+        .await
+        .map_err(|e| Step::Checkpoint.failed(e))?;
+    let taken = checkpoint(&source, &task_ref, false)
+        .await
+        .map_err(|e| Step::Checkpoint.failed(e))?;
+    // From here the task is frozen on the source: a failure must resume it there.
+    let path = stream_path(&shared.config.checkpoint_dir(), job, task);
+    let identifier = stream_name(&path);
+    let destination = match to {
+        Some(to) => match link(shared, to) {
+            Ok(link) => Some((to, link)),
+            Err(e) => {
+                resume_source(shared, &source, &taken).await;
+                return Err(Step::Transfer.failed(e));
+            }
+        },
+        None => None,
+    };
+    let moved: Result<(u64, Option<String>), Failure> = async {
+        drain_output(shared, &source, job, task, &task_ref, &taken)
+            .await
+            .map_err(|e| Step::Transfer.failed(e))?;
+        let octets = relay(
+            &source,
+            &taken,
+            destination.as_ref().map(|(_, link)| link.as_ref()),
+            &path,
+        )
+        .await
+        .map_err(|e| Step::Transfer.failed(e))?;
+        // The restored task writes on from the dump's sizes: the store must end there too.
+        shared
+            .store
+            .truncate_output(job, task, taken.stdout_size, taken.stderr_size)
+            .await
+            .map_err(|e| Step::Transfer.failed(e.into()))?;
+        let new_ref = match &destination {
+            Some((_, link)) => Some(
+                restore(link, &identifier)
+                    .await
+                    .map_err(|e| Step::Restore.failed(e))?,
+            ),
+            None => None,
+        };
+        Ok((octets, new_ref))
+    }
+    .await;
+    let (octets, new_ref) = match moved {
+        Ok(moved) => moved,
+        Err(failure) => {
+            resume_source(shared, &source, &taken).await;
+            if let Some((_, link)) = &destination {
+                // Best effort: the destination drops what it got of the stream.
+                let _ = release(link, &identifier, CheckpointDisposition::Discard).await;
+            }
+            remove_file(shared, &part_of(&path).display().to_string()).await;
+            remove_file(shared, &path.display().to_string()).await;
+            return Err(failure);
+        }
+    };
+    // The task now runs at the destination (or lives only in the file): the source's copy
+    // is no longer followed, and the new one is, before anything else can be heard of it.
+    source.unwatch_task(&task_ref);
+    if let (Some((to, link)), Some(new_ref)) = (&destination, &new_ref) {
+        dispatch::follow_again(shared, link, *to, job, task, new_ref, None);
+    }
+    if let Err(e) = keep_checkpoint(shared, job, task, &path, &taken, from, started).await {
+        shared.log(format!(
+            "job {job} task {task}: cannot keep the checkpoint it moved with: {e}"
+        ));
+    }
+    let settled = match (&destination, &new_ref) {
+        (Some((to, _)), Some(new_ref)) => shared.store.record_move(job, task, *to, new_ref).await,
+        _ => shared.store.hold_task(job, task, reason.as_str()).await,
+    };
+    if let Err(e) = settled {
+        // The restored task may already have ended and been recorded by its driver.
+        shared.log(format!(
+            "job {job} task {task}: cannot record where it runs now: {e}"
+        ));
+    }
+    if let Err(e) = release(
+        &source,
+        &taken.checkpoint_identifier,
+        CheckpointDisposition::Cancel,
+    )
+    .await
+    {
+        // The source resumes the frozen task only if it loses the controller; its next
+        // status then lists a taskRef nobody wants, which is canceled.
+        shared.log(format!(
+            "agent {from} did not drop job {job} task {task} after its move: {e}"
+        ));
+    }
+    shared.publish(GridEvent::JobChanged { job });
+    shared.reschedule();
+    shared.rebalance();
+    Ok(Moved { octets })
+}
+
+async fn resume_source(shared: &Shared, source: &AgentLink, taken: &TaskCheckpointReply) {
+    if let Err(e) = release(
+        source,
+        &taken.checkpoint_identifier,
+        CheckpointDisposition::Resume,
+    )
+    .await
+    {
+        shared.log(format!(
+            "cannot resume a frozen task after a failed move ({e}); it resumes when its agent loses the controller"
+        ));
+    }
+}
+
+/// Restores a task the controller holds as a checkpoint on agent `to`. A checkpoint the
+/// destination refuses, or a lost file, sends the task back to run from the start; a
+/// transport failure leaves it held for a later round.
+pub(super) async fn restore_held(
+    shared: &Arc<Shared>,
+    flights: &Flights,
+    job: JobId,
+    task: &str,
+    to: AgentId,
+    reason: MigrationReason,
+) {
+    let started = Date::now();
+    let clock = Instant::now();
+    let result = try_restore(shared, job, task, to).await;
+    let frozen = u64::try_from(clock.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let (outcome, octets, text) = match &result {
+        Ok(octets) => (
+            "moved".to_string(),
+            *octets,
+            format!("had task {task} restored on agent {to} from its checkpoint ({reason})"),
+        ),
+        Err(failure) => {
+            let outcome = failure.outcome();
+            let text = format!("could not restore task {task} on agent {to} ({reason}): {outcome}");
+            (outcome, 0, text)
+        }
+    };
+    record(
+        shared,
+        MigrationRecord {
+            id: 0,
+            job,
+            task: task.to_string(),
+            from: None,
+            to: Some(to),
+            reason: reason.as_str().to_string(),
+            started,
+            frozen_milliseconds: Some(frozen),
+            octets,
+            outcome,
+        },
+        &text,
+    )
+    .await;
+    if let Err(failure) = result {
+        if failure.error.checkpoint_refused() {
+            requeue_held(shared, job, task, "its checkpoint could not be restored").await;
+        } else {
+            flights.back_off(&(job, task.to_string()));
+        }
+    }
+}
+
+async fn try_restore(
+    shared: &Arc<Shared>,
+    job: JobId,
+    task: &str,
+    to: AgentId,
+) -> Result<u64, Failure> {
+    let destination = link(shared, to).map_err(|e| Step::Transfer.failed(e))?;
+    let checkpoint = shared
+        .store
+        .task_checkpoint(job, task)
+        .await
+        .map_err(|e| Step::Transfer.failed(e.into()))?
+        .ok_or_else(|| Step::Transfer.failed(MigrationError::NoCheckpoint))?;
+    shared
+        .store
+        .truncate_output(job, task, checkpoint.stdout_size, checkpoint.stderr_size)
+        .await
+        .map_err(|e| Step::Transfer.failed(e.into()))?;
+    let identifier = stream_name(&stream_path(&shared.config.checkpoint_dir(), job, task));
+    let path = PathBuf::from(&checkpoint.path);
+    let sent = async {
+        let octets = send_file(&destination, &path, &identifier)
+            .await
+            .map_err(|e| Step::Transfer.failed(e))?;
+        let new_ref = restore(&destination, &identifier)
+            .await
+            .map_err(|e| Step::Restore.failed(e))?;
+        Ok::<_, Failure>((octets, new_ref))
+    }
+    .await;
+    let (octets, new_ref) = match sent {
+        Ok(sent) => sent,
+        Err(failure) => {
+            let _ = release(&destination, &identifier, CheckpointDisposition::Discard).await;
+            return Err(failure);
+        }
+    };
+    dispatch::follow_again(shared, &destination, to, job, task, &new_ref, None);
+    if let Err(e) = shared.store.record_move(job, task, to, &new_ref).await {
+        shared.log(format!(
+            "job {job} task {task}: cannot record where it runs now: {e}"
+        ));
+    }
+    shared.publish(GridEvent::JobChanged { job });
+    shared.reschedule();
+    Ok(octets)
+}
+
+/// A held task that cannot be restored runs again from the start.
+pub(super) async fn requeue_held(shared: &Shared, job: JobId, task: &str, why: &str) {
+    match shared.store.requeue_held_task(job, task).await {
+        Ok(path) => {
+            if let Some(path) = path {
+                remove_file(shared, &path).await;
+            }
+            shared
+                .job_event(
+                    job,
+                    &format!("had task {task} queued to run again from the start: {why}"),
+                )
+                .await;
+            shared.publish(GridEvent::JobChanged { job });
+            shared.reschedule();
+        }
+        Err(e) => shared.log(format!("cannot queue job {job} task {task} again: {e}")),
+    }
+}
+
+/// Suspends or resumes a task on its agent (`taskControl stop|start`).
+pub(super) async fn control(
+    shared: &Shared,
+    job: JobId,
+    task: &str,
+    agent: AgentId,
+    action: TaskAction,
+) {
+    let done = async {
+        let link = link(shared, agent)?;
+        let task_ref = task_ref_on(shared, job, task, agent).await?;
+        link.request(ControllerToAgentRequest::TaskControl(TaskControlRequest {
+            task_ref,
+            control: action,
+        }))
+        .await?;
+        // The agent's own report follows; recording it now keeps the next round from
+        // asking again meanwhile.
+        match action {
+            TaskAction::Stop => shared.store.mark_stopped(job, task).await?,
+            _ => shared.store.mark_running(job, task).await?,
+        }
+        Ok::<(), MigrationError>(())
+    }
+    .await;
+    match (done, action) {
+        (Ok(()), TaskAction::Stop) => {
+            shared
+                .job_event(
+                    job,
+                    &format!(
+                        "had task {task} suspended on agent {agent}: its owner is back and no agent can take it"
+                    ),
+                )
+                .await
+        }
+        (Ok(()), _) => {
+            shared
+                .job_event(
+                    job,
+                    &format!("had task {task} resumed on agent {agent}: the agent is free again"),
+                )
+                .await
+        }
+        (Err(e), _) => shared.log(format!(
+            "cannot {action} job {job} task {task} on agent {agent}: {e}"
+        )),
+    }
+    shared.publish(GridEvent::JobChanged { job });
+}
+
+/// A periodic checkpoint: the task runs on; its stream is kept for recovery.
+pub(super) async fn periodic_checkpoint(
+    shared: &Shared,
+    flights: &Flights,
+    job: JobId,
+    task: &str,
+    agent: AgentId,
+) {
+    let key = (job, task.to_string());
+    let taken_at = Date::now();
+    lock(&flights.checkpoint_tried).insert(key.clone(), taken_at.0);
+    let done = async {
+        let source = link(shared, agent)?;
+        let task_ref = task_ref_on(shared, job, task, agent).await?;
+        let taken = checkpoint(&source, &task_ref, true).await?;
+        let path = stream_path(&shared.config.checkpoint_dir(), job, task);
+        let kept = async {
+            drain_output(shared, &source, job, task, &task_ref, &taken).await?;
+            relay(&source, &taken, None, &path).await?;
+            keep_checkpoint(shared, job, task, &path, &taken, agent, taken_at).await
+        }
+        .await;
+        if kept.is_err() {
+            remove_file(shared, &part_of(&path).display().to_string()).await;
+            remove_file(shared, &path.display().to_string()).await;
+        }
+        // The images on the agent go either way; the task never stopped.
+        if let Err(e) = release(
+            &source,
+            &taken.checkpoint_identifier,
+            CheckpointDisposition::Discard,
+        )
+        .await
+        {
+            shared.log(format!(
+                "agent {agent} did not discard a checkpoint of job {job} task {task}: {e}"
+            ));
+        }
+        kept.map(|()| taken)
+    }
+    .await;
+    match done {
+        Ok(taken) => shared.log(format!(
+            "job {job} task {task} checkpointed on agent {agent}: {} octets, frozen {} ms",
+            taken.checkpoint_size, taken.frozen_milliseconds
+        )),
+        Err(e) => shared.log(format!(
+            "cannot checkpoint job {job} task {task} on agent {agent}: {e}"
+        )),
+    }
+}
+
+/// Stores a migration, tells the dashboard, and writes `text` in the job's log.
+async fn record(shared: &Shared, migration: MigrationRecord, text: &str) {
+    match shared.store.record_migration(&migration).await {
+        Ok(id) => shared.publish(GridEvent::MigrationRecorded {
+            job: migration.job,
+            migration: id,
+        }),
+        Err(e) => shared.log(format!(
+            "cannot record a migration of job {} task {}: {e}",
+            migration.job, migration.task
+        )),
+    }
+    shared.job_event(migration.job, text).await;
+}
