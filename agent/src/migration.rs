@@ -100,6 +100,8 @@ struct Outgoing {
     task_ref: String,
     checkpoint: Checkpoint,
     stream: PackReader,
+    /// The stream's length, known before the first read.
+    size: u64,
     /// Whether the task is held frozen for a move.
     frozen: bool,
 }
@@ -204,6 +206,7 @@ impl Migrations {
                 task_ref: task.task_ref.to_string(),
                 checkpoint,
                 stream,
+                size: made.size,
                 frozen: !leave_running,
             },
         );
@@ -232,7 +235,7 @@ impl Migrations {
             .take(want)
             .read_to_end(&mut chunk)
             .map_err(MigrationError::Read)?;
-        let end = outgoing.stream.bytes_written() >= outgoing.stream.total_len();
+        let end = outgoing.stream.bytes_written() >= outgoing.size;
         Ok((chunk, end))
     }
 

@@ -230,7 +230,9 @@ async fn relay(source: &mut Connection, destination: &mut Connection, from: &str
             MigrationRequest::CheckpointRead(xgrid_protocol::messages::CheckpointReadRequest {
                 checkpoint_identifier: from.into(),
                 offset,
-                length: CHECKPOINT_CHUNK,
+                // Smaller than the controller's chunks, so even a small task's stream takes
+                // many reads and the end is announced only at the end.
+                length: CHECKPOINT_CHUNK / 16,
             });
         let chunk = match ask(source, read).await {
             MigrationReply::CheckpointRead(chunk) => chunk,

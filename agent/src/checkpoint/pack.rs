@@ -252,8 +252,9 @@ impl PackReader {
         })
     }
 
-    /// The whole stream's length in bytes, known before any of it is read (the files'
-    /// sizes were recorded; a file that changes since makes reading fail instead).
+    /// The whole stream's length in bytes: call it before reading, as it counts what is
+    /// still queued (the files' sizes were recorded; a file that changes since makes reading
+    /// fail instead).
     pub fn total_len(&self) -> u64 {
         let entries: u64 = self
             .queue
