@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use xgrid_protocol::messages::{
     CheckpointDisposition, ControllerToAgentRequest, TaskAction, TaskCheckpointReply,
@@ -27,6 +27,9 @@ use crate::store::{AgentId, JobId, MigrationRecord};
 /// What a finished move leaves for its record.
 struct Moved {
     octets: u64,
+    /// From the checkpoint request until the task ran at its destination (`None` when
+    /// it went into a checkpoint the controller holds).
+    frozen: Option<Duration>,
 }
 
 /// Moves a task off `from`: to agent `to`, or, with `None`, into a checkpoint the controller
@@ -43,7 +46,13 @@ pub(super) async fn move_task(
     let started = Date::now();
     let clock = Instant::now();
     let result = try_move(shared, job, task, from, to, reason, started).await;
-    let frozen = u64::try_from(clock.elapsed().as_millis()).unwrap_or(u64::MAX);
+    // Frozen: from the checkpoint request to the destination's restore, when it moved.
+    let frozen = result
+        .as_ref()
+        .ok()
+        .and_then(|moved| moved.frozen)
+        .unwrap_or_else(|| clock.elapsed());
+    let frozen = u64::try_from(frozen.as_millis()).unwrap_or(u64::MAX);
     let (outcome, octets) = match &result {
         Ok(moved) => ("moved".to_string(), moved.octets),
         Err(failure) => {
@@ -94,6 +103,7 @@ async fn try_move(
     let task_ref = task_ref_on(shared, job, task, from)
         .await
         .map_err(|e| Step::Checkpoint.failed(e))?;
+    let frozen_from = Instant::now();
     let taken = checkpoint(&source, &task_ref, false)
         .await
         .map_err(|e| Step::Checkpoint.failed(e))?;
@@ -139,6 +149,7 @@ async fn try_move(
         Ok((octets, new_ref))
     }
     .await;
+    let frozen = destination.is_some().then(|| frozen_from.elapsed());
     let (octets, new_ref) = match moved {
         Ok(moved) => moved,
         Err(failure) => {
@@ -189,7 +200,7 @@ async fn try_move(
     shared.publish(GridEvent::JobChanged { job });
     shared.reschedule();
     shared.rebalance();
-    Ok(Moved { octets })
+    Ok(Moved { octets, frozen })
 }
 
 async fn resume_source(shared: &Shared, source: &AgentLink, taken: &TaskCheckpointReply) {
