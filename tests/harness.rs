@@ -138,11 +138,23 @@ impl Grid {
     /// a private directory bound over it: two agents on one machine then restore a task at
     /// the path it had, as two machines would. `extra` goes to `xgridagentd` as it is.
     pub fn add_moving_agent(&mut self, name: &str, slots: usize, extra: &[&str]) {
+        self.add_moving_agent_after(name, slots, extra, "");
+    }
+
+    /// [`Grid::add_moving_agent`], running the shell line `before` in the agent's process
+    /// first (e.g. moving itself into a cgroup that holds it to a quarter of a core).
+    pub fn add_moving_agent_after(
+        &mut self,
+        name: &str,
+        slots: usize,
+        extra: &[&str],
+        before: &str,
+    ) {
         let own = self.dir.join(format!("{name}-tasks"));
         std::fs::create_dir_all(&own).expect("agent tasks directory");
         let shared = self.dir.join("tasks");
         let script = format!(
-            "mount --bind '{}' '{}' || exit 97\nexec \"$@\"\n",
+            "{before}\nmount --bind '{}' '{}' || exit 97\nexec \"$@\"\n",
             own.display(),
             shared.display()
         );
