@@ -55,6 +55,17 @@ struct Entry {
 }
 
 impl Entry {
+    /// A task nothing has been said about yet.
+    fn new(task: Task) -> Entry {
+        Entry {
+            task,
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+            reported: None,
+            failure_noted: false,
+        }
+    }
+
     fn buffered(&self) -> usize {
         self.stdout.len() + self.stderr.len()
     }
@@ -161,16 +172,7 @@ impl TaskTable {
             }
         })?;
         log(format!("task {task_ref} prepared: {}", submission.command));
-        self.tasks.insert(
-            task_ref.clone(),
-            Entry {
-                task,
-                stdout: Vec::new(),
-                stderr: Vec::new(),
-                reported: None,
-                failure_noted: false,
-            },
-        );
+        self.tasks.insert(task_ref.clone(), Entry::new(task));
         Ok(task_ref)
     }
 
@@ -385,16 +387,7 @@ impl TaskTable {
             "task {task_ref} restored from a checkpoint in {}",
             task_dir.display()
         ));
-        self.tasks.insert(
-            task_ref.clone(),
-            Entry {
-                task,
-                stdout: Vec::new(),
-                stderr: Vec::new(),
-                reported: None,
-                failure_noted: false,
-            },
-        );
+        self.tasks.insert(task_ref.clone(), Entry::new(task));
         Ok(task_ref)
     }
 
