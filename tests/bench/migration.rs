@@ -12,8 +12,9 @@
 //!    restored with bare `criu dump` + `criu restore` on this machine. Median of
 //!    `XGRID_BENCH_MIGRATION_ROUNDS` (default 3) each, and their ratio (target ≤ 1.3).
 //! 2. **A heterogeneous grid.** Agent `fast` has a whole core; agent `g3` is held to a quarter
-//!    of a core by a cgroup CPU quota (an old G3 beside a new desktop). The same scene is cut
-//!    into `XGRID_BENCH_MIGRATION_TASKS` (default 4) bands, one task each, and rendered with
+//!    of a core by a cgroup CPU quota (an old G3 beside a new desktop). The same scene, at
+//!    800x600 with antialiasing (about a minute of CPU), is cut into
+//!    `XGRID_BENCH_MIGRATION_TASKS` (default 3) bands, one task each, and rendered with
 //!    balancing on and with it off (`--no-balance`, Xgrid's behaviour). The ideal is the total
 //!    CPU work (the bands rendered one after another on one core, measured) over the total
 //!    capacity (1.25 cores). Targets: on ≤ 1.15 × ideal, and on ≥ 1.3 × faster than off.
@@ -28,6 +29,10 @@ const POVRAY: &str = "/usr/bin/povray";
 const CHESS: &str = "/usr/share/doc/povray/examples/advanced/chess2.pov";
 const WIDTH: u32 = 320;
 const HEIGHT: u32 = 240;
+/// The heterogeneous grid's picture: large and antialiased, so that a band keeps a core
+/// busy for many seconds (moves are only worth it for tasks that long).
+const BAND_WIDTH: u32 = 800;
+const BAND_HEIGHT: u32 = 600;
 
 fn env_number(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -44,7 +49,7 @@ fn main() {
     let rounds = env_number("XGRID_BENCH_MIGRATION_ROUNDS", 3).max(1);
     println!("migration benchmark: chess2.pov at {WIDTH}x{HEIGHT}, {rounds} round(s)");
     freeze(rounds);
-    heterogeneous(env_number("XGRID_BENCH_MIGRATION_TASKS", 4).max(1));
+    heterogeneous(env_number("XGRID_BENCH_MIGRATION_TASKS", 3).max(1));
 }
 
 fn ready() -> Result<(), String> {
@@ -268,12 +273,13 @@ fn children(pid: u32) -> Vec<u32> {
 
 /// The povray arguments of band `i` of `bands` (rows, one thread).
 fn band_args(i: u32, bands: u32) -> Vec<String> {
-    let first = i * HEIGHT / bands + 1;
-    let last = (i + 1) * HEIGHT / bands;
+    let first = i * BAND_HEIGHT / bands + 1;
+    let last = (i + 1) * BAND_HEIGHT / bands;
     vec![
         format!("+I{CHESS}"),
-        format!("+W{WIDTH}"),
-        format!("+H{HEIGHT}"),
+        format!("+W{BAND_WIDTH}"),
+        format!("+H{BAND_HEIGHT}"),
+        "+A0.3".into(),
         format!("+SR{first}"),
         format!("+ER{last}"),
         "+WT1".into(),

@@ -217,7 +217,8 @@ pub(super) async fn relay(
             announced: taken.checkpoint_size,
         });
     }
-    file.sync_all().await.map_err(file_error)?;
+    // Not synced here: a move's task is frozen meanwhile. `keep_checkpoint` syncs the file
+    // before the store counts on it.
     drop(file);
     tokio::fs::rename(&part, path)
         .await
@@ -308,6 +309,17 @@ pub(super) async fn keep_checkpoint(
     source: AgentId,
     taken_at: Date,
 ) -> Result<(), MigrationError> {
+    // On disk for good before the store says a task can resume from it.
+    let file_error = |source| MigrationError::File {
+        path: path.display().to_string(),
+        source,
+    };
+    tokio::fs::File::open(path)
+        .await
+        .map_err(file_error)?
+        .sync_all()
+        .await
+        .map_err(file_error)?;
     let cpu_features = shared
         .store
         .agent_extensions()

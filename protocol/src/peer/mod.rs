@@ -267,6 +267,11 @@ pub async fn connect(
         })
 }
 
+/// The receive window a client or agent grants the controller. BEEP's default 4096 octets
+/// costs a SEQ round trip every 4 KiB: a task's results, and above all a checkpoint stream
+/// an agent receives (megabytes, while the task is frozen), would crawl.
+const RECEIVE_WINDOW: u32 = 256 * 1024;
+
 /// Run the opening sequence over an established byte stream: wait for the greeting, start
 /// the role's profile (authenticating first if the controller answers 530 and a password is
 /// given), then check with `controllerList` that the controller is the master.
@@ -274,7 +279,12 @@ pub async fn open<S>(stream: S, options: PeerOptions) -> Result<(Peer, Incoming)
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
-    let (handle, mut events) = driver::spawn(stream, Role::Initiator, Config::default());
+    let config = Config {
+        window: RECEIVE_WINDOW,
+        max_frame_size: RECEIVE_WINDOW,
+        ..Config::default()
+    };
+    let (handle, mut events) = driver::spawn(stream, Role::Initiator, config);
     let offered = match next_event(&mut events).await? {
         Event::Greeting { profiles } => profiles,
         other => {
