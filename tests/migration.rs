@@ -289,7 +289,9 @@ fn a_killed_agents_task_resumes_elsewhere_from_its_last_checkpoint() {
 }
 
 const CHESS: &str = "/usr/share/doc/povray/examples/advanced/chess2.pov";
-const RENDER: [&str; 6] = ["+W320", "+H240", "+WT2", "-D", "+FT", "+Ochess.tga"];
+/// 640×480 takes about 11 s with two threads here: long enough that the move lands
+/// mid-render however quickly the grid starts.
+const RENDER: [&str; 6] = ["+W640", "+H480", "+WT2", "-D", "+FT", "+Ochess.tga"];
 
 #[test]
 fn a_multithreaded_povray_render_moves_and_its_pixels_are_identical() {
@@ -317,8 +319,8 @@ fn a_multithreaded_povray_render_moves_and_its_pixels_are_identical() {
     let job = job_identifier(&out);
     grid.add_moving_agent("b", 1, &[]);
     grid.wait_for_agents(2);
-    // Well into the render: POV-Ray has parsed the scene and is tracing rows.
-    std::thread::sleep(Duration::from_secs(4));
+    // Well into the render: POV-Ray has parsed the scene (about 1.5 s) and is tracing rows.
+    std::thread::sleep(Duration::from_secs(3));
     assert_eq!(grid.job_status(&job), "Running", "{}", job_log(&grid, &job));
     device.touched(SystemTime::now());
     wait_finished(&grid, &job, Duration::from_secs(300));
@@ -358,14 +360,14 @@ fn a_multithreaded_povray_render_moves_and_its_pixels_are_identical() {
     );
 }
 
-/// The pixels of an uncompressed 320×240 24-bit Targa file (POV-Ray's `+FT`): after the
+/// The pixels of an uncompressed 640×480 24-bit Targa file (POV-Ray's `+FT`): after the
 /// 18-octet header and the image ID, before the extension area, which holds the render's
 /// date and so differs between any two renders.
 fn targa_pixels(file: &[u8]) -> &[u8] {
     let id_length = usize::from(file.first().copied().unwrap_or(0));
     let start = 18 + id_length;
-    file.get(start..start + 320 * 240 * 3)
-        .unwrap_or_else(|| panic!("not a whole 320×240 image: {} octets", file.len()))
+    file.get(start..start + 640 * 480 * 3)
+        .unwrap_or_else(|| panic!("not a whole 640×480 image: {} octets", file.len()))
 }
 
 fn find_file(dir: &Path, name: &str) -> Option<PathBuf> {
