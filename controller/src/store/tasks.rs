@@ -221,6 +221,23 @@ impl Store {
         rows.into_iter().map(task_record).collect()
     }
 
+    /// How many of the job's tasks run on each agent now (what `activeCPUPower` adds up).
+    /// It reads only the tasks placed on agents (the `tasks_on_agents` index), not every
+    /// task of the job, so a client polling a large running job costs little.
+    pub async fn running_tasks_by_agent(&self, job: JobId) -> Result<Vec<(AgentId, u32)>> {
+        let rows: Vec<(i64, i64)> = sqlx::query_as(&format!(
+            "SELECT agent_id, count(*) FROM tasks INDEXED BY tasks_on_agents
+             WHERE {ON_AGENTS} AND state = 'Running' AND job_id = ?
+             GROUP BY agent_id"
+        ))
+        .bind(db_id(job))
+        .fetch_all(&self.readers)
+        .await?;
+        rows.into_iter()
+            .map(|(agent, count)| Ok((wire_id(agent)?, small_count(count))))
+            .collect()
+    }
+
     /// The state of one task.
     pub async fn task(&self, job: JobId, task: &str) -> Result<TaskRecord> {
         let mut conn = self.readers.acquire().await?;

@@ -504,14 +504,28 @@ async fn tasks_move_through_their_lifecycle() {
     );
     assert_eq!(store.task_by_ref(agent, "18").await.expect("by ref"), None);
 
+    assert!(store
+        .running_tasks_by_agent(job)
+        .await
+        .expect("running")
+        .is_empty());
     store.mark_running(job, "0").await.expect("running");
     let started = store.task(job, "0").await.expect("task").date_started;
     assert!(started.is_some());
+    assert_eq!(
+        store.running_tasks_by_agent(job).await.expect("running"),
+        [(agent, 1)]
+    );
     store.mark_stopped(job, "0").await.expect("stopped");
     assert_eq!(
         store.task(job, "0").await.expect("task").state,
         TaskState::Stopped
     );
+    assert!(store
+        .running_tasks_by_agent(job)
+        .await
+        .expect("running")
+        .is_empty());
     store.mark_running(job, "0").await.expect("running again");
     let task = store.task(job, "0").await.expect("task");
     assert_eq!(
