@@ -174,7 +174,18 @@ async fn migrations_apply_on_a_fresh_file() {
             .fetch_all(&store.readers)
             .await
             .expect("read the migration table");
-    assert_eq!(applied, vec![(1, true)]);
+    // Every file in migrations/ (named `<version>_<what>.sql`), each applied once.
+    let mut expected: Vec<(i64, bool)> =
+        std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../migrations"))
+            .expect("the migrations directory")
+            .filter_map(|entry| {
+                let name = entry.ok()?.file_name().into_string().ok()?;
+                Some((name.split_once('_')?.0.parse().ok()?, true))
+            })
+            .collect();
+    expected.sort();
+    assert!(expected.len() >= 2, "{expected:?}");
+    assert_eq!(applied, expected);
     let journal: String = sqlx::query_scalar("PRAGMA journal_mode")
         .fetch_one(&store.writer)
         .await
