@@ -21,9 +21,16 @@ macro_rules! open_jobs {
     };
 }
 
+// The last three columns say whether the job has job dependencies, ARTs (or ART results)
+// and task dependencies: the queries for those are skipped when no open job has any, which
+// is the common case and makes a round four queries shorter.
 const JOB_ROWS: &str = concat!(
     "SELECT j.id, j.grid_id, j.status, j.suspended, j.tasks_must_start_simultaneously,
-            j.minimum_task_count
+            j.minimum_task_count,
+            EXISTS (SELECT 1 FROM job_dependencies d WHERE d.job_id = j.id),
+            EXISTS (SELECT 1 FROM job_arts a WHERE a.job_id = j.id)
+                OR EXISTS (SELECT 1 FROM art_results r WHERE r.job_id = j.id),
+            j.has_task_dependencies
      FROM jobs j WHERE ",
     open_jobs!(),
     " ORDER BY j.id"
@@ -164,21 +171,33 @@ impl Store {
             .sum::<i64>()
             .max(1);
 
-        type JobRow = (i64, i64, String, bool, bool, Option<i64>);
+        type JobRow = (i64, i64, String, bool, bool, Option<i64>, bool, bool, bool);
         type ConditionRow = (i64, String, Option<f64>, Option<f64>, Option<f64>);
         type TaskRow = (i64, String, String, Option<i64>, Option<String>);
         let job_rows: Vec<JobRow> = sqlx::query_as(JOB_ROWS).fetch_all(&mut *tx).await?;
+        let any = |flag: fn(&JobRow) -> bool| job_rows.iter().any(flag);
 
-        let dependencies: Vec<(i64, String, Option<String>)> = sqlx::query_as(JOB_DEPENDENCY_ROWS)
-            .fetch_all(&mut *tx)
-            .await?;
+        let dependencies: Vec<(i64, String, Option<String>)> = if any(|j| j.6) {
+            sqlx::query_as(JOB_DEPENDENCY_ROWS)
+                .fetch_all(&mut *tx)
+                .await?
+        } else {
+            Vec::new()
+        };
 
-        let conditions: Vec<ConditionRow> = sqlx::query_as(ART_CONDITION_ROWS)
-            .fetch_all(&mut *tx)
-            .await?;
-
-        let art_rows: Vec<(i64, i64, String, String, Option<f64>)> =
-            sqlx::query_as(ART_RESULT_ROWS).fetch_all(&mut *tx).await?;
+        let (conditions, art_rows): (
+            Vec<ConditionRow>,
+            Vec<(i64, i64, String, String, Option<f64>)>,
+        ) = if any(|j| j.7) {
+            (
+                sqlx::query_as(ART_CONDITION_ROWS)
+                    .fetch_all(&mut *tx)
+                    .await?,
+                sqlx::query_as(ART_RESULT_ROWS).fetch_all(&mut *tx).await?,
+            )
+        } else {
+            (Vec::new(), Vec::new())
+        };
 
         let mut task_rows: Vec<TaskRow> = if compact {
             sqlx::query_as(COMPACT_TASK_ROWS)
@@ -189,14 +208,18 @@ impl Store {
             sqlx::query_as(TASK_ROWS).fetch_all(&mut *tx).await?
         };
 
-        let task_dependencies: Vec<(i64, String, String)> = sqlx::query_as(TASK_DEPENDENCY_ROWS)
-            .fetch_all(&mut *tx)
-            .await?;
+        let task_dependencies: Vec<(i64, String, String)> = if any(|j| j.8) {
+            sqlx::query_as(TASK_DEPENDENCY_ROWS)
+                .fetch_all(&mut *tx)
+                .await?
+        } else {
+            Vec::new()
+        };
         tx.commit().await?;
 
         let mut jobs = Vec::with_capacity(job_rows.len());
         let mut job_index: HashMap<i64, usize> = HashMap::with_capacity(job_rows.len());
-        for (id, grid, status, suspended, simultaneous, minimum) in job_rows {
+        for (id, grid, status, suspended, simultaneous, minimum, ..) in job_rows {
             job_index.insert(id, jobs.len());
             jobs.push(SnapshotJob {
                 id: wire_id(id)?,
