@@ -451,6 +451,51 @@ impl Store {
             .await
     }
 
+    /// [`Store::mark_started`] for a job's first task to start, with the job's move to
+    /// Running ([`Store::mark_job_running`]) in the same transaction: one write on the path
+    /// from a submission to a running job. Returns whether the job changed.
+    pub async fn mark_first_started(
+        &self,
+        job: JobId,
+        task: &str,
+        agent: AgentId,
+        task_ref: &str,
+    ) -> Result<bool> {
+        let mut tx = self.writer.begin().await?;
+        let result = sqlx::query(&format!(
+            "UPDATE tasks SET state = 'Running', agent_id = ?, task_ref = ?,
+                 date_started = coalesce(date_started, ?)
+             WHERE job_id = ? AND name = ? AND {PLACED}"
+        ))
+        .bind(db_id(agent))
+        .bind(task_ref)
+        .bind(now())
+        .bind(db_id(job))
+        .bind(task)
+        .execute(&mut *tx)
+        .await?;
+        if result.rows_affected() == 0 {
+            // The one writer connection must be free to find out why.
+            drop(tx);
+            return self
+                .placed_task_updated(0, job, task, "marked running")
+                .await
+                .map(|()| false);
+        }
+        let changed = sqlx::query(
+            "UPDATE jobs SET status = 'Running', date_started = coalesce(date_started, ?)
+             WHERE id = ? AND status IN ('Pending', 'Prepared')",
+        )
+        .bind(now())
+        .bind(db_id(job))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            > 0;
+        tx.commit().await?;
+        Ok(changed)
+    }
+
     /// The agent reports the task suspended (`taskControl stop`).
     pub async fn mark_stopped(&self, job: JobId, task: &str) -> Result<()> {
         let mut tx = self.writer.begin().await?;

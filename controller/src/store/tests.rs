@@ -1445,3 +1445,48 @@ async fn tasks_added_to_a_job_join_its_own() {
         Err(StoreError::NoSuchJob(_))
     ));
 }
+
+#[tokio::test]
+async fn the_first_start_marks_the_task_and_its_job_together() {
+    let dir = TempDir::new("first-start");
+    let store = open(&dir).await;
+    let (agent, _) = store
+        .register_agent(&agent_named("a"))
+        .await
+        .expect("register");
+    let job = store.submit_job(&wide_spec(2), 0).await.expect("submit");
+    // A task that is not placed cannot start, and its job stays as it was.
+    assert!(store
+        .mark_first_started(job, "0", agent, "5")
+        .await
+        .is_err());
+    let attributes = store.job_attributes(job).await.expect("attributes");
+    assert_eq!(attributes.status, JobStatus::Pending);
+
+    store.mark_assigned(job, "0", agent).await.expect("assign");
+    assert!(store
+        .mark_first_started(job, "0", agent, "5")
+        .await
+        .expect("started"));
+    let task = store.task(job, "0").await.expect("task");
+    assert_eq!(
+        (task.state, task.task_ref.as_deref()),
+        (TaskState::Running, Some("5"))
+    );
+    let attributes = store.job_attributes(job).await.expect("attributes");
+    assert_eq!(attributes.status, JobStatus::Running);
+    assert!(attributes.date_started.is_some());
+
+    store.mark_assigned(job, "1", agent).await.expect("assign");
+    assert!(
+        !store
+            .mark_first_started(job, "1", agent, "6")
+            .await
+            .expect("started"),
+        "the job was running already"
+    );
+    assert_eq!(
+        store.task(job, "1").await.expect("task").state,
+        TaskState::Running
+    );
+}
