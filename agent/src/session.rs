@@ -94,7 +94,7 @@ impl Agent {
     }
 
     /// Open the data directory, read the cookie, probe the machine and set up the executor.
-    /// Blocks briefly (the executor tries `unshare` once).
+    /// Blocks briefly (the executor launches a trial task once).
     pub fn new(config: AgentConfig) -> Result<Agent, AgentError> {
         let store = DataStore::open(&config.data_dir)?;
         let processors = probe::read_processors();

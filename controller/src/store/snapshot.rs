@@ -173,6 +173,7 @@ impl Store {
 
         type JobRow = (i64, i64, String, bool, bool, Option<i64>, bool, bool, bool);
         type ConditionRow = (i64, String, Option<f64>, Option<f64>, Option<f64>);
+        type ArtRow = (i64, i64, String, String, Option<f64>);
         type TaskRow = (i64, String, String, Option<i64>, Option<String>);
         let job_rows: Vec<JobRow> = sqlx::query_as(JOB_ROWS).fetch_all(&mut *tx).await?;
         let any = |flag: fn(&JobRow) -> bool| job_rows.iter().any(flag);
@@ -185,10 +186,7 @@ impl Store {
             Vec::new()
         };
 
-        let (conditions, art_rows): (
-            Vec<ConditionRow>,
-            Vec<(i64, i64, String, String, Option<f64>)>,
-        ) = if any(|j| j.7) {
+        let (conditions, art_rows): (Vec<ConditionRow>, Vec<ArtRow>) = if any(|j| j.7) {
             (
                 sqlx::query_as(ART_CONDITION_ROWS)
                     .fetch_all(&mut *tx)
