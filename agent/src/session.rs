@@ -55,10 +55,11 @@ const CAP_SYS_RESOURCE: u32 = 24;
 /// How long the agent waits for the controller to acknowledge the close when stopping.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// The shortest time between two `agentStatus` notifications sent because a task changed
-/// state: with short tasks every task starts and ends several times a second, and each
-/// status costs the controller a write; the changes in between are folded into one.
-const STATUS_GAP: Duration = Duration::from_millis(50);
+/// How long after a task changes state the `agentStatus` saying so goes out: with short
+/// tasks, tasks start and end many times a second, and each status costs the controller a
+/// write and a scheduling round; the changes within this time are folded into one status,
+/// which also stays off the path from a submission to the task's `Running` report.
+const STATUS_DELAY: Duration = Duration::from_millis(50);
 
 /// Why the agent could not start.
 #[derive(Debug, thiserror::Error)]
@@ -96,10 +97,8 @@ pub struct Agent {
     evacuating: bool,
     /// The shutdown future has completed (it must not be polled again).
     shutdown_seen: bool,
-    /// When the last `agentStatus` went out on this connection.
-    status_sent: Option<Instant>,
-    /// A task changed state since the last `agentStatus`.
-    status_owed: bool,
+    /// Since when a task change waits for an `agentStatus` (`None`: nothing waits).
+    status_owed: Option<Instant>,
 }
 
 impl Agent {
@@ -115,7 +114,7 @@ impl Agent {
     }
 
     /// Open the data directory, read the cookie, probe the machine and set up the executor.
-    /// Blocks briefly (the executor tries `unshare` once).
+    /// Blocks briefly (the executor launches a trial task once).
     pub fn new(config: AgentConfig) -> Result<Agent, AgentError> {
         let store = DataStore::open(&config.data_dir)?;
         let processors = config.processors(probe::read_processors());
@@ -190,8 +189,7 @@ impl Agent {
             presence: Presence::Away,
             evacuating: false,
             shutdown_seen: false,
-            status_sent: None,
-            status_owed: false,
+            status_owed: None,
         })
     }
 
@@ -317,7 +315,6 @@ impl Agent {
         mut shutdown: Pin<&mut F>,
     ) -> Result<(), String> {
         let text = |e: peer::PeerError| e.to_string();
-        self.status_sent = None;
         self.send_status(peer).await.map_err(text)?;
         let mut poll = ticker(self.config.poll_interval);
         let mut status = ticker(self.config.status_interval);
@@ -329,10 +326,7 @@ impl Agent {
         // signal the poll still finds it.
         let mut children = signal(SignalKind::child()).ok();
         loop {
-            let status_due = self.status_owed.then(|| {
-                self.status_sent
-                    .map_or_else(Instant::now, |at| at + STATUS_GAP)
-            });
+            let status_due = self.status_owed.map(|since| since + STATUS_DELAY);
             tokio::select! {
                 _ = shutdown.as_mut(), if !self.shutdown_seen => {
                     self.shutdown_seen = true;
@@ -513,23 +507,20 @@ impl Agent {
     }
 
     async fn send_status(&mut self, peer: &Peer) -> Result<(), peer::PeerError> {
-        self.status_sent = Some(Instant::now());
-        self.status_owed = false;
+        self.status_owed = None;
         peer.send(AgentNotification::AgentStatus(self.status()).to_envelope())
             .await
     }
 
     /// Send what changed in the tasks since the last look; the agent's own status follows
-    /// at once, or once [`STATUS_GAP`] has passed since the last one.
+    /// [`STATUS_DELAY`] after the first change it reports.
     async fn report(&mut self, peer: &Peer) -> Result<(), peer::PeerError> {
         let changes = self.tasks.poll();
         for notification in changes.notifications {
             peer.send(notification).await?;
         }
-        self.status_owed |= changes.status_changed;
-        let gap_passed = self.status_sent.is_none_or(|at| at.elapsed() >= STATUS_GAP);
-        if self.status_owed && gap_passed {
-            self.send_status(peer).await?;
+        if changes.status_changed && self.status_owed.is_none() {
+            self.status_owed = Some(Instant::now());
         }
         Ok(())
     }

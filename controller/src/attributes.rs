@@ -82,14 +82,7 @@ pub(crate) async fn job_attributes(
     let stored = shared.store.job_attributes(job).await?;
     let mut active_cpu_power = 0.0;
     if stored.status == store::JobStatus::Running {
-        let running: Vec<AgentId> = shared
-            .store
-            .tasks(job)
-            .await?
-            .iter()
-            .filter(|t| t.state == store::TaskState::Running)
-            .filter_map(|t| t.agent)
-            .collect();
+        let running = shared.store.running_tasks_by_agent(job).await?;
         if !running.is_empty() {
             let agents: BTreeMap<AgentId, AgentRecord> = shared
                 .store
@@ -100,8 +93,7 @@ pub(crate) async fn job_attributes(
                 .collect();
             active_cpu_power = running
                 .iter()
-                .filter_map(|id| agents.get(id))
-                .map(task_megahertz)
+                .filter_map(|(id, count)| Some(task_megahertz(agents.get(id)?) * f64::from(*count)))
                 .sum();
         }
     }

@@ -268,14 +268,29 @@ impl TaskOn<'_> {
                     return Next::Continue;
                 }
                 *running = true;
-                // The task first, then its job: whoever sees the job Running finds the
+                // The task with (or before) its job: whoever sees the job Running finds the
                 // task's taskRef stored too (what a restart needs to pick the task up).
-                if !ends_next {
-                    let started = shared
-                        .store
-                        .mark_started(job, task, self.agent, self.task_ref)
-                        .await;
+                let first = shared.first_start_of(job);
+                let job_started = if ends_next {
+                    if first {
+                        shared.store.mark_job_running(job).await
+                    } else {
+                        Ok(false)
+                    }
+                } else {
+                    let (store, agent, task_ref) = (&shared.store, self.agent, self.task_ref);
+                    let started = if first {
+                        store.mark_first_started(job, task, agent, task_ref).await
+                    } else {
+                        store
+                            .mark_started(job, task, agent, task_ref)
+                            .await
+                            .map(|()| false)
+                    };
                     if let Err(e) = started {
+                        if first {
+                            shared.forget_start_of(job);
+                        }
                         // Canceled, deleted or restarted before the agent got going.
                         shared.log(format!(
                             "job {job} task {task} is no longer wanted ({e}); canceling it on {}",
@@ -284,13 +299,12 @@ impl TaskOn<'_> {
                         cancel_request(self.link, self.task_ref);
                         return Next::Done;
                     }
-                }
-                if shared.first_start_of(job) {
-                    match shared.store.mark_job_running(job).await {
-                        Ok(true) => shared.job_event(job, "is running").await,
-                        Ok(false) => {}
-                        Err(e) => shared.log(format!("cannot mark job {job} running: {e}")),
-                    }
+                    started
+                };
+                match job_started {
+                    Ok(true) => shared.job_event(job, "is running").await,
+                    Ok(false) => {}
+                    Err(e) => shared.log(format!("cannot mark job {job} running: {e}")),
                 }
                 shared.publish(GridEvent::JobChanged { job });
                 Next::Continue

@@ -7,9 +7,9 @@
 //!
 //! Decisions the agent's session should know:
 //! - Every dump leaves the task stopped while the task directory is recorded; only then, if
-//!   the caller did not ask to keep it stopped, is it killed. (Killed by CRIU, `unshare`
-//!   would write a complaint into the task's stderr before the directory was recorded, and
-//!   CRIU refuses to restore a file whose size changed.)
+//!   the caller did not ask to keep it stopped, is it killed. (Killed by CRIU, the task's
+//!   first process could write into the task's files before the directory was recorded,
+//!   and CRIU refuses to restore a file whose size changed.)
 //! - A restore runs `criu restore` in the foreground with `--exec-cmd`: once the tree is
 //!   back, CRIU becomes a small Perl waiter (Perl is essential on Debian), so the restored
 //!   task stays the agent's grandchild, never an orphan, and the waiter's exit status is the

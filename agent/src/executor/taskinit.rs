@@ -176,7 +176,9 @@ fn plain(launch: &Launch) -> Result<i32, String> {
 }
 
 fn namespace(launch: &Launch) -> Result<i32, String> {
-    // If the agent dies, so does the task (stage 2 dies with this process).
+    // If the agent dies, so does the task (stage 2 dies with this process). The kernel ties
+    // this to the thread that started us: the agent starts tasks from its runtime's own
+    // thread, which lives as long as the agent.
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
         .map_err(|e| format!("could not tie the task to the agent: {e}"))?;
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWPID)

@@ -119,7 +119,7 @@ impl Store {
 
     pub async fn agent(&self, agent: AgentId) -> Result<AgentRecord> {
         let mut tx = self.readers.begin().await?;
-        let mut agents = load_agents(&mut tx, Some(db_id(agent))).await?;
+        let mut agents = load_agents(&mut tx, Some(db_id(agent)), true).await?;
         tx.commit().await?;
         agents.pop().ok_or(StoreError::NoSuchAgent(agent))
     }
@@ -127,7 +127,7 @@ impl Store {
     /// Every agent, by identifier.
     pub async fn agents(&self) -> Result<Vec<AgentRecord>> {
         let mut tx = self.readers.begin().await?;
-        let agents = load_agents(&mut tx, None).await?;
+        let agents = load_agents(&mut tx, None, true).await?;
         tx.commit().await?;
         Ok(agents)
     }
@@ -283,10 +283,12 @@ type AgentRow = (
     Option<f64>,
 );
 
-/// Every agent (or only agent `only`), with one query per table.
+/// Every agent (or only agent `only`), with one query per table; `with_addresses: false`
+/// leaves their hostnames and addresses empty.
 pub(super) async fn load_agents(
     conn: &mut SqliteConnection,
     only: Option<i64>,
+    with_addresses: bool,
 ) -> Result<Vec<AgentRecord>> {
     let filter = |column: &str| match only {
         Some(_) => format!("AND {column} = ?1"),
@@ -342,16 +344,20 @@ pub(super) async fn load_agents(
             last_seen: date(seen),
         });
     }
-    let addresses: Vec<(i64, String, String)> = fetch_filtered(
-        conn,
-        &format!(
-            "SELECT agent_id, kind, value FROM agent_addresses WHERE 1 {}
-             ORDER BY agent_id, kind, position",
-            filter("agent_id")
-        ),
-        only,
-    )
-    .await?;
+    let addresses: Vec<(i64, String, String)> = if with_addresses {
+        fetch_filtered(
+            conn,
+            &format!(
+                "SELECT agent_id, kind, value FROM agent_addresses WHERE 1 {}
+                 ORDER BY agent_id, kind, position",
+                filter("agent_id")
+            ),
+            only,
+        )
+        .await?
+    } else {
+        Vec::new()
+    };
     for (agent, kind, value) in addresses {
         if let Some(record) = index.get(&agent).and_then(|&i| agents.get_mut(i)) {
             if kind == "hostname" {

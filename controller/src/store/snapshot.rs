@@ -1,6 +1,8 @@
 //! The read a scheduling round starts from: agents, ART results and the open jobs with their
 //! tasks, in one read transaction with one query per table. Jobs that ended are left out
-//! with all their tasks, so the cost follows the work still open, not the history stored.
+//! with all their tasks, so the cost follows the work still open, not the history stored;
+//! the compact read used by the scheduling loop also leaves out the tasks of open jobs that
+//! cannot change a decision, so its cost follows the slots, not the size of the jobs.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -19,9 +21,16 @@ macro_rules! open_jobs {
     };
 }
 
+// The last three columns say whether the job has job dependencies, ARTs (or ART results)
+// and task dependencies: the queries for those are skipped when no open job has any, which
+// is the common case and makes a round four queries shorter.
 const JOB_ROWS: &str = concat!(
     "SELECT j.id, j.grid_id, j.status, j.suspended, j.tasks_must_start_simultaneously,
-            j.minimum_task_count
+            j.minimum_task_count,
+            EXISTS (SELECT 1 FROM job_dependencies d WHERE d.job_id = j.id),
+            EXISTS (SELECT 1 FROM job_arts a WHERE a.job_id = j.id)
+                OR EXISTS (SELECT 1 FROM art_results r WHERE r.job_id = j.id),
+            j.has_task_dependencies
      FROM jobs j WHERE ",
     open_jobs!(),
     " ORDER BY j.id"
@@ -64,12 +73,14 @@ pub(super) const TASK_ROWS: &str = concat!(
     " ORDER BY t.job_id, t.name"
 );
 
+// Only jobs with task dependencies have rows to find (`has_task_dependencies`, set when
+// such tasks are stored), so the others' tasks are not walked.
 pub(super) const TASK_DEPENDENCY_ROWS: &str = concat!(
     "SELECT t.job_id, t.name, d.depends_on
      FROM jobs j
      JOIN tasks t ON t.job_id = j.id
      JOIN task_dependencies d ON d.task_id = t.id
-     WHERE ",
+     WHERE j.has_task_dependencies AND ",
     open_jobs!(),
     " ORDER BY t.job_id, t.name, d.position"
 );
@@ -78,38 +89,59 @@ pub(super) const TASK_DEPENDENCY_ROWS: &str = concat!(
 /// together keeps only its first Finished task, and only its first `?1` Pending tasks (in
 /// natural order for numeric task names: shorter names first, then by bytes): the others
 /// decide nothing a round decides (which tasks are ready, whether the job failed or
-/// finished, whether it started, which tasks fill the free slots), and
-/// leaving them out keeps rounds cheap while a large job drains. Each open job's facts are
-/// worked out once (MATERIALIZED), not once per task row; the OR made SQLite's planner walk
-/// the whole tasks table, hence the index named outright (the one `UNIQUE (job_id, name)`
-/// creates) and the join order fixed with CROSS JOIN, and no ORDER BY: the rows are sorted after reading.
+/// finished, whether it started, which tasks fill the free slots), and leaving them out
+/// keeps rounds cheap while a large job drains.
+///
+/// Every part is found through an index (migration 0003), so a round costs the same for a
+/// job of ten tasks and one of a hundred thousand: the tasks in other states through
+/// `tasks_unsettled`, the first Finished one through `tasks_finished`, and the first Pending
+/// ones by stepping `?1` times along `tasks_pending` (`first_pending`, a recursive walk:
+/// SQLite has no LATERAL join). The indexes are named outright, and the join order fixed
+/// with CROSS JOIN, so the planner cannot fall back to walking the job's tasks; no ORDER BY:
+/// the rows are sorted after reading.
 pub(super) const COMPACT_TASK_ROWS: &str = concat!(
-    "WITH open AS MATERIALIZED (
-         SELECT j.id,
-                j.tasks_must_start_simultaneously
-                    OR EXISTS (SELECT 1 FROM tasks o JOIN task_dependencies d ON d.task_id = o.id
-                               WHERE o.job_id = j.id) AS keep_all,
-                (SELECT min(f.id) FROM tasks f WHERE f.job_id = j.id AND f.state = 'Finished')
-                    AS first_finished
+    "WITH RECURSIVE open AS MATERIALIZED (
+         SELECT j.id, j.tasks_must_start_simultaneously OR j.has_task_dependencies AS keep_all
          FROM jobs j WHERE ",
     open_jobs!(),
     "),
-     first_pending AS (
-         SELECT id FROM (
-             SELECT t.id, row_number() OVER (PARTITION BY t.job_id
-                                             ORDER BY length(t.name), t.name) AS place
-             FROM open CROSS JOIN tasks t INDEXED BY sqlite_autoindex_tasks_1
-             ON t.job_id = open.id
-             WHERE NOT open.keep_all AND t.state = 'Pending')
-         WHERE place <= ?1)
+     first_pending (job_id, name, place) AS (
+         SELECT open.id,
+                (SELECT p.name FROM tasks p INDEXED BY tasks_pending
+                 WHERE p.state = 'Pending' AND p.job_id = open.id
+                 ORDER BY length(p.name), p.name LIMIT 1),
+                1
+         FROM open WHERE NOT open.keep_all
+         UNION ALL
+         SELECT f.job_id,
+                (SELECT p.name FROM tasks p INDEXED BY tasks_pending
+                 WHERE p.state = 'Pending' AND p.job_id = f.job_id
+                   AND length(p.name) >= length(f.name)
+                   AND (length(p.name), p.name) > (length(f.name), f.name)
+                 ORDER BY length(p.name), p.name LIMIT 1),
+                f.place + 1
+         FROM first_pending f WHERE f.name IS NOT NULL AND f.place < ?1),
+     chosen (id) AS (
+         SELECT t.id FROM open
+         CROSS JOIN tasks t INDEXED BY sqlite_autoindex_tasks_1 ON t.job_id = open.id
+         WHERE open.keep_all
+         UNION ALL
+         SELECT t.id FROM open
+         CROSS JOIN tasks t INDEXED BY tasks_unsettled
+             ON t.job_id = open.id AND t.state NOT IN ('Pending', 'Finished')
+         WHERE NOT open.keep_all
+         UNION ALL
+         SELECT (SELECT f.id FROM tasks f INDEXED BY tasks_finished
+                 WHERE f.state = 'Finished' AND f.job_id = open.id ORDER BY f.id LIMIT 1)
+         FROM open WHERE NOT open.keep_all
+         UNION ALL
+         SELECT t.id FROM first_pending f
+         CROSS JOIN tasks t INDEXED BY sqlite_autoindex_tasks_1
+             ON t.job_id = f.job_id AND t.name = f.name)
      SELECT t.job_id, t.name, t.state, t.agent_id, h.agent_name
-     FROM open
-     CROSS JOIN tasks t INDEXED BY sqlite_autoindex_tasks_1 ON t.job_id = open.id
-     LEFT JOIN job_scheduler_hints h ON h.job_id = t.job_id AND h.task_name = t.name
-     WHERE open.keep_all
-        OR t.id = open.first_finished
-        OR t.state NOT IN ('Finished', 'Pending')
-        OR t.id IN (SELECT id FROM first_pending)"
+     FROM chosen
+     CROSS JOIN tasks t ON t.id = chosen.id
+     LEFT JOIN job_scheduler_hints h ON h.job_id = t.job_id AND h.task_name = t.name"
 );
 
 impl Store {
@@ -129,7 +161,8 @@ impl Store {
 
     async fn load_snapshot(&self, compact: bool) -> Result<SchedulingSnapshot> {
         let mut tx = self.readers.begin().await?;
-        let agents = load_agents(&mut tx, None).await?;
+        // The scheduler needs no hostnames or addresses: one query fewer per round.
+        let agents = load_agents(&mut tx, None, false).await?;
         // At least one: a job must never look as if it had only finished tasks.
         let slots: i64 = agents
             .iter()
@@ -138,21 +171,31 @@ impl Store {
             .sum::<i64>()
             .max(1);
 
-        type JobRow = (i64, i64, String, bool, bool, Option<i64>);
+        type JobRow = (i64, i64, String, bool, bool, Option<i64>, bool, bool, bool);
         type ConditionRow = (i64, String, Option<f64>, Option<f64>, Option<f64>);
+        type ArtRow = (i64, i64, String, String, Option<f64>);
         type TaskRow = (i64, String, String, Option<i64>, Option<String>);
         let job_rows: Vec<JobRow> = sqlx::query_as(JOB_ROWS).fetch_all(&mut *tx).await?;
+        let any = |flag: fn(&JobRow) -> bool| job_rows.iter().any(flag);
 
-        let dependencies: Vec<(i64, String, Option<String>)> = sqlx::query_as(JOB_DEPENDENCY_ROWS)
-            .fetch_all(&mut *tx)
-            .await?;
+        let dependencies: Vec<(i64, String, Option<String>)> = if any(|j| j.6) {
+            sqlx::query_as(JOB_DEPENDENCY_ROWS)
+                .fetch_all(&mut *tx)
+                .await?
+        } else {
+            Vec::new()
+        };
 
-        let conditions: Vec<ConditionRow> = sqlx::query_as(ART_CONDITION_ROWS)
-            .fetch_all(&mut *tx)
-            .await?;
-
-        let art_rows: Vec<(i64, i64, String, String, Option<f64>)> =
-            sqlx::query_as(ART_RESULT_ROWS).fetch_all(&mut *tx).await?;
+        let (conditions, art_rows): (Vec<ConditionRow>, Vec<ArtRow>) = if any(|j| j.7) {
+            (
+                sqlx::query_as(ART_CONDITION_ROWS)
+                    .fetch_all(&mut *tx)
+                    .await?,
+                sqlx::query_as(ART_RESULT_ROWS).fetch_all(&mut *tx).await?,
+            )
+        } else {
+            (Vec::new(), Vec::new())
+        };
 
         let mut task_rows: Vec<TaskRow> = if compact {
             sqlx::query_as(COMPACT_TASK_ROWS)
@@ -163,14 +206,18 @@ impl Store {
             sqlx::query_as(TASK_ROWS).fetch_all(&mut *tx).await?
         };
 
-        let task_dependencies: Vec<(i64, String, String)> = sqlx::query_as(TASK_DEPENDENCY_ROWS)
-            .fetch_all(&mut *tx)
-            .await?;
+        let task_dependencies: Vec<(i64, String, String)> = if any(|j| j.8) {
+            sqlx::query_as(TASK_DEPENDENCY_ROWS)
+                .fetch_all(&mut *tx)
+                .await?
+        } else {
+            Vec::new()
+        };
         tx.commit().await?;
 
         let mut jobs = Vec::with_capacity(job_rows.len());
         let mut job_index: HashMap<i64, usize> = HashMap::with_capacity(job_rows.len());
-        for (id, grid, status, suspended, simultaneous, minimum) in job_rows {
+        for (id, grid, status, suspended, simultaneous, minimum, ..) in job_rows {
             job_index.insert(id, jobs.len());
             jobs.push(SnapshotJob {
                 id: wire_id(id)?,

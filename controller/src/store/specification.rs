@@ -352,6 +352,13 @@ async fn insert_tasks(
         },
     )
     .await?;
+    if !dependencies.is_empty() {
+        // Scheduling rounds read every task of such a job (store/snapshot.rs).
+        sqlx::query("UPDATE jobs SET has_task_dependencies = 1 WHERE id = ?")
+            .bind(job)
+            .execute(&mut *conn)
+            .await?;
+    }
     Ok(())
 }
 

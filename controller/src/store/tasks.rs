@@ -227,6 +227,23 @@ impl Store {
         rows.into_iter().map(task_record).collect()
     }
 
+    /// How many of the job's tasks run on each agent now (what `activeCPUPower` adds up).
+    /// It reads only the tasks placed on agents (the `tasks_on_agents` index), not every
+    /// task of the job, so a client polling a large running job costs little.
+    pub async fn running_tasks_by_agent(&self, job: JobId) -> Result<Vec<(AgentId, u32)>> {
+        let rows: Vec<(i64, i64)> = sqlx::query_as(&format!(
+            "SELECT agent_id, count(*) FROM tasks INDEXED BY tasks_on_agents
+             WHERE {ON_AGENTS} AND state = 'Running' AND job_id = ?
+             GROUP BY agent_id"
+        ))
+        .bind(db_id(job))
+        .fetch_all(&self.readers)
+        .await?;
+        rows.into_iter()
+            .map(|(agent, count)| Ok((wire_id(agent)?, small_count(count))))
+            .collect()
+    }
+
     /// The state of one task.
     pub async fn task(&self, job: JobId, task: &str) -> Result<TaskRecord> {
         let mut conn = self.readers.acquire().await?;
@@ -438,6 +455,51 @@ impl Store {
         .await?;
         self.placed_task_updated(result.rows_affected(), job, task, "marked running")
             .await
+    }
+
+    /// [`Store::mark_started`] for a job's first task to start, with the job's move to
+    /// Running ([`Store::mark_job_running`]) in the same transaction: one write on the path
+    /// from a submission to a running job. Returns whether the job changed.
+    pub async fn mark_first_started(
+        &self,
+        job: JobId,
+        task: &str,
+        agent: AgentId,
+        task_ref: &str,
+    ) -> Result<bool> {
+        let mut tx = self.writer.begin().await?;
+        let result = sqlx::query(&format!(
+            "UPDATE tasks SET state = 'Running', agent_id = ?, task_ref = ?,
+                 date_started = coalesce(date_started, ?)
+             WHERE job_id = ? AND name = ? AND {PLACED}"
+        ))
+        .bind(db_id(agent))
+        .bind(task_ref)
+        .bind(now())
+        .bind(db_id(job))
+        .bind(task)
+        .execute(&mut *tx)
+        .await?;
+        if result.rows_affected() == 0 {
+            // The one writer connection must be free to find out why.
+            drop(tx);
+            return self
+                .placed_task_updated(0, job, task, "marked running")
+                .await
+                .map(|()| false);
+        }
+        let changed = sqlx::query(
+            "UPDATE jobs SET status = 'Running', date_started = coalesce(date_started, ?)
+             WHERE id = ? AND status IN ('Pending', 'Prepared')",
+        )
+        .bind(now())
+        .bind(db_id(job))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            > 0;
+        tx.commit().await?;
+        Ok(changed)
     }
 
     /// The agent reports the task suspended (`taskControl stop`).

@@ -175,7 +175,18 @@ async fn migrations_apply_on_a_fresh_file() {
             .fetch_all(&store.readers)
             .await
             .expect("read the migration table");
-    assert_eq!(applied, vec![(1, true), (2, true)]);
+    // Every file in migrations/ (named `<version>_<what>.sql`), each applied once.
+    let mut expected: Vec<(i64, bool)> =
+        std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../migrations"))
+            .expect("the migrations directory")
+            .filter_map(|entry| {
+                let name = entry.ok()?.file_name().into_string().ok()?;
+                Some((name.split_once('_')?.0.parse().ok()?, true))
+            })
+            .collect();
+    expected.sort();
+    assert!(expected.len() >= 2, "{expected:?}");
+    assert_eq!(applied, expected);
     let journal: String = sqlx::query_scalar("PRAGMA journal_mode")
         .fetch_one(&store.writer)
         .await
@@ -505,14 +516,28 @@ async fn tasks_move_through_their_lifecycle() {
     );
     assert_eq!(store.task_by_ref(agent, "18").await.expect("by ref"), None);
 
+    assert!(store
+        .running_tasks_by_agent(job)
+        .await
+        .expect("running")
+        .is_empty());
     store.mark_running(job, "0").await.expect("running");
     let started = store.task(job, "0").await.expect("task").date_started;
     assert!(started.is_some());
+    assert_eq!(
+        store.running_tasks_by_agent(job).await.expect("running"),
+        [(agent, 1)]
+    );
     store.mark_stopped(job, "0").await.expect("stopped");
     assert_eq!(
         store.task(job, "0").await.expect("task").state,
         TaskState::Stopped
     );
+    assert!(store
+        .running_tasks_by_agent(job)
+        .await
+        .expect("running")
+        .is_empty());
     store.mark_running(job, "0").await.expect("running again");
     let task = store.task(job, "0").await.expect("task");
     assert_eq!(
@@ -1834,4 +1859,49 @@ async fn the_balancing_read_does_not_scan_all_tasks() {
         .filter(|step| step.starts_with("SCAN t") && *step != "SCAN t USING INDEX tasks_held")
         .collect();
     assert!(scans.is_empty(), "full scans {scans:?} in {plan:?}");
+}
+
+#[tokio::test]
+async fn the_first_start_marks_the_task_and_its_job_together() {
+    let dir = TempDir::new("first-start");
+    let store = open(&dir).await;
+    let (agent, _) = store
+        .register_agent(&agent_named("a"))
+        .await
+        .expect("register");
+    let job = store.submit_job(&wide_spec(2), 0).await.expect("submit");
+    // A task that is not placed cannot start, and its job stays as it was.
+    assert!(store
+        .mark_first_started(job, "0", agent, "5")
+        .await
+        .is_err());
+    let attributes = store.job_attributes(job).await.expect("attributes");
+    assert_eq!(attributes.status, JobStatus::Pending);
+
+    store.mark_assigned(job, "0", agent).await.expect("assign");
+    assert!(store
+        .mark_first_started(job, "0", agent, "5")
+        .await
+        .expect("started"));
+    let task = store.task(job, "0").await.expect("task");
+    assert_eq!(
+        (task.state, task.task_ref.as_deref()),
+        (TaskState::Running, Some("5"))
+    );
+    let attributes = store.job_attributes(job).await.expect("attributes");
+    assert_eq!(attributes.status, JobStatus::Running);
+    assert!(attributes.date_started.is_some());
+
+    store.mark_assigned(job, "1", agent).await.expect("assign");
+    assert!(
+        !store
+            .mark_first_started(job, "1", agent, "6")
+            .await
+            .expect("started"),
+        "the job was running already"
+    );
+    assert_eq!(
+        store.task(job, "1").await.expect("task").state,
+        TaskState::Running
+    );
 }

@@ -357,7 +357,7 @@ pub struct LogEntry {
 /// Everything a scheduling round reads, loaded with one query per table.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SchedulingSnapshot {
-    /// Every agent, by identifier.
+    /// Every agent, by identifier (without hostnames and addresses).
     pub agents: Vec<AgentRecord>,
     /// ART results for the jobs in `jobs`.
     pub art_results: Vec<ArtResultRecord>,
