@@ -38,10 +38,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use xgrid_cli::povray::image::{read_targa, Image};
 use xgrid_cli::povray::options::RenderOptions;
 use xgrid_cli::povray::plan::{spread, tile_rects};
 use xgrid_grid_tests::{binary, scratch_dir, Grid};
+use xgrid_image::targa::read_targa;
+use xgrid_image::Image;
 
 const POVRAY: &str = "/usr/bin/povray";
 const BENCHMARK_SCENE: &str = "/usr/share/povray-3.7/scenes/advanced/benchmark/benchmark.pov";

@@ -6,10 +6,8 @@
 //! include files are found (a missing one stops the run with nothing submitted), and the job
 //! is built.
 
-pub mod image;
 pub mod options;
 pub mod plan;
-pub mod png;
 pub mod render;
 pub mod scene;
 

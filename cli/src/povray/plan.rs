@@ -20,18 +20,15 @@
 
 use xgrid_protocol::plist::{Dictionary, Value};
 
-use super::image::Rect;
 use super::options::{Frames, RenderOptions};
 use super::scene::SceneFiles;
+use xgrid_image::Rect;
 
 /// The tool's own POV-Ray: the agents are expected to have it at this path.
 pub const POVRAY: &str = "/usr/bin/povray";
-/// The `applicationIdentifier` of the jobs this tool submits.
-pub const APPLICATION_IDENTIFIER: &str = "org.xgrid.povray";
+pub use xgrid_image::povray::{APPLICATION_IDENTIFIER, TASK_OUTPUT};
 /// Tiles to aim for when `-tiles` is not given.
 pub const DEFAULT_TILES: usize = 16;
-/// The file each task writes (POV-Ray adds the frame number in an animation).
-pub const TASK_OUTPUT: &str = "piece.tga";
 
 /// One task's share of the work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -286,6 +283,26 @@ mod tests {
         );
         let frame = task_arguments(Piece::Frame(3), &render(8, 8, 32), &[], "a.pov");
         assert_eq!(frame[frame.len() - 2..], ["+SF3", "+EF3"]);
+    }
+
+    #[test]
+    fn the_controller_reads_every_tile_back_from_its_task() {
+        let options = render(160, 120, 32);
+        // The user's own size switches come first and are overridden by the tool's.
+        let user = ["+W10".to_string(), "+H10".to_string()];
+        for piece in pieces(&options, Some(12)) {
+            let Piece::Tile(rect) = piece else {
+                panic!("a still picture is cut into tiles");
+            };
+            let tile =
+                xgrid_image::povray::task_tile(&task_arguments(piece, &options, &user, "s.pov"));
+            assert_eq!(
+                tile.map(|t| (t.width, t.height, t.rect)),
+                Some((160, 120, rect))
+            );
+        }
+        let frame = task_arguments(Piece::Frame(2), &options, &[], "s.pov");
+        assert_eq!(xgrid_image::povray::task_tile(&frame), None);
     }
 
     #[test]

@@ -19,10 +19,11 @@ use xgrid_protocol::peer::PeerError;
 use crate::client::Client;
 use crate::error::CliError;
 
-use super::image::{read_targa, Image};
 use super::options::{Frames, OutputFormat};
 use super::plan::Piece;
-use super::{png, PovrayError};
+use super::PovrayError;
+use xgrid_image::targa::read_targa;
+use xgrid_image::{png, Image};
 
 /// How long to wait for a notification before asking for the job's attributes.
 const POLL_INTERVAL: Duration = Duration::from_secs(2);
@@ -262,7 +263,7 @@ fn assemble(
             })
             .map(|(_, data)| data)
             .ok_or_else(|| bad("its task returned no image file".to_string()))?;
-        let image = read_targa(data).map_err(bad)?;
+        let image = read_targa(data).map_err(|e| bad(e.to_string()))?;
         if (image.width, image.height) != (render.width, render.height) {
             return Err(bad(format!(
                 "it is {}x{}, not {}x{}",
@@ -270,7 +271,9 @@ fn assemble(
             )));
         }
         match piece {
-            Piece::Tile(rect) => whole.copy_rect(&image, *rect).map_err(bad)?,
+            Piece::Tile(rect) => whole
+                .copy_rect(&image, *rect)
+                .map_err(|e| bad(e.to_string()))?,
             Piece::Frame(n) => {
                 let digits = render.frames.map_or(1, |f| f.final_frame.to_string().len());
                 let path = frame_path(&render.output, *n, digits);
@@ -302,7 +305,8 @@ pub fn frame_path(output: &Path, frame: u64, digits: usize) -> PathBuf {
 fn write_image(image: &Image, path: &Path, format: OutputFormat) -> Result<(), PovrayError> {
     let bytes = match format {
         OutputFormat::Png => png::encode(image),
-        OutputFormat::Ppm => image.to_ppm()?,
+        // Alpha with PPM was refused before submission.
+        OutputFormat::Ppm => image.to_ppm().map_err(|_| PovrayError::AlphaInPpm)?,
     };
     std::fs::write(path, bytes).map_err(|e| CliError::write(path, e).into())
 }
@@ -383,7 +387,7 @@ fn bar_line(done: i64, total: i64, unit: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::povray::image::Rect;
+    use xgrid_image::Rect;
 
     #[test]
     fn frame_file_names_are_padded_like_povrays() {
