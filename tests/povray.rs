@@ -245,3 +245,77 @@ fn a_scene_povray_cannot_parse_fails_with_povrays_message() {
     assert!(!work.join("x.png").exists());
     let _ = std::fs::remove_dir_all(&work);
 }
+
+/// The identifiers of the default grid's jobs.
+fn job_list(grid: &Grid) -> Vec<String> {
+    let mut query = Dictionary::new();
+    query.insert("gridIdentifier".into(), Value::from(""));
+    let reply = grid.request("gridJobList", query).expect("gridJobList");
+    reply
+        .get("jobList")
+        .and_then(Value::as_array)
+        .map(|jobs| {
+            jobs.iter()
+                .filter_map(|j| j.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn an_interrupt_deletes_the_running_job() {
+    if !have_povray("an_interrupt_deletes_the_running_job") {
+        return;
+    }
+    // One slot: the job holds it while it runs, and a later job can only run once the
+    // interrupted one's task has really been stopped.
+    let grid = Grid::start("povray-interrupt", 1, 1);
+    let work = scratch_dir("povray-interrupt-out");
+    let scene = scenes().join("still.pov");
+    let render = Command::new(binary("xgrid-povray"))
+        .arg("-h")
+        .arg(&grid.address)
+        .arg(&scene)
+        .args(["+W640", "+H480", "+A0.1", "-tiles", "4", "-o", "x.png"])
+        .current_dir(&work)
+        .env_remove("XGRID_CONTROLLER_HOSTNAME")
+        .env_remove("XGRID_CONTROLLER_PASSWORD")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start xgrid-povray");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let job = loop {
+        if let Some(job) = job_list(&grid).into_iter().next() {
+            break job;
+        }
+        assert!(std::time::Instant::now() < deadline, "no job was submitted");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    grid.wait_for_job(&job, 30, |attributes| {
+        attributes.get("jobStatus").and_then(Value::as_str) == Some("Running")
+    });
+    let sent = Command::new("kill")
+        .args(["-INT", &render.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(sent.success(), "SIGINT was not delivered");
+    let output = render.wait_with_output().expect("xgrid-povray ends");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(130), "{stderr}");
+    assert!(
+        stderr.contains(&format!("interrupted: job {job} was stopped and deleted")),
+        "{stderr}"
+    );
+    assert!(!work.join("x.png").exists());
+    assert!(job_list(&grid).is_empty(), "the job is still there");
+
+    // The slot is free again: a new job runs to its end.
+    let next = grid.xgrid(&["-job", "submit", "/bin/echo", "after"]);
+    let next = xgrid_grid_tests::job_identifier(&next);
+    grid.wait_for_job(&next, 30, |attributes| {
+        attributes.get("jobStatus").and_then(Value::as_str) == Some("Finished")
+    });
+    let _ = std::fs::remove_dir_all(&work);
+}

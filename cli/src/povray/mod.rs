@@ -48,7 +48,14 @@ pub enum PovrayError {
     PieceFailed { piece: String, detail: String },
     #[error("the image of {piece} cannot be read: {reason}")]
     BadPiece { piece: String, reason: String },
+    #[error("interrupted: job {job} was stopped and deleted")]
+    Interrupted { job: String },
+    #[error("interrupted, but job {job} could not be deleted ({reason}); stop it with: xgrid -job delete -id {job}")]
+    InterruptedJobLeft { job: String, reason: String },
 }
+
+/// The exit status after an interrupt: 128 + SIGINT, as a shell reports it.
+pub const EXIT_INTERRUPTED: u8 = 130;
 
 impl PovrayError {
     /// The exit status, with `xgrid`'s meanings (see [`crate::error`]).
@@ -60,6 +67,9 @@ impl PovrayError {
             PovrayError::IncludeOutside { .. } => EXIT_DATA,
             PovrayError::PieceFailed { .. } => EXIT_REFUSED,
             PovrayError::BadPiece { .. } => EXIT_PROTOCOL,
+            PovrayError::Interrupted { .. } | PovrayError::InterruptedJobLeft { .. } => {
+                EXIT_INTERRUPTED
+            }
         }
     }
 }

@@ -3,16 +3,22 @@
 //!
 //! The job's attributes are subscribed to; when no notification comes for a while they are
 //! fetched directly, in case a controller ignores the subscription.
+//!
+//! An interrupt (Ctrl-C, or SIGTERM) while the job runs deletes the job, which stops its
+//! tasks: nobody would assemble its pieces otherwise, and they would hold the agents for
+//! nothing. The handlers are in place before the submission, so an interrupt that comes
+//! while the job is being submitted still finds it.
 
 use std::collections::BTreeMap;
 use std::io::{self, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use xgrid_protocol::envelope::MessageType;
 use xgrid_protocol::messages::{
-    ClientNotification, ClientRequest, ControllerReply, JobAttributes, JobQuery, JobStatus,
-    JobSubmission, Subscription, TaskOutputs,
+    ClientNotification, ClientRequest, ControllerReply, JobAction, JobAttributes,
+    JobControlRequest, JobQuery, JobStatus, JobSubmission, Subscription, TaskOutputs,
 };
 use xgrid_protocol::peer::PeerError;
 
@@ -45,6 +51,7 @@ pub struct Render {
 
 /// Submit, wait, assemble, write; returns the files written.
 pub async fn run(client: &mut Client, render: Render) -> Result<Vec<PathBuf>, PovrayError> {
+    let mut interrupt = Interrupt::listen()?;
     let request = ClientRequest::JobSubmission(render.submission.clone());
     let reply = client.call(&request).await?;
     let job = match ControllerReply::from_payload(request.name(), &reply) {
@@ -67,7 +74,14 @@ pub async fn run(client: &mut Client, render: Render) -> Result<Vec<PathBuf>, Po
         render.width,
         render.height
     );
-    let attributes = follow(client, &job, unit).await?;
+    let followed = tokio::select! {
+        attributes = follow(client, &job, unit) => Some(attributes),
+        () = interrupt.received() => None,
+    };
+    let Some(attributes) = followed else {
+        return Err(delete_job(client, &job, &mut interrupt).await);
+    };
+    let attributes = attributes?;
     let outputs = final_results(client, &job).await?;
     match attributes.job_status {
         JobStatus::Failed | JobStatus::Canceled => {
@@ -86,6 +100,63 @@ pub async fn run(client: &mut Client, render: Render) -> Result<Vec<PathBuf>, Po
         _ => check_pieces(client, &job, &render.pieces, &outputs).await?,
     }
     assemble(&render, &outputs)
+}
+
+/// SIGINT and SIGTERM, caught from the moment the job may exist.
+struct Interrupt {
+    int: Signal,
+    term: Signal,
+}
+
+impl Interrupt {
+    fn listen() -> Result<Interrupt, PovrayError> {
+        let catch = |kind| {
+            signal(kind).map_err(|source| CliError::System {
+                what: "catch interrupts",
+                source,
+            })
+        };
+        Ok(Interrupt {
+            int: catch(SignalKind::interrupt())?,
+            term: catch(SignalKind::terminate())?,
+        })
+    }
+
+    async fn received(&mut self) {
+        tokio::select! {
+            _ = self.int.recv() => {}
+            _ = self.term.recv() => {}
+        }
+    }
+}
+
+/// Delete the interrupted job (its running tasks are stopped); the error to end with. A
+/// second interrupt gives up waiting for the controller.
+async fn delete_job(client: &Client, job: &str, interrupt: &mut Interrupt) -> PovrayError {
+    if io::stderr().is_terminal() {
+        // The progress bar's line is left unfinished.
+        eprintln!();
+    }
+    eprintln!("xgrid-povray: interrupted: deleting job {job}");
+    let request = ClientRequest::JobControl(JobControlRequest {
+        job_identifier: job.to_string(),
+        control: JobAction::Remove,
+    });
+    let reason = tokio::select! {
+        reply = client.call(&request) => match reply {
+            Ok(_) => {
+                return PovrayError::Interrupted {
+                    job: job.to_string(),
+                }
+            }
+            Err(e) => e.to_string(),
+        },
+        () = interrupt.received() => "interrupted again".to_string(),
+    };
+    PovrayError::InterruptedJobLeft {
+        job: job.to_string(),
+        reason,
+    }
 }
 
 /// Wait for the job to end, showing progress; its final attributes.
