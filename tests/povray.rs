@@ -319,3 +319,67 @@ fn an_interrupt_deletes_the_running_job() {
     });
     let _ = std::fs::remove_dir_all(&work);
 }
+
+#[test]
+fn image_maps_travel_with_the_scene_and_a_missing_one_stops_it() {
+    if !have_povray("image_maps_travel_with_the_scene_and_a_missing_one_stops_it") {
+        return;
+    }
+    let grid = Grid::start("povray-image-map", 2, 1);
+    let work = scratch_dir("povray-image-map-out");
+    std::fs::create_dir_all(work.join("scene/maps")).expect("directories");
+    // A 16x16 PNG of coloured squares, written with the same encoder the tool uses.
+    let mut map = xgrid_image::Image::blank(16, 16, 3);
+    for (i, pixel) in map.pixels.chunks_mut(3).enumerate() {
+        let (row, column) = (i / 16, i % 16);
+        pixel.copy_from_slice(&[(row * 16) as u8, (column * 16) as u8, 200]);
+    }
+    std::fs::write(
+        work.join("scene/maps/squares.png"),
+        xgrid_image::png::encode(&map),
+    )
+    .expect("write the image map");
+    std::fs::write(
+        work.join("scene/mapped.pov"),
+        "#version 3.7;\n\
+         global_settings { assumed_gamma 1.0 }\n\
+         camera { location <0, 0, -3> look_at 0 }\n\
+         light_source { <2, 4, -5> color rgb 1 }\n\
+         plane { z, 0 pigment { image_map { png \"maps/squares.png\" interpolate 2 } \
+         translate <-0.5, -0.5, 0> scale 2 } finish { ambient 0.4 } }\n",
+    )
+    .expect("write the scene");
+    let options = ["+W96", "+H64"];
+    let mut args = vec!["scene/mapped.pov"];
+    args.extend(options);
+    args.extend(["-tiles", "4", "-o", "grid.ppm"]);
+    success(&xgrid_povray(&grid, &work, &args));
+
+    let direct = Command::new(POVRAY)
+        .args(options)
+        .args(["-D", "-V", "+FP", "+O../direct.ppm", "+Imapped.pov"])
+        .current_dir(work.join("scene"))
+        .output()
+        .expect("run povray");
+    assert!(direct.status.success(), "direct povray failed: {direct:?}");
+    assert_same_pixels(&work.join("grid.ppm"), &work.join("direct.ppm"));
+    // The map shows: the picture is not one flat colour.
+    let (_, _, pixels) = read_ppm(&work.join("grid.ppm"));
+    let first = &pixels[..3];
+    assert!(
+        pixels.chunks(3).any(|p| p != first),
+        "the image map is missing"
+    );
+
+    // Without the map, nothing is submitted.
+    std::fs::remove_file(work.join("scene/maps/squares.png")).expect("remove the map");
+    let output = xgrid_povray(&grid, &work, &args);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(66), "{stderr}");
+    assert!(
+        stderr.contains("mapped.pov:5: png \"maps/squares.png\": no such file"),
+        "{stderr}"
+    );
+    assert_eq!(job_list(&grid).len(), 1, "only the first render made a job");
+    let _ = std::fs::remove_dir_all(&work);
+}
