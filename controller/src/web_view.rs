@@ -49,6 +49,10 @@ pub struct WebView {
     awaiting_start: Mutex<HashMap<JobId, Instant>>,
     /// Submission to first task start, per job, as this view saw the events go by.
     dispatch_latency: Mutex<LatencyHistogram>,
+    /// The tiles of `xgrid-povray` jobs, by job and task count (a job only changes its
+    /// tasks by adding some), so that the job page does not read the whole specification,
+    /// input files and all, each time it is refreshed.
+    tile_plans: Mutex<HashMap<(JobId, u64), Option<TilePlan>>>,
     events: broadcast::Sender<GridEvent>,
 }
 
@@ -128,6 +132,7 @@ impl WebView {
             agent_loads: Mutex::new(HashMap::new()),
             awaiting_start: Mutex::new(HashMap::new()),
             dispatch_latency: Mutex::new(LatencyHistogram::new(LatencyHistogram::DEFAULT_BOUNDS)),
+            tile_plans: Mutex::new(HashMap::new()),
             events,
         }
     }
@@ -207,6 +212,7 @@ impl WebView {
             }
             E::JobRemoved { job, .. } => {
                 lock(&self.awaiting_start).remove(&job);
+                lock(&self.tile_plans).retain(|(id, _), _| *id != job);
                 Some(GridEvent::JobRemoved(job))
             }
             E::AgentAdded { agent, .. }
@@ -348,12 +354,20 @@ impl WebView {
     async fn picture_tiles(
         &self,
         attributes: &store::JobAttributes,
-    ) -> Result<Option<(PictureSize, BTreeMap<String, Rect>)>, ViewError> {
+    ) -> Result<Option<TilePlan>, ViewError> {
         if attributes.application_identifier.as_deref() != Some(POVRAY_APPLICATION) {
             return Ok(None);
         }
+        let key = (attributes.id, attributes.task_count);
+        if let Some(known) = lock(&self.tile_plans).get(&key) {
+            return Ok(known.clone());
+        }
         let spec = self.shared.store.job_specification(attributes.id).await?;
-        Ok(tile_plan(&spec))
+        let plan = tile_plan(&spec);
+        let mut plans = lock(&self.tile_plans);
+        plans.retain(|(job, _), _| *job != attributes.id);
+        plans.insert(key, plan.clone());
+        Ok(plan)
     }
 
     async fn picture(&self, job: JobId) -> Result<Option<JobPicture>, ViewError> {
@@ -448,8 +462,11 @@ impl WebView {
     }
 }
 
+/// A tiled picture's size and each task's tile in it.
+type TilePlan = (PictureSize, BTreeMap<String, Rect>);
+
 /// Every task's tile, when every task renders a tile of one picture size.
-fn tile_plan(spec: &JobSpecification) -> Option<(PictureSize, BTreeMap<String, Rect>)> {
+fn tile_plan(spec: &JobSpecification) -> Option<TilePlan> {
     let mut size = None;
     let mut rects = BTreeMap::new();
     for (name, task) in &spec.tasks {
