@@ -338,10 +338,7 @@ impl WebView {
                     })
             })
             .collect();
-        let picture = match self.picture_tiles(&attributes).await? {
-            Some((size, _)) => Some(size),
-            None => None,
-        };
+        let picture = self.picture_tiles(&attributes).await?.map(|(size, _)| size);
         Ok(Some(JobDetail {
             summary: summary(&attributes, &records),
             tasks,
