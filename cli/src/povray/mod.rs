@@ -53,6 +53,8 @@ pub enum PovrayError {
     BadPiece { piece: String, reason: String },
     #[error("interrupted: job {job} was stopped and deleted")]
     Interrupted { job: String },
+    #[error("interrupted while fetching the pieces of job {job}, which is over and kept (xgrid -job results -id {job} -out DIR fetches them)")]
+    InterruptedJobKept { job: String },
     #[error("interrupted, but job {job} could not be deleted ({reason}); stop it with: xgrid -job delete -id {job}")]
     InterruptedJobLeft { job: String, reason: String },
 }
@@ -70,9 +72,9 @@ impl PovrayError {
             PovrayError::FileOutside { .. } => EXIT_DATA,
             PovrayError::PieceFailed { .. } => EXIT_REFUSED,
             PovrayError::BadPiece { .. } => EXIT_PROTOCOL,
-            PovrayError::Interrupted { .. } | PovrayError::InterruptedJobLeft { .. } => {
-                EXIT_INTERRUPTED
-            }
+            PovrayError::Interrupted { .. }
+            | PovrayError::InterruptedJobKept { .. }
+            | PovrayError::InterruptedJobLeft { .. } => EXIT_INTERRUPTED,
         }
     }
 }

@@ -82,7 +82,13 @@ pub async fn run(client: &mut Client, render: Render) -> Result<Vec<PathBuf>, Po
         return Err(delete_job(client, &job, &mut interrupt).await);
     };
     let attributes = attributes?;
-    let outputs = final_results(client, &job).await?;
+    // The job is over: an interrupt now only stops the download, and the job is kept.
+    let outputs = tokio::select! {
+        outputs = final_results(client, &job) => outputs?,
+        () = interrupt.received() => {
+            return Err(PovrayError::InterruptedJobKept { job: job.clone() })
+        }
+    };
     match attributes.job_status {
         JobStatus::Failed | JobStatus::Canceled => {
             // The first piece that failed says more than the job's status.
