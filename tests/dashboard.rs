@@ -451,3 +451,215 @@ fn a_finished_jobs_page_shows_its_output_and_serves_its_files() {
         "no file outside the store: {missing}"
     );
 }
+
+const POVRAY: &str = "/usr/bin/povray";
+
+/// The picture on the job page once it shows `done` finished tiles, read back through a
+/// canvas: RGBA bytes, row by row.
+fn shown_picture(browser: &Browser, done: usize) -> Vec<u8> {
+    let script = format!(
+        "const img = document.getElementById('job-picture');\
+         if (!img || !img.complete || img.naturalWidth === 0 \
+             || img.getAttribute('data-done') !== '{done}') return 'not yet';\
+         const canvas = document.createElement('canvas');\
+         canvas.width = img.naturalWidth; canvas.height = img.naturalHeight;\
+         const context = canvas.getContext('2d');\
+         context.drawImage(img, 0, 0);\
+         const data = context.getImageData(0, 0, canvas.width, canvas.height).data;\
+         let hex = '';\
+         for (const byte of data) hex += byte.toString(16).padStart(2, '0');\
+         return hex;"
+    );
+    let deadline = Instant::now() + PATIENCE;
+    let hex = loop {
+        let got = browser.try_run(&script);
+        match got {
+            Ok(hex) if hex != "not yet" => break hex,
+            _ => {
+                assert!(
+                    Instant::now() < deadline,
+                    "the page never showed the picture of {done} tiles: {got:?}"
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    };
+    (0..hex.len() / 2)
+        .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).expect("hex"))
+        .collect()
+}
+
+/// How many tiles of `rects` the RGBA picture `shown` holds, each exactly as in `direct`
+/// (RGB); every other tile must be wholly transparent.
+fn tiles_shown(shown: &[u8], direct: &[u8], width: usize, rects: &[xgrid_image::Rect]) -> usize {
+    assert_eq!(shown.len() / 4, direct.len() / 3, "picture sizes differ");
+    let mut complete = 0;
+    for rect in rects {
+        let (mut opaque, mut clear) = (0, 0);
+        for row in rect.top..rect.bottom {
+            for column in rect.left..rect.right {
+                let at = row * width + column;
+                let pixel = &shown[at * 4..at * 4 + 4];
+                if pixel[3] == 0 {
+                    clear += 1;
+                    continue;
+                }
+                assert_eq!(
+                    (&pixel[..3], pixel[3]),
+                    (&direct[at * 3..at * 3 + 3], 255),
+                    "pixel at row {row}, column {column} differs from the direct render"
+                );
+                opaque += 1;
+            }
+        }
+        assert!(
+            opaque == 0 || clear == 0,
+            "the tile {rect:?} is shown in part: {opaque} pixels drawn, {clear} not"
+        );
+        complete += usize::from(clear == 0);
+    }
+    complete
+}
+
+fn finished_tasks(grid: &Grid, job: &str) -> usize {
+    let attributes = grid.job_attributes(job).expect("job attributes");
+    let number = |key: &str| {
+        attributes
+            .get(key)
+            .and_then(|v| v.as_str())
+            .and_then(|n| n.parse::<usize>().ok())
+            .unwrap_or_else(|| panic!("{key} in {attributes:?}"))
+    };
+    number("taskCount") - number("undoneTaskCount")
+}
+
+#[test]
+fn a_render_fills_in_on_its_job_page_tile_by_tile() {
+    let (Some(chromium), Some(chromedriver)) = (
+        on_path(&["chromium", "chromium-browser", "google-chrome"]),
+        on_path(&["chromedriver"]),
+    ) else {
+        eprintln!("skipped: chromium and chromedriver are needed (scripts/setup installs them)");
+        return;
+    };
+    if !Path::new(POVRAY).exists() {
+        eprintln!("skipped: {POVRAY} is needed (scripts/setup installs it)");
+        return;
+    }
+    let scenes = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenes");
+    let work = scratch_dir("dashboard-render-out");
+    let (width, height, asked) = (160, 120, 12);
+    let options = ["+W160", "+H120", "+A0.3"];
+
+    // The picture as one POV-Ray process makes it.
+    let direct = Command::new(POVRAY)
+        .args(options)
+        .args(["-D", "-V", "+FC"])
+        .arg(format!("+O{}", work.join("direct.tga").display()))
+        .arg("+Istill.pov")
+        .current_dir(&scenes)
+        .output()
+        .expect("run povray");
+    assert!(direct.status.success(), "direct render: {direct:?}");
+    let direct = std::fs::read(work.join("direct.tga")).expect("the direct render");
+    let direct = xgrid_image::targa::read_targa(&direct).expect("a Targa file");
+
+    // One agent with one slot: tiles finish one at a time, and the grid stops rendering
+    // when that agent is gone.
+    let mut grid = Grid::start_with_dashboard("dashboard-render", 1, 1);
+    let dashboard = grid.dashboard.clone().expect("the dashboard");
+    let stderr = std::fs::File::create(work.join("stderr.txt")).expect("stderr file");
+    let mut render = Command::new(xgrid_grid_tests::binary("xgrid-povray"))
+        .arg("-h")
+        .arg(&grid.address)
+        .arg(scenes.join("still.pov"))
+        .args(options)
+        .args(["-tiles", &asked.to_string(), "-o", "grid.png"])
+        .current_dir(&work)
+        .env_remove("XGRID_CONTROLLER_HOSTNAME")
+        .env_remove("XGRID_CONTROLLER_PASSWORD")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .expect("start xgrid-povray");
+
+    let deadline = Instant::now() + PATIENCE;
+    let job = loop {
+        let mut query = xgrid_protocol::plist::Dictionary::new();
+        query.insert("gridIdentifier".into(), "".into());
+        let listed = grid.request("gridJobList", query).ok().and_then(|reply| {
+            reply
+                .get("jobList")
+                .and_then(|v| v.as_array())
+                .and_then(|jobs| jobs.first().and_then(|j| j.as_str()).map(str::to_string))
+        });
+        if let Some(job) = listed {
+            break job;
+        }
+        assert!(Instant::now() < deadline, "xgrid-povray submitted no job");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let browser = Browser::start(&chromium, &chromedriver);
+    browser.open(&format!("{dashboard}/jobs/{job}"));
+    browser.wait_for(
+        "return document.getElementById('live').textContent;",
+        "live",
+        "the job page follows live events",
+    );
+    browser.run("window.xgridMark = 'kept'; return 'set';");
+
+    // Once a tile is done the only agent goes: the render stands still part way.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while finished_tasks(&grid, &job) == 0 {
+        assert!(Instant::now() < deadline, "no tile finished within 60 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    grid.kill_agent("agent0");
+    std::thread::sleep(Duration::from_secs(1));
+    let done = finished_tasks(&grid, &job);
+
+    // The tiles the tool cut, to tell a whole tile on the page from part of one.
+    let render_options = xgrid_cli::povray::options::RenderOptions {
+        width,
+        height,
+        block_size: 32,
+        alpha: false,
+        frames: None,
+    };
+    let rects: Vec<xgrid_image::Rect> =
+        xgrid_cli::povray::plan::pieces(&render_options, Some(asked))
+            .into_iter()
+            .filter_map(|piece| match piece {
+                xgrid_cli::povray::plan::Piece::Tile(rect) => Some(rect),
+                xgrid_cli::povray::plan::Piece::Frame(_) => None,
+            })
+            .collect();
+    let tiles = rects.len();
+    assert!(done < tiles, "every tile finished before the agent went");
+    let partial = shown_picture(&browser, done);
+    assert_eq!(
+        tiles_shown(&partial, &direct.pixels, width, &rects),
+        done,
+        "the page shows the finished tiles and only them"
+    );
+
+    // Another agent finishes the job; the page ends with the whole picture.
+    grid.add_agent("agent1", 1);
+    let status = render.wait().expect("xgrid-povray ends");
+    assert!(
+        status.success(),
+        "xgrid-povray failed: {}",
+        std::fs::read_to_string(work.join("stderr.txt")).unwrap_or_default()
+    );
+    let whole = shown_picture(&browser, tiles);
+    assert_eq!(tiles_shown(&whole, &direct.pixels, width, &rects), tiles);
+    assert_eq!(
+        browser.run("return window.xgridMark || 'reloaded';"),
+        "kept",
+        "the picture must fill in without a reload"
+    );
+    let errors = browser.console_errors();
+    assert!(errors.is_empty(), "the console has errors: {errors:?}");
+    let _ = std::fs::remove_dir_all(&work);
+}

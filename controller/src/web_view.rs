@@ -2,19 +2,26 @@
 //! store and the shared state, job actions and submissions through the same code as the
 //! client profile, and the hub's events turned into the dashboard's live events. It also
 //! keeps the few minutes of CPU-use samples the dashboard charts.
+//!
+//! A job `xgrid-povray` submitted is known by its `applicationIdentifier`, and where each
+//! task's tile lies by the task's POV-Ray command line (see `xgrid_image::povray`): both
+//! are plain fields of the stored job, so its picture can be put together from the store
+//! alone, for a job submitted before a restart as much as for one running now.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{broadcast, watch};
+use xgrid_image::povray::{task_tile, APPLICATION_IDENTIFIER as POVRAY_APPLICATION};
+use xgrid_image::Rect;
 use xgrid_protocol::jobspec::{JobSpecification, TaskSpecification};
 use xgrid_protocol::messages::{AgentState, ErrorCode, GridStatus, JobAction, JobStatus};
 use xgrid_protocol::plist::Date;
 use xgrid_web::{
-    AgentView, GridEvent, GridSummary, GridView, JobDetail, JobSummary, LatencyHistogram,
-    MetricsView, MigrationView, OutputFileView, SimpleJob, TaskCounts, TaskView, UsageSample,
-    ViewError, ViewFuture,
+    AgentView, GridEvent, GridSummary, GridView, JobDetail, JobPicture, JobSummary,
+    LatencyHistogram, MetricsView, MigrationView, OutputFileView, PictureSize, PictureTile,
+    SimpleJob, TaskCounts, TaskView, UsageSample, ViewError, ViewFuture,
 };
 
 use crate::client_service::{control_job, submit_job, Refusal};
@@ -44,6 +51,10 @@ pub struct WebView {
     awaiting_start: Mutex<HashMap<JobId, Instant>>,
     /// Submission to first task start, per job, as this view saw the events go by.
     dispatch_latency: Mutex<LatencyHistogram>,
+    /// The tiles of `xgrid-povray` jobs, by job and task count (a job only changes its
+    /// tasks by adding some), so that the job page does not read the whole specification,
+    /// input files and all, each time it is refreshed.
+    tile_plans: Mutex<HashMap<(JobId, u64), Option<TilePlan>>>,
     events: broadcast::Sender<GridEvent>,
 }
 
@@ -123,6 +134,7 @@ impl WebView {
             agent_loads: Mutex::new(HashMap::new()),
             awaiting_start: Mutex::new(HashMap::new()),
             dispatch_latency: Mutex::new(LatencyHistogram::new(LatencyHistogram::DEFAULT_BOUNDS)),
+            tile_plans: Mutex::new(HashMap::new()),
             events,
         }
     }
@@ -207,6 +219,7 @@ impl WebView {
             }
             E::JobRemoved { job, .. } => {
                 lock(&self.awaiting_start).remove(&job);
+                lock(&self.tile_plans).retain(|(id, _), _| *id != job);
                 Some(GridEvent::JobRemoved(job))
             }
             E::AgentAdded { agent, .. }
@@ -352,11 +365,69 @@ impl WebView {
                     })
             })
             .collect();
+        let picture = self.picture_tiles(&attributes).await?.map(|(size, _)| size);
         Ok(Some(JobDetail {
             summary: summary(&attributes, &records),
             tasks,
             outputs,
+            picture,
         }))
+    }
+
+    /// The picture size and each task's tile, for an `xgrid-povray` job cut into tiles.
+    async fn picture_tiles(
+        &self,
+        attributes: &store::JobAttributes,
+    ) -> Result<Option<TilePlan>, ViewError> {
+        if attributes.application_identifier.as_deref() != Some(POVRAY_APPLICATION) {
+            return Ok(None);
+        }
+        let key = (attributes.id, attributes.task_count);
+        if let Some(known) = lock(&self.tile_plans).get(&key) {
+            return Ok(known.clone());
+        }
+        let spec = self.shared.store.job_specification(attributes.id).await?;
+        let plan = tile_plan(&spec);
+        let mut plans = lock(&self.tile_plans);
+        plans.retain(|(job, _), _| *job != attributes.id);
+        plans.insert(key, plan.clone());
+        Ok(plan)
+    }
+
+    async fn picture(&self, job: JobId) -> Result<Option<JobPicture>, ViewError> {
+        let store = &self.shared.store;
+        let attributes = match store.job_attributes(job).await {
+            Ok(attributes) => attributes,
+            Err(StoreError::NoSuchJob(_)) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let Some((size, mut rects)) = self.picture_tiles(&attributes).await? else {
+            return Ok(None);
+        };
+        let finished: Vec<String> = store
+            .tasks(job)
+            .await?
+            .into_iter()
+            .filter(|t| t.state == TaskState::Finished)
+            .map(|t| t.id)
+            .collect();
+        let mut finals = store.job_final_results(job).await?;
+        let mut tiles = Vec::new();
+        for task in finished {
+            let (Some(rect), Some(results)) = (rects.remove(&task), finals.remove(&task)) else {
+                continue;
+            };
+            // The tool names the file; any Targa file will do for a job written by hand.
+            let targa = results
+                .output_files
+                .into_iter()
+                .find(|(path, _)| path.to_ascii_lowercase().ends_with(".tga"))
+                .map(|(_, bytes)| bytes);
+            if let Some(targa) = targa {
+                tiles.push(PictureTile { rect, targa });
+            }
+        }
+        Ok(Some(JobPicture { size, tiles }))
     }
 
     async fn collect_metrics(&self) -> Result<MetricsView, ViewError> {
@@ -444,6 +515,27 @@ fn migration_view(
     }
 }
 
+/// A tiled picture's size and each task's tile in it.
+type TilePlan = (PictureSize, BTreeMap<String, Rect>);
+
+/// Every task's tile, when every task renders a tile of one picture size.
+fn tile_plan(spec: &JobSpecification) -> Option<TilePlan> {
+    let mut size = None;
+    let mut rects = BTreeMap::new();
+    for (name, task) in &spec.tasks {
+        let tile = task_tile(&task.arguments)?;
+        let this = PictureSize {
+            width: tile.width,
+            height: tile.height,
+        };
+        if *size.get_or_insert(this) != this {
+            return None;
+        }
+        rects.insert(name.clone(), tile.rect);
+    }
+    Some((size?, rects))
+}
+
 fn summary(attributes: &store::JobAttributes, tasks: &[store::TaskRecord]) -> JobSummary {
     JobSummary {
         id: attributes.id,
@@ -521,6 +613,10 @@ impl GridView for WebView {
                 .remove(&task)
                 .and_then(|mut results| results.output_files.remove(&path)))
         })
+    }
+
+    fn job_picture(&self, id: JobId) -> ViewFuture<'_, Option<JobPicture>> {
+        Box::pin(self.picture(id))
     }
 
     fn migrations(&self) -> ViewFuture<'_, Vec<MigrationView>> {
@@ -666,6 +762,40 @@ mod tests {
             Some((&"/bin/echo".to_string(), &vec!["hi".to_string()]))
         );
         assert_eq!(spec.tasks.len(), 1);
+    }
+
+    #[test]
+    fn a_picture_needs_every_task_to_be_a_tile_of_one_size() {
+        let task = |line: &str| TaskSpecification {
+            command: "/usr/bin/povray".to_string(),
+            arguments: line.split_whitespace().map(String::from).collect(),
+            environment: BTreeMap::new(),
+            input_stream: None,
+            input_file_map: BTreeMap::new(),
+            depends_on_tasks: Vec::new(),
+        };
+        let mut spec = specification(&SimpleJob {
+            name: "render".to_string(),
+            command: "/usr/bin/povray".to_string(),
+            arguments: Vec::new(),
+            grid: None,
+        });
+        spec.tasks = BTreeMap::from([
+            ("0".to_string(), task("+W64 +H32 +SR1 +ER32 +SC1 +EC32")),
+            ("1".to_string(), task("+W64 +H32 +SR1 +ER32 +SC33 +EC64")),
+        ]);
+        let (size, rects) = tile_plan(&spec).expect("two tiles");
+        assert_eq!((size.width, size.height), (64, 32));
+        assert_eq!(rects.get("1").map(|r| (r.left, r.right)), Some((32, 64)));
+
+        spec.tasks
+            .insert("2".to_string(), task("+W32 +H32 +SR1 +ER32 +SC1 +EC32"));
+        assert_eq!(tile_plan(&spec), None, "tiles of two picture sizes");
+        spec.tasks
+            .insert("2".to_string(), task("+W64 +H32 +SF1 +EF1"));
+        assert_eq!(tile_plan(&spec), None, "a frame among the tiles");
+        spec.tasks.clear();
+        assert_eq!(tile_plan(&spec), None, "no tasks, no picture");
     }
 
     #[test]

@@ -8,8 +8,9 @@ use tokio::sync::broadcast;
 
 use crate::view::{
     AgentState, AgentView, Date, GridEvent, GridStatus, GridSummary, GridView, JobAction,
-    JobDetail, JobId, JobStatus, JobSummary, LatencyHistogram, MetricsView, MigrationView,
-    OutputFileView, SimpleJob, TaskCounts, TaskView, UsageSample, ViewError, ViewFuture,
+    JobDetail, JobId, JobPicture, JobStatus, JobSummary, LatencyHistogram, MetricsView,
+    MigrationView, OutputFileView, SimpleJob, TaskCounts, TaskView, UsageSample, ViewError,
+    ViewFuture,
 };
 
 /// What the demo grid holds; public so tests can arrange and inspect it.
@@ -20,6 +21,8 @@ pub struct DemoState {
     pub jobs: Vec<JobDetail>,
     /// `(job, task, path, bytes)`.
     pub files: Vec<(JobId, String, String, Vec<u8>)>,
+    /// Pictures of jobs rendered tile by tile, by job.
+    pub pictures: Vec<(JobId, JobPicture)>,
     pub migrations: Vec<MigrationView>,
     pub usage: Vec<UsageSample>,
     /// Every action asked for, in order, for tests to check.
@@ -139,6 +142,7 @@ impl DemoGrid {
                 path: "frames/frame-0001.png".into(),
                 size: 182_331,
             }],
+            picture: None,
         };
         let cal = JobDetail {
             summary: job(11, "cal 2026", JobStatus::Finished, false, 1, 1, 0, 0, 50.0),
@@ -150,6 +154,7 @@ impl DemoGrid {
                 "   November 2026\nSu Mo Tu We Th Fr Sa\n",
             )],
             outputs: Vec::new(),
+            picture: None,
         };
         let mut broken = JobDetail {
             summary: job(
@@ -165,6 +170,7 @@ impl DemoGrid {
             ),
             tasks: vec![task("3", "Failed", "old-imac", Some(1), "")],
             outputs: Vec::new(),
+            picture: None,
         };
         if let Some(t) = broken.tasks.first_mut() {
             t.stderr = "montecarlo: cannot open seed file\n".into();
@@ -183,6 +189,7 @@ impl DemoGrid {
             ),
             tasks: Vec::new(),
             outputs: Vec::new(),
+            picture: None,
         };
         let waiting = JobDetail {
             summary: job(
@@ -198,6 +205,7 @@ impl DemoGrid {
             ),
             tasks: Vec::new(),
             outputs: Vec::new(),
+            picture: None,
         };
         DemoState {
             grids: vec![
@@ -271,6 +279,7 @@ impl DemoGrid {
                 "frames/frame-0001.png".into(),
                 b"\x89PNG demo".to_vec(),
             )],
+            pictures: Vec::new(),
             migrations: vec![MigrationView {
                 at: Date(now.0 - 600.0),
                 job: 12,
@@ -363,6 +372,16 @@ impl GridView for DemoGrid {
             .iter()
             .find(|(j, t, p, _)| *j == job && *t == task && *p == path)
             .map(|(.., bytes)| bytes.clone());
+        ready(Ok(found))
+    }
+
+    fn job_picture(&self, id: JobId) -> ViewFuture<'_, Option<JobPicture>> {
+        let state = self.lock();
+        let found = state
+            .pictures
+            .iter()
+            .find(|(job, _)| *job == id)
+            .map(|(_, picture)| picture.clone());
         ready(Ok(found))
     }
 
@@ -465,6 +484,7 @@ impl GridView for DemoGrid {
                 summary: summary.clone(),
                 tasks: Vec::new(),
                 outputs: Vec::new(),
+                picture: None,
             });
             summary
         };

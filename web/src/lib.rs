@@ -15,12 +15,13 @@ mod html;
 mod json;
 mod metrics;
 mod pages;
+mod picture;
 mod routes;
 pub mod view;
 
 pub use routes::{router, serve};
 pub use view::{
-    AgentView, GridEvent, GridSummary, GridView, JobDetail, JobSummary, LatencyHistogram,
-    MetricsView, MigrationView, OutputFileView, SimpleJob, TaskCounts, TaskView, UsageSample,
-    ViewError, ViewFuture,
+    AgentView, GridEvent, GridSummary, GridView, JobDetail, JobPicture, JobSummary,
+    LatencyHistogram, MetricsView, MigrationView, OutputFileView, PictureSize, PictureTile,
+    SimpleJob, TaskCounts, TaskView, UsageSample, ViewError, ViewFuture,
 };

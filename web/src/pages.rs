@@ -389,10 +389,28 @@ pub fn job(detail: &JobDetail, csrf: &str) -> String {
     let mut out = String::new();
     let _ = write!(
         out,
-        "<p class=\"crumbs\"><a href=\"/jobs\">Jobs</a> ›</p><h1>{} <small>#{}</small></h1>\
-         <div id=\"job-parts\"><section class=\"card job\" id=\"job-{}\"><div class=\"job-head\">",
+        "<p class=\"crumbs\"><a href=\"/jobs\">Jobs</a> ›</p><h1>{} <small>#{}</small></h1>",
         Esc(&j.name),
         j.id,
+    );
+    // Outside the parts the live layer swaps in, so the picture is not fetched again on
+    // every change; app.js loads it again when a tile has finished.
+    if let Some(size) = detail.picture {
+        let _ = write!(
+            out,
+            "<section class=\"card picture\"><img id=\"job-picture\" src=\"/jobs/{id}/image.png?done={done}\" \
+             width=\"{w}\" height=\"{h}\" data-job=\"{id}\" data-done=\"{done}\" \
+             alt=\"The picture so far: {done} of {total} tiles\"></section>",
+            id = j.id,
+            done = j.tasks.finished,
+            total = j.tasks.total,
+            w = size.width,
+            h = size.height,
+        );
+    }
+    let _ = write!(
+        out,
+        "<div id=\"job-parts\"><section class=\"card job\" id=\"job-{}\"><div class=\"job-head\">",
         j.id
     );
     job_badge(&mut out, j);

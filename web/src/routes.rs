@@ -20,7 +20,7 @@ use tokio::sync::watch;
 use crate::auth::{self, Access, Sessions};
 use crate::pages::{self, Chrome, Tab};
 use crate::view::{GridView, JobAction, JobId, SimpleJob, ViewError};
-use crate::{json, metrics};
+use crate::{json, metrics, picture};
 
 const CSS: &str = include_str!("../static/app.css");
 const JS: &str = include_str!("../static/app.js");
@@ -74,6 +74,7 @@ fn build(view: Arc<dyn GridView>, stopping: watch::Receiver<bool>) -> Router {
         .route("/agents", get(agents))
         .route("/jobs", get(jobs).post(submit))
         .route("/jobs/{id}", get(job))
+        .route("/jobs/{id}/image.png", get(job_image))
         .route("/jobs/{id}/{action}", post(control))
         .route("/jobs/{id}/files/{task}/{*path}", get(output_file))
         .route("/migrations", get(migrations))
@@ -423,6 +424,33 @@ async fn output_file(
         Ok(None) => failure(
             &access,
             &ViewError::NotFound(format!("task {task} of job {id} has no file {path}")),
+        ),
+        Err(e) => failure(&access, &e),
+    }
+}
+
+/// The picture of a job rendered tile by tile, finished tiles only; never cached, since it
+/// changes as tiles finish.
+async fn job_image(
+    State(app): State<App>,
+    Extension(access): Extension<Access>,
+    Path(id): Path<JobId>,
+) -> Response {
+    match app.view.job_picture(id).await {
+        Ok(Some(found)) => match picture::render(&found) {
+            Ok(png) => (
+                [
+                    (header::CONTENT_TYPE, "image/png"),
+                    (header::CACHE_CONTROL, "no-store"),
+                ],
+                png,
+            )
+                .into_response(),
+            Err(why) => failure(&access, &ViewError::Refused(why)),
+        },
+        Ok(None) => failure(
+            &access,
+            &ViewError::NotFound(format!("job {id} renders no picture in tiles")),
         ),
         Err(e) => failure(&access, &e),
     }

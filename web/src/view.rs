@@ -6,6 +6,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use tokio::sync::broadcast;
+pub use xgrid_image::Rect;
 pub use xgrid_protocol::messages::{AgentState, GridStatus, JobAction, JobStatus};
 pub use xgrid_protocol::plist::Date;
 
@@ -44,6 +45,9 @@ pub trait GridView: Send + Sync + 'static {
     fn jobs(&self) -> ViewFuture<'_, Vec<JobSummary>>;
     /// One job with its tasks and output files; `None` when there is no such job.
     fn job(&self, id: JobId) -> ViewFuture<'_, Option<JobDetail>>;
+    /// What a job that renders a picture tile by tile (an `xgrid-povray` job) has rendered
+    /// so far; `None` when there is no such job or it renders no tiled picture.
+    fn job_picture(&self, id: JobId) -> ViewFuture<'_, Option<JobPicture>>;
     /// The bytes of one output file of one task; `None` when there is no such file.
     fn output_file(
         &self,
@@ -129,6 +133,32 @@ pub struct JobDetail {
     pub summary: JobSummary,
     pub tasks: Vec<TaskView>,
     pub outputs: Vec<OutputFileView>,
+    /// The size of the picture the job renders tile by tile, when it is such a job: its
+    /// page then shows the picture filling in.
+    pub picture: Option<PictureSize>,
+}
+
+/// Width and height in pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PictureSize {
+    pub width: usize,
+    pub height: usize,
+}
+
+/// A picture rendered tile by tile, as far as its tasks have come.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobPicture {
+    pub size: PictureSize,
+    /// The tiles whose tasks finished.
+    pub tiles: Vec<PictureTile>,
+}
+
+/// One finished tile: where it lies, and the Targa file its task wrote (the whole picture's
+/// size, black outside the tile, as POV-Ray writes a partial render).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PictureTile {
+    pub rect: Rect,
+    pub targa: Vec<u8>,
 }
 
 /// One task of a job.

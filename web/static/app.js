@@ -151,7 +151,36 @@
     }
     buildActions(row.querySelector('[data-field="actions"]'), job, table ? "list" : "job");
     if (row.tagName === "TR") flash(row);
-    else refreshJobParts();
+    else {
+      refreshJobParts();
+      refreshPicture(job);
+    }
+  }
+
+  // A render's picture: when the count of finished tiles changes, the new picture is
+  // loaded aside and takes the old one's place once whole, so the old one stays up
+  // meanwhile. Only the latest request may swap; `data-done` then says how many finished
+  // tiles the shown picture holds.
+  let pictureWanted = null;
+  function refreshPicture(job) {
+    const img = document.getElementById("job-picture");
+    if (!img || img.getAttribute("data-job") !== String(job.id)) return;
+    const done = String(job.finished);
+    if (done === (pictureWanted === null ? img.getAttribute("data-done") : pictureWanted)) return;
+    pictureWanted = done;
+    const next = new Image();
+    next.onload = () => {
+      const shown = document.getElementById("job-picture");
+      if (pictureWanted !== done || !shown) return;
+      for (const name of ["id", "width", "height", "data-job"]) {
+        next.setAttribute(name, shown.getAttribute(name));
+      }
+      next.setAttribute("data-done", done);
+      next.alt = "The picture so far: " + done + " of " + job.total + " tiles";
+      shown.replaceWith(next);
+    };
+    next.onerror = () => console.error("picture", next.src);
+    next.src = "/jobs/" + job.id + "/image.png?done=" + done;
   }
 
   // On a job's page the tasks, output and files change with the job: fetch the page again

@@ -2,14 +2,12 @@
 //! (or an animation into frames), each task runs the agent's POV-Ray on its piece, and the
 //! pieces come back to be assembled into a picture identical to a single render.
 //!
-//! Everything local happens before the connection: the command line is read, the scene's
-//! include files are found (a missing one stops the run with nothing submitted), and the job
-//! is built.
+//! Everything local happens before the connection: the command line is read, the files the
+//! scene reads are found (include files, image maps, fonts, data files; a missing one stops
+//! the run with nothing submitted), and the job is built.
 
-pub mod image;
 pub mod options;
 pub mod plan;
-pub mod png;
 pub mod render;
 pub mod scene;
 
@@ -32,17 +30,20 @@ pub enum PovrayError {
     Cli(#[from] CliError),
     #[error("{}: the scene's file name must be valid UTF-8 to travel in a job", .0.display())]
     BadScene(PathBuf),
-    #[error("{file}:{line}: #include \"{include}\": no such file beside the scene, among POV-Ray's standard includes or in a +L directory; nothing was submitted")]
-    MissingInclude {
+    #[error("{file}:{line}: {directive} \"{name}\": no such file beside the scene, among POV-Ray's standard includes or in a +L directory; nothing was submitted")]
+    MissingFile {
         file: String,
         line: usize,
-        include: String,
+        /// How the scene names it: `#include`, `png`, `ttf`, `#fopen`...
+        directive: String,
+        name: String,
     },
-    #[error("{file}:{line}: #include \"{include}\" climbs out of the scene's directory; move the file beside the scene")]
-    IncludeOutside {
+    #[error("{file}:{line}: {directive} \"{name}\" climbs out of the scene's directory; move the file beside the scene")]
+    FileOutside {
         file: String,
         line: usize,
-        include: String,
+        directive: String,
+        name: String,
     },
     #[error("a PPM file has no alpha channel: write a .png, or leave out +UA")]
     AlphaInPpm,
@@ -50,7 +51,16 @@ pub enum PovrayError {
     PieceFailed { piece: String, detail: String },
     #[error("the image of {piece} cannot be read: {reason}")]
     BadPiece { piece: String, reason: String },
+    #[error("interrupted: job {job} was stopped and deleted")]
+    Interrupted { job: String },
+    #[error("interrupted while fetching the pieces of job {job}, which is over and kept (xgrid -job results -id {job} -out DIR fetches them)")]
+    InterruptedJobKept { job: String },
+    #[error("interrupted, but job {job} could not be deleted ({reason}); stop it with: xgrid -job delete -id {job}")]
+    InterruptedJobLeft { job: String, reason: String },
 }
+
+/// The exit status after an interrupt: 128 + SIGINT, as a shell reports it.
+pub const EXIT_INTERRUPTED: u8 = 130;
 
 impl PovrayError {
     /// The exit status, with `xgrid`'s meanings (see [`crate::error`]).
@@ -58,10 +68,13 @@ impl PovrayError {
         match self {
             PovrayError::Usage(_) | PovrayError::AlphaInPpm => EXIT_USAGE,
             PovrayError::Cli(e) => e.exit_code(),
-            PovrayError::BadScene(_) | PovrayError::MissingInclude { .. } => EXIT_NO_INPUT,
-            PovrayError::IncludeOutside { .. } => EXIT_DATA,
+            PovrayError::BadScene(_) | PovrayError::MissingFile { .. } => EXIT_NO_INPUT,
+            PovrayError::FileOutside { .. } => EXIT_DATA,
             PovrayError::PieceFailed { .. } => EXIT_REFUSED,
             PovrayError::BadPiece { .. } => EXIT_PROTOCOL,
+            PovrayError::Interrupted { .. }
+            | PovrayError::InterruptedJobKept { .. }
+            | PovrayError::InterruptedJobLeft { .. } => EXIT_INTERRUPTED,
         }
     }
 }

@@ -27,8 +27,9 @@ usage: xgrid-povray [-h host[:port]] [-p password] [-auth Password|None] [-gid g
 
 Renders a POV-Ray scene as one Xgrid job: image tiles, or the frames of an animation
 (+KFF), spread over the grid's agents, then assembled into one image (or one image per
-frame: out1.png, out2.png, ...). The scene and the include files it needs are sent with
-the job; POV-Ray's standard includes are expected on the agents.
+frame: out1.png, out2.png, ...). The scene and the files it reads (#include files,
+image maps, fonts, data files) are sent with the job; POV-Ray's standard includes and
+fonts are expected on the agents. Ctrl-C deletes the job.
 
   -h, -hostname HOST  the controller (default: $XGRID_CONTROLLER_HOSTNAME)
   -p, -password PW    its client password (default: $XGRID_CONTROLLER_PASSWORD)
@@ -40,7 +41,7 @@ the job; POV-Ray's standard includes are expected on the agents.
                       scenes want fewer
 
 POV-Ray options such as +W320 +H240 +A0.3 +KFF4 are given to every task. The tool sets
-the input and output files, the output format and the render area itself. Includes found
+the input and output files, the output format and the render area itself. Files found
 in +L directories are sent with the scene.
 ";
 

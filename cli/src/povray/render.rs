@@ -3,26 +3,33 @@
 //!
 //! The job's attributes are subscribed to; when no notification comes for a while they are
 //! fetched directly, in case a controller ignores the subscription.
+//!
+//! An interrupt (Ctrl-C, or SIGTERM) while the job runs deletes the job, which stops its
+//! tasks: nobody would assemble its pieces otherwise, and they would hold the agents for
+//! nothing. The handlers are in place before the submission, so an interrupt that comes
+//! while the job is being submitted still finds it.
 
 use std::collections::BTreeMap;
 use std::io::{self, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use xgrid_protocol::envelope::MessageType;
 use xgrid_protocol::messages::{
-    ClientNotification, ClientRequest, ControllerReply, JobAttributes, JobQuery, JobStatus,
-    JobSubmission, Subscription, TaskOutputs,
+    ClientNotification, ClientRequest, ControllerReply, JobAction, JobAttributes,
+    JobControlRequest, JobQuery, JobStatus, JobSubmission, Subscription, TaskOutputs,
 };
 use xgrid_protocol::peer::PeerError;
 
 use crate::client::Client;
 use crate::error::CliError;
 
-use super::image::{read_targa, Image};
 use super::options::{Frames, OutputFormat};
 use super::plan::Piece;
-use super::{png, PovrayError};
+use super::PovrayError;
+use xgrid_image::targa::read_targa;
+use xgrid_image::{png, Image};
 
 /// How long to wait for a notification before asking for the job's attributes.
 const POLL_INTERVAL: Duration = Duration::from_secs(2);
@@ -44,6 +51,7 @@ pub struct Render {
 
 /// Submit, wait, assemble, write; returns the files written.
 pub async fn run(client: &mut Client, render: Render) -> Result<Vec<PathBuf>, PovrayError> {
+    let mut interrupt = Interrupt::listen()?;
     let request = ClientRequest::JobSubmission(render.submission.clone());
     let reply = client.call(&request).await?;
     let job = match ControllerReply::from_payload(request.name(), &reply) {
@@ -66,8 +74,21 @@ pub async fn run(client: &mut Client, render: Render) -> Result<Vec<PathBuf>, Po
         render.width,
         render.height
     );
-    let attributes = follow(client, &job, unit).await?;
-    let outputs = final_results(client, &job).await?;
+    let followed = tokio::select! {
+        attributes = follow(client, &job, unit) => Some(attributes),
+        () = interrupt.received() => None,
+    };
+    let Some(attributes) = followed else {
+        return Err(delete_job(client, &job, &mut interrupt).await);
+    };
+    let attributes = attributes?;
+    // The job is over: an interrupt now only stops the download, and the job is kept.
+    let outputs = tokio::select! {
+        outputs = final_results(client, &job) => outputs?,
+        () = interrupt.received() => {
+            return Err(PovrayError::InterruptedJobKept { job: job.clone() })
+        }
+    };
     match attributes.job_status {
         JobStatus::Failed | JobStatus::Canceled => {
             // The first piece that failed says more than the job's status.
@@ -85,6 +106,63 @@ pub async fn run(client: &mut Client, render: Render) -> Result<Vec<PathBuf>, Po
         _ => check_pieces(client, &job, &render.pieces, &outputs).await?,
     }
     assemble(&render, &outputs)
+}
+
+/// SIGINT and SIGTERM, caught from the moment the job may exist.
+struct Interrupt {
+    int: Signal,
+    term: Signal,
+}
+
+impl Interrupt {
+    fn listen() -> Result<Interrupt, PovrayError> {
+        let catch = |kind| {
+            signal(kind).map_err(|source| CliError::System {
+                what: "catch interrupts",
+                source,
+            })
+        };
+        Ok(Interrupt {
+            int: catch(SignalKind::interrupt())?,
+            term: catch(SignalKind::terminate())?,
+        })
+    }
+
+    async fn received(&mut self) {
+        tokio::select! {
+            _ = self.int.recv() => {}
+            _ = self.term.recv() => {}
+        }
+    }
+}
+
+/// Delete the interrupted job (its running tasks are stopped); the error to end with. A
+/// second interrupt gives up waiting for the controller.
+async fn delete_job(client: &Client, job: &str, interrupt: &mut Interrupt) -> PovrayError {
+    if io::stderr().is_terminal() {
+        // The progress bar's line is left unfinished.
+        eprintln!();
+    }
+    eprintln!("xgrid-povray: interrupted: deleting job {job}");
+    let request = ClientRequest::JobControl(JobControlRequest {
+        job_identifier: job.to_string(),
+        control: JobAction::Remove,
+    });
+    let reason = tokio::select! {
+        reply = client.call(&request) => match reply {
+            Ok(_) => {
+                return PovrayError::Interrupted {
+                    job: job.to_string(),
+                }
+            }
+            Err(e) => e.to_string(),
+        },
+        () = interrupt.received() => "interrupted again".to_string(),
+    };
+    PovrayError::InterruptedJobLeft {
+        job: job.to_string(),
+        reason,
+    }
 }
 
 /// Wait for the job to end, showing progress; its final attributes.
@@ -262,7 +340,7 @@ fn assemble(
             })
             .map(|(_, data)| data)
             .ok_or_else(|| bad("its task returned no image file".to_string()))?;
-        let image = read_targa(data).map_err(bad)?;
+        let image = read_targa(data).map_err(|e| bad(e.to_string()))?;
         if (image.width, image.height) != (render.width, render.height) {
             return Err(bad(format!(
                 "it is {}x{}, not {}x{}",
@@ -270,7 +348,9 @@ fn assemble(
             )));
         }
         match piece {
-            Piece::Tile(rect) => whole.copy_rect(&image, *rect).map_err(bad)?,
+            Piece::Tile(rect) => whole
+                .copy_rect(&image, *rect)
+                .map_err(|e| bad(e.to_string()))?,
             Piece::Frame(n) => {
                 let digits = render.frames.map_or(1, |f| f.final_frame.to_string().len());
                 let path = frame_path(&render.output, *n, digits);
@@ -302,7 +382,8 @@ pub fn frame_path(output: &Path, frame: u64, digits: usize) -> PathBuf {
 fn write_image(image: &Image, path: &Path, format: OutputFormat) -> Result<(), PovrayError> {
     let bytes = match format {
         OutputFormat::Png => png::encode(image),
-        OutputFormat::Ppm => image.to_ppm()?,
+        // Alpha with PPM was refused before submission.
+        OutputFormat::Ppm => image.to_ppm().map_err(|_| PovrayError::AlphaInPpm)?,
     };
     std::fs::write(path, bytes).map_err(|e| CliError::write(path, e).into())
 }
@@ -383,7 +464,7 @@ fn bar_line(done: i64, total: i64, unit: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::povray::image::Rect;
+    use xgrid_image::Rect;
 
     #[test]
     fn frame_file_names_are_padded_like_povrays() {

@@ -159,6 +159,154 @@ async fn job_page_shows_tasks_output_and_files() {
     );
 }
 
+/// An uncompressed Targa file (type 2, 24 bits, rows bottom-up as POV-Ray's default) of a
+/// `width`x`height` picture whose pixel at (row, column) is `colour(row, column)` as RGB.
+fn targa(width: u16, height: u16, colour: impl Fn(usize, usize) -> [u8; 3]) -> Vec<u8> {
+    let mut file = vec![0u8; 18];
+    file[2] = 2;
+    file[12..14].copy_from_slice(&width.to_le_bytes());
+    file[14..16].copy_from_slice(&height.to_le_bytes());
+    file[16] = 24;
+    for row in (0..usize::from(height)).rev() {
+        for column in 0..usize::from(width) {
+            let [r, g, b] = colour(row, column);
+            file.extend_from_slice(&[b, g, r]);
+        }
+    }
+    file
+}
+
+#[tokio::test]
+async fn a_render_shows_its_finished_tiles_and_leaves_the_rest_clear() {
+    use crate::view::{JobPicture, PictureSize, PictureTile, Rect};
+    use xgrid_image::{png, Image};
+
+    let (grid, router) = setup(None);
+    let size = PictureSize {
+        width: 4,
+        height: 3,
+    };
+    let left = Rect {
+        top: 0,
+        left: 0,
+        bottom: 3,
+        right: 2,
+    };
+    let bottom_right = Rect {
+        top: 2,
+        left: 2,
+        bottom: 3,
+        right: 4,
+    };
+    // Each tile's file is the whole picture, painted everywhere: only its own rectangle
+    // may show.
+    let left_colour = |row: usize, column: usize| [10 + row as u8, 20 + column as u8, 30];
+    let bottom_colour = |row: usize, column: usize| [200, row as u8, column as u8];
+    {
+        let mut state = grid.state.lock().expect("demo state");
+        if let Some(job) = state.jobs.iter_mut().find(|j| j.summary.id == 12) {
+            job.picture = Some(size);
+        }
+        state.pictures.push((
+            12,
+            JobPicture {
+                size,
+                tiles: vec![
+                    PictureTile {
+                        rect: left,
+                        targa: targa(4, 3, left_colour),
+                    },
+                    PictureTile {
+                        rect: bottom_right,
+                        targa: targa(4, 3, bottom_colour),
+                    },
+                    // A tile whose file is damaged counts as not finished.
+                    PictureTile {
+                        rect: Rect {
+                            top: 0,
+                            left: 2,
+                            bottom: 2,
+                            right: 4,
+                        },
+                        targa: b"not a targa file at all".to_vec(),
+                    },
+                ],
+            },
+        ));
+        let huge = PictureSize {
+            width: 100_000,
+            height: 100_000,
+        };
+        state.pictures.push((
+            10,
+            JobPicture {
+                size: huge,
+                tiles: Vec::new(),
+            },
+        ));
+    }
+    let page = get(&router, "/jobs/12", None).await;
+    assert!(
+        page.body.contains(
+            "<img id=\"job-picture\" src=\"/jobs/12/image.png?done=30\" width=\"4\" height=\"3\""
+        ),
+        "{}",
+        page.body
+    );
+
+    let response = router
+        .clone()
+        .oneshot(
+            Request::get("/jobs/12/image.png?done=2")
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await
+        .expect("infallible router");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()[header::CONTENT_TYPE], "image/png");
+    assert_eq!(response.headers()[header::CACHE_CONTROL], "no-store");
+    let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .expect("body");
+    // The picture expected, pixel by pixel: RGBA, unfinished pixels fully transparent.
+    let mut expected = Image::blank(4, 3, 4);
+    for row in 0..3 {
+        for column in 0..4 {
+            let colour = if column < 2 {
+                Some(left_colour(row, column))
+            } else if row == 2 {
+                Some(bottom_colour(row, column))
+            } else {
+                None
+            };
+            if let Some([r, g, b]) = colour {
+                let at = (row * 4 + column) * 4;
+                expected.pixels[at..at + 4].copy_from_slice(&[r, g, b, 255]);
+            }
+        }
+    }
+    assert_eq!(body.as_ref(), png::encode(&expected).as_slice());
+
+    // Jobs that render no picture in tiles, and jobs that do not exist, have none.
+    assert!(!get(&router, "/jobs/11", None)
+        .await
+        .body
+        .contains("job-picture"));
+    assert_eq!(
+        get(&router, "/jobs/11/image.png", None).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        get(&router, "/jobs/999/image.png", None).await.status,
+        StatusCode::NOT_FOUND
+    );
+    // A picture too large to put together in memory is refused, not attempted.
+    let huge = get(&router, "/jobs/10/image.png", None).await;
+    assert_eq!(huge.status, StatusCode::CONFLICT);
+    assert!(huge.body.contains("too large to show"), "{}", huge.body);
+}
+
 #[tokio::test]
 async fn output_files_download_as_attachments() {
     let (_, router) = setup(None);

@@ -1,8 +1,8 @@
-//! A minimal PNG writer for the assembled picture: 8-bit RGB or RGBA, no interlacing, the
+//! A minimal PNG writer for assembled pictures: 8-bit RGB or RGBA, no interlacing, the
 //! image data in stored (uncompressed) deflate blocks, so no compression library is needed.
 //! The file is larger than POV-Ray's own PNG, but every decoder reads it.
 
-use super::image::Image;
+use crate::Image;
 
 const SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n";
 /// The largest stored deflate block.
