@@ -24,7 +24,7 @@ const INBOX: usize = 256;
 /// A larger receive window than BEEP's 4096 octets lets task output, input files and
 /// checkpoint streams (megabytes, while a task is frozen) flow without waiting for a SEQ
 /// every few kilobytes.
-const WINDOW: u32 = 256 * 1024;
+const WINDOW: u32 = 2 * 1024 * 1024;
 /// How long a shutting-down controller waits for a peer to accept the session close.
 const CLOSE_WAIT: Duration = Duration::from_secs(1);
 

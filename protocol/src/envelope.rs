@@ -4,6 +4,13 @@
 use crate::plist::xml::{indent, write_key, write_value, FOOTER, HEADER};
 use crate::plist::{Dictionary, PlistError, Value};
 
+/// Messages whose BEEP body is a binary plist rather than XML: the image chunks of the
+/// checkpoint extension (docs/migration.md). In XML a megabyte of image is base64 written and
+/// read twice per hop, which was most of a move's transfer time; a binary plist carries the
+/// octets as they are. Only agents that announced the extension are sent these, and every
+/// reader here takes any plist format.
+pub const BINARY_BODIES: [&str; 2] = ["checkpointRead", "checkpointWrite"];
+
 /// Whether a message asks, answers or announces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum MessageType {
@@ -111,13 +118,34 @@ impl Envelope {
         out.into_bytes()
     }
 
-    /// The BEEP payload: no MIME headers, `\r\n`, then the XML plist
-    /// (the same bytes as `mime::bare_entity(&self.encode())`, built in one buffer).
+    /// The BEEP payload: no MIME headers, `\r\n`, then the XML plist (the same bytes as
+    /// `mime::bare_entity(&self.encode())`, built in one buffer), or for the messages of
+    /// [`BINARY_BODIES`] a binary plist.
     pub fn to_beep_payload(&self) -> Vec<u8> {
+        if BINARY_BODIES.contains(&self.name.as_str()) {
+            let mut out = b"\r\n".to_vec();
+            out.extend_from_slice(&crate::plist::to_binary(&self.to_value()));
+            return out;
+        }
         let mut out = String::with_capacity(2 + self.encoded_size_hint());
         out.push_str("\r\n");
         self.write_xml(&mut out);
         out.into_bytes()
+    }
+
+    /// The envelope as the dictionary the XML form writes (no `payload` when empty).
+    fn to_value(&self) -> Value {
+        let mut dict = Dictionary::new();
+        dict.insert("identifier".into(), Value::String(self.identifier.clone()));
+        dict.insert("name".into(), Value::String(self.name.clone()));
+        if !self.payload.is_empty() {
+            dict.insert("payload".into(), Value::Dictionary(self.payload.clone()));
+        }
+        dict.insert(
+            "type".into(),
+            Value::String(self.message_type.as_str().into()),
+        );
+        Value::Dictionary(dict)
     }
 
     fn encoded_size_hint(&self) -> usize {
@@ -309,6 +337,26 @@ mod tests {
             envelope.to_beep_payload(),
             crate::mime::bare_entity(&envelope.encode())
         );
+    }
+
+    #[test]
+    fn image_chunks_go_out_as_binary_plists_and_come_back_whole() {
+        let octets: Vec<u8> = (0..=255u8).cycle().take(70_000).collect();
+        let mut payload = Dictionary::new();
+        payload.insert("checkpointData".into(), Value::Data(octets.clone()));
+        payload.insert("offset".into(), Value::Integer(1 << 20));
+        for name in BINARY_BODIES {
+            let chunk = Envelope::reply("7", name, payload.clone());
+            let wire = chunk.to_beep_payload();
+            let body = crate::mime::entity_body(&wire);
+            assert!(body.starts_with(b"bplist00"), "{name} is binary");
+            // The octets themselves, not base64: the body is barely larger than the image.
+            assert!(body.len() < octets.len() + 200, "{} octets", body.len());
+            assert_eq!(Envelope::from_beep_payload(&wire), Ok(chunk));
+        }
+        // Apple's messages stay XML, whatever they carry.
+        let submission = Envelope::request("1", "taskSubmission", payload);
+        assert!(crate::mime::entity_body(&submission.to_beep_payload()).starts_with(b"<?xml"));
     }
 
     #[test]

@@ -10,11 +10,12 @@
 //!    the task was frozen (from its checkpoint request until it ran at `b`: dump, transfer
 //!    through the controller, restore). Beside it, the same kind of render is dumped and
 //!    restored with bare `criu dump` + `criu restore` on this machine. Median of
-//!    `XGRID_BENCH_MIGRATION_ROUNDS` (default 3) each, and their ratio (target ≤ 1.3).
+//!    `XGRID_BENCH_MIGRATION_ROUNDS` (default 3; 0 skips this part) each, and their ratio
+//!    (target ≤ 1.3).
 //! 2. **A heterogeneous grid.** Agent `fast` has a whole core; agent `g3` is held to a quarter
 //!    of a core by a cgroup CPU quota (an old G3 beside a new desktop). The same scene, at
 //!    800x600 with antialiasing (about a minute of CPU), is cut into
-//!    `XGRID_BENCH_MIGRATION_TASKS` (default 3) bands, one task each, and rendered with
+//!    `XGRID_BENCH_MIGRATION_TASKS` (default 3; 0 skips this part) bands, one task each, and rendered with
 //!    balancing on and with it off (`--no-balance`, Xgrid's behaviour). The ideal is the total
 //!    CPU work (the bands rendered one after another on one core, measured) over the total
 //!    capacity (1.25 cores). Targets: on ≤ 1.15 × ideal, and on ≥ 1.3 × faster than off.
@@ -27,8 +28,9 @@ use xgrid_grid_tests::{job_identifier, scratch_dir, Grid};
 
 const POVRAY: &str = "/usr/bin/povray";
 const CHESS: &str = "/usr/share/doc/povray/examples/advanced/chess2.pov";
-const WIDTH: u32 = 320;
-const HEIGHT: u32 = 240;
+/// The moved render: about 11 s with two threads here, so the move (3 s in) lands mid-render.
+const WIDTH: u32 = 640;
+const HEIGHT: u32 = 480;
 /// The heterogeneous grid's picture: large and antialiased, so that a band keeps a core
 /// busy for many seconds (moves are only worth it for tasks that long).
 const BAND_WIDTH: u32 = 800;
@@ -46,10 +48,15 @@ fn main() {
         println!("migration: skipped: {reason}");
         return;
     }
-    let rounds = env_number("XGRID_BENCH_MIGRATION_ROUNDS", 3).max(1);
-    println!("migration benchmark: chess2.pov at {WIDTH}x{HEIGHT}, {rounds} round(s)");
-    freeze(rounds);
-    heterogeneous(env_number("XGRID_BENCH_MIGRATION_TASKS", 3).max(1));
+    let rounds = env_number("XGRID_BENCH_MIGRATION_ROUNDS", 3);
+    if rounds > 0 {
+        println!("migration benchmark: chess2.pov at {WIDTH}x{HEIGHT}, {rounds} round(s)");
+        freeze(rounds);
+    }
+    let bands = env_number("XGRID_BENCH_MIGRATION_TASKS", 3);
+    if bands > 0 {
+        heterogeneous(bands);
+    }
 }
 
 fn ready() -> Result<(), String> {
@@ -111,24 +118,48 @@ fn wait_finished(grid: &Grid, job: &str, limit: Duration) -> Option<Duration> {
     None
 }
 
-/// `frozen N ms, M octets` of the job log's move line.
-fn frozen_of(log: &str) -> Option<(f64, u64)> {
+/// What the job log says of a move: `frozen N ms, M octets of checkpoint (dump D ms,
+/// transfer T ms, restore R ms)`.
+struct Frozen {
+    ms: f64,
+    octets: u64,
+    /// Dump, transfer, restore.
+    phases: [f64; 3],
+}
+
+fn frozen_of(log: &str) -> Option<Frozen> {
     let line = log.lines().find(|l| l.contains("moved from agent"))?;
     let after = line.split("frozen ").nth(1)?;
     let ms: f64 = after.split(' ').next()?.parse().ok()?;
     let octets: u64 = after.split(", ").nth(1)?.split(' ').next()?.parse().ok()?;
-    Some((ms, octets))
+    let phase = |name: &str| -> Option<f64> {
+        line.split(&format!("{name} "))
+            .nth(1)?
+            .split(' ')
+            .next()?
+            .parse()
+            .ok()
+    };
+    Some(Frozen {
+        ms,
+        octets,
+        phases: [phase("dump")?, phase("transfer")?, phase("restore")?],
+    })
 }
 
 fn freeze(rounds: usize) {
     let mut grid_ms = Vec::new();
+    let mut phases: [Vec<f64>; 3] = Default::default();
     let mut bare_ms = Vec::new();
     let mut octets = 0;
     for round in 0..rounds {
         match grid_move() {
-            Some((ms, size)) => {
-                grid_ms.push(ms);
-                octets = size;
+            Some(moved) => {
+                grid_ms.push(moved.ms);
+                octets = moved.octets;
+                for (all, phase) in phases.iter_mut().zip(moved.phases) {
+                    all.push(phase);
+                }
             }
             None => println!("  round {round}: the grid's move did not happen"),
         }
@@ -143,12 +174,14 @@ fn freeze(rounds: usize) {
         octets / 1_000_000
     );
     println!("   grid (dump, relay through the controller, restore): {grid_ms:?} ms, median {grid:.0} ms");
+    let [dump, transfer, restore] = phases.map(median);
+    println!("     of which (medians): dump {dump:.0} ms, transfer through the controller {transfer:.0} ms, restore {restore:.0} ms");
     println!("   bare criu dump + criu restore:                       {bare_ms:?} ms, median {bare:.0} ms");
     println!("   ratio grid / bare: {:.2} (target <= 1.3)", grid / bare);
 }
 
-/// One move of a render through a real grid; the frozen milliseconds and octets moved.
-fn grid_move() -> Option<(f64, u64)> {
+/// One move of a render through a real grid, as its job log tells it.
+fn grid_move() -> Option<Frozen> {
     let mut grid = Grid::start_moving("bench-freeze", &["--checkpoint-interval", "0"]);
     let device = grid.dir.join("event0");
     std::fs::write(&device, b"").ok()?;

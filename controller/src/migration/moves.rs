@@ -30,6 +30,9 @@ struct Moved {
     /// From the checkpoint request until the task ran at its destination (`None` when
     /// it went into a checkpoint the controller holds).
     frozen: Option<Duration>,
+    /// Where the frozen time went: the source's dump, the stream through the controller
+    /// (with the output the dump needs), the destination's restore.
+    phases: [Duration; 3],
 }
 
 /// Moves a task off `from`: to agent `to`, or, with `None`, into a checkpoint the controller
@@ -61,9 +64,12 @@ pub(super) async fn move_task(
         }
     };
     let text = match (&result, to) {
-        (Ok(_), Some(to)) => format!(
-            "had task {task} moved from agent {from} to agent {to} ({reason}): frozen {frozen} ms, {octets} octets of checkpoint"
-        ),
+        (Ok(moved), Some(to)) => {
+            let [dump, transfer, restore] = moved.phases.map(|phase| phase.as_millis());
+            format!(
+                "had task {task} moved from agent {from} to agent {to} ({reason}): frozen {frozen} ms, {octets} octets of checkpoint (dump {dump} ms, transfer {transfer} ms, restore {restore} ms)"
+            )
+        }
         (Ok(_), None) => format!(
             "had task {task} checkpointed off agent {from} ({reason}) to wait for a free slot: {octets} octets"
         ),
@@ -107,6 +113,8 @@ async fn try_move(
     let taken = checkpoint(&source, &task_ref, false)
         .await
         .map_err(|e| Step::Checkpoint.failed(e))?;
+    let dumped = frozen_from.elapsed();
+    let mut transferred = dumped;
     // From here the task is frozen on the source: a failure must resume it there.
     let path = stream_path(&shared.config.checkpoint_dir(), job, task);
     let identifier = stream_name(&path);
@@ -138,6 +146,7 @@ async fn try_move(
             .truncate_output(job, task, taken.stdout_size, taken.stderr_size)
             .await
             .map_err(|e| Step::Transfer.failed(e.into()))?;
+        transferred = frozen_from.elapsed();
         let new_ref = match &destination {
             Some((_, link)) => Some(
                 restore(link, &identifier)
@@ -200,7 +209,16 @@ async fn try_move(
     shared.publish(GridEvent::JobChanged { job });
     shared.reschedule();
     shared.rebalance();
-    Ok(Moved { octets, frozen })
+    let phases = [
+        dumped,
+        transferred.saturating_sub(dumped),
+        frozen.unwrap_or_default().saturating_sub(transferred),
+    ];
+    Ok(Moved {
+        octets,
+        frozen,
+        phases,
+    })
 }
 
 async fn resume_source(shared: &Shared, source: &AgentLink, taken: &TaskCheckpointReply) {

@@ -176,39 +176,62 @@ pub(super) async fn relay(
     };
     let mut file = tokio::fs::File::create(&part).await.map_err(file_error)?;
     let identifier = stream_name(path);
-    let mut offset = 0u64;
-    loop {
+    let read_at = |offset: u64| async move {
         let read = MigrationRequest::CheckpointRead(CheckpointReadRequest {
             checkpoint_identifier: taken.checkpoint_identifier.clone(),
             offset,
             length: CHECKPOINT_CHUNK,
         });
-        let chunk = match source.request_migration(&read).await? {
-            MigrationReply::CheckpointRead(chunk) => chunk,
-            other => return Err(unexpected("checkpointRead", &other)),
-        };
+        match source.request_migration(&read).await? {
+            MigrationReply::CheckpointRead(chunk) => Ok(chunk),
+            other => Err(unexpected("checkpointRead", &other)),
+        }
+    };
+    // The next chunk is read from the source while this one is written to the file and to
+    // the destination: the hops overlap instead of taking turns, which matters because the
+    // task is frozen meanwhile.
+    let mut offset = 0u64;
+    let mut chunk = read_at(0).await?;
+    loop {
         if chunk.checkpoint_data.is_empty() && !chunk.end_of_checkpoint {
             return Err(MigrationError::StalledStream { offset });
         }
-        file.write_all(&chunk.checkpoint_data)
-            .await
-            .map_err(file_error)?;
         let length = chunk.checkpoint_data.len() as u64;
-        if let Some(destination) = destination {
-            let write = MigrationRequest::CheckpointWrite(CheckpointWriteRequest {
-                checkpoint_identifier: identifier.clone(),
-                offset,
-                checkpoint_data: chunk.checkpoint_data,
-                end_of_checkpoint: chunk.end_of_checkpoint,
-            });
-            match destination.request_migration(&write).await? {
-                MigrationReply::CheckpointWrite => {}
-                other => return Err(unexpected("checkpointWrite", &other)),
+        let end = chunk.end_of_checkpoint;
+        let write = CheckpointWriteRequest {
+            checkpoint_identifier: identifier.clone(),
+            offset,
+            checkpoint_data: chunk.checkpoint_data,
+            end_of_checkpoint: end,
+        };
+        let reading = async {
+            match end {
+                true => Ok(None),
+                false => read_at(offset + length).await.map(Some),
             }
-        }
+        };
+        let to_file = async {
+            file.write_all(&write.checkpoint_data)
+                .await
+                .map_err(file_error)
+        };
+        let to_destination = async {
+            let Some(destination) = destination else {
+                return Ok(());
+            };
+            let request = MigrationRequest::CheckpointWrite(write.clone());
+            match destination.request_migration(&request).await? {
+                MigrationReply::CheckpointWrite => Ok(()),
+                other => Err(unexpected("checkpointWrite", &other)),
+            }
+        };
+        let (next, written, sent) = tokio::join!(reading, to_file, to_destination);
+        written?;
+        sent?;
         offset += length;
-        if chunk.end_of_checkpoint {
-            break;
+        match next? {
+            Some(following) => chunk = following,
+            None => break,
         }
     }
     if offset != taken.checkpoint_size {

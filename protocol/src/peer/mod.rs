@@ -270,7 +270,7 @@ pub async fn connect(
 /// The receive window a client or agent grants the controller. BEEP's default 4096 octets
 /// costs a SEQ round trip every 4 KiB: a task's results, and above all a checkpoint stream
 /// an agent receives (megabytes, while the task is frozen), would crawl.
-const RECEIVE_WINDOW: u32 = 256 * 1024;
+const RECEIVE_WINDOW: u32 = 2 * 1024 * 1024;
 
 /// Run the opening sequence over an established byte stream: wait for the greeting, start
 /// the role's profile (authenticating first if the controller answers 530 and a password is
