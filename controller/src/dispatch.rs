@@ -442,6 +442,9 @@ impl TaskOn<'_> {
         }
         shared.publish(GridEvent::JobChanged { job });
         shared.reschedule();
+        // The freed slot may be worth a task running on a slower agent, notably at a job's
+        // tail: waiting for the balancer's tick would leave it idle for seconds.
+        shared.rebalance();
     }
 
     async fn fail(&self, message: &str) {

@@ -18,6 +18,8 @@ pub mod profile;
 pub mod xml;
 
 #[cfg(feature = "tokio")]
+pub mod allocator;
+#[cfg(feature = "tokio")]
 pub mod driver;
 #[cfg(feature = "tokio")]
 pub mod peer;

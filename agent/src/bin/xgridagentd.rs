@@ -8,6 +8,7 @@ use xgrid_agent::config::{machine_hostname, parse_args, Command, MANUAL};
 use xgrid_agent::Agent;
 
 fn main() -> ExitCode {
+    xgrid_protocol::allocator::keep_large_buffers();
     close_inherited_descriptors();
     let config = match parse_args(std::env::args().skip(1), &machine_hostname()) {
         Ok(Command::Help) => {

@@ -361,6 +361,7 @@ fn password_file(path: &Path) -> Result<String, String> {
 }
 
 fn main() -> ExitCode {
+    xgrid_protocol::allocator::keep_large_buffers();
     let config = match parse(std::env::args().skip(1)) {
         Ok(Command::Run(config)) => *config,
         Ok(Command::Help) => {

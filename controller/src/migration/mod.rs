@@ -1,5 +1,6 @@
 //! The balancing loop and the migrations it runs (docs/migration.md): on a trigger (an
-//! agent's availability changed) or a periodic tick it builds a [`BalancerSnapshot`] from the
+//! agent's availability changed, a task ended, a move ended; at most one round per
+//! [`ROUND_GAP`]) or a periodic tick it builds a [`BalancerSnapshot`] from the
 //! store, asks [`balancer::plan`] for decisions, and carries each out over the agents'
 //! connections: the five steps of a migration (checkpoint, output, stream, restore, release),
 //! evacuations to the controller, restores of held checkpoints, suspensions, resumptions and
@@ -33,6 +34,8 @@ use steps::remove_file;
 /// A task whose move or checkpoint failed is left alone this long before the balancer may
 /// try again, so a broken agent is not asked every round.
 const BACKOFF: Duration = Duration::from_secs(30);
+/// The shortest time between two balancing rounds.
+const ROUND_GAP: Duration = Duration::from_millis(200);
 /// How many `taskResults` requests a frozen task's output may take to reach its checkpoint
 /// sizes.
 const DRAIN_ATTEMPTS: u32 = 40;
@@ -241,12 +244,14 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
         if rounds % PRUNE_EVERY == 0 {
             sweep(&shared, STRAY_AGE).await;
         }
+        // Every task's end asks for a round: with hundreds ending a second, they share one.
+        tokio::time::sleep(ROUND_GAP).await;
     }
 }
 
 /// The agent's own `agentStatus`: records why it is unavailable (an Apple agent that is
 /// unavailable counts as its owner being back) and, when that changed, asks for a balancing
-/// round (other changes wait for the tick, so busy agents do not keep the balancer busy).
+/// round (load changes wait for the tick, so busy agents do not keep the balancer busy).
 pub async fn note_agent_status(shared: &Shared, agent: AgentId, status: &AgentStatus) {
     let reason = match status.agent_status {
         messages::AgentState::Available => None,
