@@ -335,20 +335,22 @@ fn children_cpu() -> f64 {
     fields.iter().sum::<f64>() / 100.0
 }
 
-/// The total CPU work: every band rendered on this machine, one after another.
-fn total_work(bands: u32) -> f64 {
+/// The CPU work of each band, rendered on this machine one after another.
+fn band_work(bands: u32) -> Vec<f64> {
     let dir = scratch_dir("bench-work");
-    let before = children_cpu();
+    let mut work = Vec::new();
     for i in 0..bands {
+        let before = children_cpu();
         let _ = Command::new(POVRAY)
             .args(band_args(i, bands))
             .current_dir(&dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
+        work.push(children_cpu() - before);
     }
     let _ = std::fs::remove_dir_all(&dir);
-    children_cpu() - before
+    work
 }
 
 /// A cgroup (v1 `cpu`, or v2) holding its members to a quarter of a core.
@@ -432,14 +434,19 @@ fn heterogeneous(bands: usize) {
         println!("2. heterogeneous grid: skipped (no cgroup CPU quota can be set here)");
         return;
     };
-    let work = total_work(bands);
+    let per_band = band_work(bands);
+    let work: f64 = per_band.iter().sum();
     let ideal = work / 1.25;
     let on = heterogeneous_run(bands, &quarter, true);
     let off = heterogeneous_run(bands, &quarter, false);
     println!(
         "2. heterogeneous grid: {bands} bands, one agent at a full core, one held to 1/4 core"
     );
-    println!("   total CPU work {work:.1} s; ideal makespan {ideal:.1} s (work / 1.25 cores)");
+    let shown: Vec<String> = per_band.iter().map(|w| format!("{w:.1}")).collect();
+    println!(
+        "   total CPU work {work:.1} s (bands: {} s); ideal makespan {ideal:.1} s (work / 1.25 cores)",
+        shown.join(", ")
+    );
     match (on, off) {
         (Some((on, moves)), Some((off, _))) => {
             println!(
