@@ -151,6 +151,7 @@ fn freeze(rounds: usize) {
     let mut grid_ms = Vec::new();
     let mut phases: [Vec<f64>; 3] = Default::default();
     let mut bare_ms = Vec::new();
+    let mut bare_dump_ms = Vec::new();
     let mut octets = 0;
     for round in 0..rounds {
         match grid_move() {
@@ -164,7 +165,10 @@ fn freeze(rounds: usize) {
             None => println!("  round {round}: the grid's move did not happen"),
         }
         match bare_criu(round) {
-            Ok(ms) => bare_ms.push(ms),
+            Ok((ms, dump)) => {
+                bare_ms.push(ms);
+                bare_dump_ms.push(dump);
+            }
             Err(e) => println!("  round {round}: bare CRIU failed: {e}"),
         }
     }
@@ -177,6 +181,11 @@ fn freeze(rounds: usize) {
     let [dump, transfer, restore] = phases.map(median);
     println!("     of which (medians): dump {dump:.0} ms, transfer through the controller {transfer:.0} ms, restore {restore:.0} ms");
     println!("   bare criu dump + criu restore:                       {bare_ms:?} ms, median {bare:.0} ms");
+    let bare_dump = median(bare_dump_ms);
+    println!(
+        "     of which (medians): dump {bare_dump:.0} ms, the rest (criu restore) {:.0} ms",
+        bare - bare_dump
+    );
     println!("   ratio grid / bare: {:.2} (target <= 1.3)", grid / bare);
 }
 
@@ -214,8 +223,9 @@ fn grid_move() -> Option<Frozen> {
 }
 
 /// The same kind of render, dumped and restored by bare CRIU: milliseconds from the start
-/// of `criu dump` until `criu restore -d` returned with the task running again.
-fn bare_criu(round: usize) -> Result<f64, String> {
+/// of `criu dump` until `criu restore -d` returned with the task running again, and of
+/// those, the dump's.
+fn bare_criu(round: usize) -> Result<(f64, f64), String> {
     let dir = scratch_dir(&format!("bench-bare-{round}"));
     let work = dir.join("work");
     std::fs::create_dir_all(&work).map_err(|e| e.to_string())?;
@@ -259,6 +269,7 @@ fn bare_criu(round: usize) -> Result<f64, String> {
             String::from_utf8_lossy(&dump.stderr)
         ));
     }
+    let dumped = started.elapsed().as_secs_f64() * 1000.0;
     let _ = unshare.wait();
     let pidfile = dir.join("restored.pid");
     let restore = Command::new("criu")
@@ -286,7 +297,7 @@ fn bare_criu(round: usize) -> Result<f64, String> {
     }
     let _ = std::fs::remove_dir_all(&dir);
     if restore.status.success() {
-        Ok(frozen)
+        Ok((frozen, dumped))
     } else {
         Err(format!(
             "criu restore: {}",
