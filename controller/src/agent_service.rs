@@ -148,28 +148,10 @@ impl AgentLink {
         &self,
         request: ControllerToAgentRequest,
     ) -> Result<AgentReply, LinkError> {
-        if self.closed.load(Ordering::Acquire) {
-            return Err(LinkError::Closed);
-        }
-        let identifier = self
-            .next_request
-            .fetch_add(1, Ordering::Relaxed)
-            .to_string();
-        let (tx, rx) = oneshot::channel();
-        lock(&self.pending).insert(identifier.clone(), tx);
-        let payload = request.to_envelope(&identifier).to_beep_payload();
-        if self.conn.send_msg(self.channel, payload).await.is_err() {
-            lock(&self.pending).remove(&identifier);
-            return Err(LinkError::Closed);
-        }
         let name = request.name().to_string();
-        let envelope = match tokio::time::timeout(REPLY_TIMEOUT, rx).await {
-            Ok(reply) => reply.map_err(|_| LinkError::Closed)?,
-            Err(_) => {
-                lock(&self.pending).remove(&identifier);
-                return Err(LinkError::NoAnswer { request: name });
-            }
-        };
+        let envelope = self
+            .exchange(&name, |identifier| request.to_envelope(identifier))
+            .await?;
         match AgentReply::from_envelope(&envelope) {
             Ok(AgentReply::Error { code, .. }) => Err(LinkError::Refused {
                 request: name,

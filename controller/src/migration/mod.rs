@@ -563,7 +563,7 @@ async fn sweep(shared: &Shared, min_age: Duration) {
             Err(_) => continue,
         };
         if !kept.contains(&path) && age >= min_age {
-            remove_file(shared, &path.display().to_string()).await;
+            remove_file(shared, &path).await;
         }
     }
 }

@@ -13,8 +13,8 @@ use xgrid_protocol::messages::{
 use xgrid_protocol::plist::Date;
 
 use super::steps::{
-    checkpoint, drain_output, keep_checkpoint, link, part_of, relay, release, remove_file, restore,
-    send_file, stream_name, stream_path, task_ref_on,
+    checkpoint, drain_output, keep_checkpoint, link, relay, release, remove_file, remove_stream,
+    restore, send_file, stream_name, stream_path, task_ref_on,
 };
 use super::{lock, Failure, Flights, MigrationError, Step};
 use crate::agent_service::AgentLink;
@@ -167,8 +167,7 @@ async fn try_move(
                 // Best effort: the destination drops what it got of the stream.
                 let _ = release(link, &identifier, CheckpointDisposition::Discard).await;
             }
-            remove_file(shared, &part_of(&path).display().to_string()).await;
-            remove_file(shared, &path.display().to_string()).await;
+            remove_stream(shared, &path).await;
             return Err(failure);
         }
     };
@@ -430,8 +429,7 @@ pub(super) async fn periodic_checkpoint(
         }
         .await;
         if kept.is_err() {
-            remove_file(shared, &part_of(&path).display().to_string()).await;
-            remove_file(shared, &path.display().to_string()).await;
+            remove_stream(shared, &path).await;
         }
         // The images on the agent go either way; the task never stopped.
         if let Err(e) = release(

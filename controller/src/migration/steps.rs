@@ -75,18 +75,28 @@ pub(super) fn stream_name(path: &Path) -> String {
         .unwrap_or_default()
 }
 
-pub(super) fn part_of(path: &Path) -> PathBuf {
+fn part_of(path: &Path) -> PathBuf {
     let mut part = path.as_os_str().to_owned();
     part.push(".part");
     PathBuf::from(part)
 }
 
-pub(super) async fn remove_file(shared: &Shared, path: &str) {
+pub(super) async fn remove_file(shared: &Shared, path: impl AsRef<Path>) {
+    let path = path.as_ref();
     if let Err(e) = tokio::fs::remove_file(path).await {
         if e.kind() != std::io::ErrorKind::NotFound {
-            shared.log(format!("cannot remove the checkpoint file {path}: {e}"));
+            shared.log(format!(
+                "cannot remove the checkpoint file {}: {e}",
+                path.display()
+            ));
         }
     }
+}
+
+/// Removes what a stream left at `path`, complete or not.
+pub(super) async fn remove_stream(shared: &Shared, path: &Path) {
+    remove_file(shared, part_of(path)).await;
+    remove_file(shared, path).await;
 }
 
 /// Step 1: dump the task on its agent.

@@ -98,31 +98,24 @@ async fn truncate_stream(
             before += length;
             continue;
         }
-        if before < keep {
+        // The chunk that crosses the mark keeps its head; every chunk after it goes.
+        let first_gone = if before < keep {
             // SQLite counts a blob's substr in octets, from 1.
             sqlx::query("UPDATE task_output_chunks SET data = substr(data, 1, ?) WHERE id = ?")
                 .bind(db_octets(keep - before))
                 .bind(id)
                 .execute(&mut *conn)
                 .await?;
-            sqlx::query(
-                "DELETE FROM task_output_chunks WHERE task_id = ? AND stream = ? AND id > ?",
-            )
-            .bind(task)
-            .bind(stream.code())
-            .bind(id)
-            .execute(&mut *conn)
-            .await?;
+            id + 1
         } else {
-            sqlx::query(
-                "DELETE FROM task_output_chunks WHERE task_id = ? AND stream = ? AND id >= ?",
-            )
+            id
+        };
+        sqlx::query("DELETE FROM task_output_chunks WHERE task_id = ? AND stream = ? AND id >= ?")
             .bind(task)
             .bind(stream.code())
-            .bind(id)
+            .bind(first_gone)
             .execute(&mut *conn)
             .await?;
-        }
         break;
     }
     Ok(())

@@ -110,6 +110,30 @@ pub(super) async fn requeue_where(
 /// finishing), as a condition on the `tasks` table.
 const PLACED: &str = "state IN ('Assigned', 'Running', 'Stopped')";
 
+/// Marks a placed task Running on `agent` as `task_ref` (its first start date kept); how
+/// many rows changed (0: the task is no longer placed).
+async fn set_running<'e>(
+    executor: impl sqlx::Executor<'e, Database = sqlx::Sqlite>,
+    job: JobId,
+    task: &str,
+    agent: AgentId,
+    task_ref: &str,
+) -> Result<u64> {
+    let result = sqlx::query(&format!(
+        "UPDATE tasks SET state = 'Running', agent_id = ?, task_ref = ?,
+             date_started = coalesce(date_started, ?)
+         WHERE job_id = ? AND name = ? AND {PLACED}"
+    ))
+    .bind(db_id(agent))
+    .bind(task_ref)
+    .bind(now())
+    .bind(db_id(job))
+    .bind(task)
+    .execute(executor)
+    .await?;
+    Ok(result.rows_affected())
+}
+
 impl Store {
     /// After a one-statement update of a placed task: no row changed means the task is
     /// missing or not placed, and the error says which.
@@ -441,19 +465,8 @@ impl Store {
         task_ref: &str,
     ) -> Result<()> {
         // One statement, no transaction: this runs for every task that starts.
-        let result = sqlx::query(&format!(
-            "UPDATE tasks SET state = 'Running', agent_id = ?, task_ref = ?,
-                 date_started = coalesce(date_started, ?)
-             WHERE job_id = ? AND name = ? AND {PLACED}"
-        ))
-        .bind(db_id(agent))
-        .bind(task_ref)
-        .bind(now())
-        .bind(db_id(job))
-        .bind(task)
-        .execute(&self.writer)
-        .await?;
-        self.placed_task_updated(result.rows_affected(), job, task, "marked running")
+        let started = set_running(&self.writer, job, task, agent, task_ref).await?;
+        self.placed_task_updated(started, job, task, "marked running")
             .await
     }
 
@@ -468,19 +481,7 @@ impl Store {
         task_ref: &str,
     ) -> Result<bool> {
         let mut tx = self.writer.begin().await?;
-        let result = sqlx::query(&format!(
-            "UPDATE tasks SET state = 'Running', agent_id = ?, task_ref = ?,
-                 date_started = coalesce(date_started, ?)
-             WHERE job_id = ? AND name = ? AND {PLACED}"
-        ))
-        .bind(db_id(agent))
-        .bind(task_ref)
-        .bind(now())
-        .bind(db_id(job))
-        .bind(task)
-        .execute(&mut *tx)
-        .await?;
-        if result.rows_affected() == 0 {
+        if set_running(&mut *tx, job, task, agent, task_ref).await? == 0 {
             // The one writer connection must be free to find out why.
             drop(tx);
             return self
