@@ -78,6 +78,8 @@ pub enum UsageError {
     TooLarge,
     #[error("POV-Ray's render block size (+BS) must be at least 4, not {0}")]
     BlockSize(u64),
+    #[error("-tiles must be at least 1")]
+    NoTiles,
 }
 
 /// A command line that asks for a render.
@@ -199,9 +201,10 @@ pub fn parse(words: &[String]) -> Result<Parsed, UsageError> {
         Some(e) if e == "ppm" => OutputFormat::Ppm,
         _ => return Err(UsageError::OutputFormat(output)),
     };
-    let tiles = tiles
-        .map(|t| whole_number("-tiles", &t).map(|n| n.max(1) as usize))
-        .transpose()?;
+    let tiles = match tiles.map(|t| whole_number("-tiles", &t)).transpose()? {
+        Some(0) => return Err(UsageError::NoTiles),
+        count => count.map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+    };
     Ok(Parsed::Run(Box::new(Arguments {
         connection,
         grid,
@@ -539,6 +542,14 @@ mod tests {
             parse(&words("s.pov +W0 -o a.png")),
             Err(UsageError::EmptyImage)
         );
+        assert_eq!(
+            parse(&words("-tiles 0 s.pov -o a.png")),
+            Err(UsageError::NoTiles)
+        );
+        assert!(matches!(
+            parse(&words("-tiles many s.pov -o a.png")),
+            Err(UsageError::NotANumber { .. })
+        ));
         assert_eq!(parse(&[]), Ok(Parsed::Help));
         assert_eq!(parse(&words("-help")), Ok(Parsed::Help));
     }
