@@ -245,7 +245,10 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
             sweep(&shared, STRAY_AGE).await;
         }
         // Every task's end asks for a round: with hundreds ending a second, they share one.
-        tokio::time::sleep(ROUND_GAP).await;
+        tokio::select! {
+            () = tokio::time::sleep(ROUND_GAP) => {}
+            _ = shutdown.changed() => return,
+        }
     }
 }
 
