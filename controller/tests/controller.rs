@@ -20,7 +20,7 @@ use xgrid_protocol::profile;
 /// `task_ref`, takes the start, reports Running then Terminated with `stdout` waiting, and
 /// serves the results and an output file `out.txt`. Returns the submission.
 async fn run_next_task(agent: &mut Peer, name: &str, task_ref: &str, stdout: &[u8]) -> Envelope {
-    let submission = take_task(agent, task_ref).await;
+    let submission = agent.take_task(task_ref).await;
     report(agent, task_ref, TaskState::Running, false).await;
     report(agent, task_ref, TaskState::Terminated, true).await;
     let fetch = agent
@@ -50,28 +50,6 @@ async fn run_next_task(agent: &mut Peer, name: &str, task_ref: &str, stdout: &[u
     agent
         .reply(&last, AgentReply::TaskFinalResults(outputs))
         .await;
-    submission
-}
-
-/// Takes the next submission, answers it with `task_ref` and takes the start.
-async fn take_task(agent: &mut Peer, task_ref: &str) -> Envelope {
-    let submission = agent
-        .expect_named("taskSubmission", MessageType::Request)
-        .await;
-    agent
-        .reply(
-            &submission,
-            AgentReply::TaskSubmission {
-                task_ref: task_ref.into(),
-            },
-        )
-        .await;
-    let start = agent
-        .expect_named("taskControl", MessageType::Request)
-        .await;
-    assert_eq!(text(&start.payload, "taskRef"), task_ref);
-    assert_eq!(text(&start.payload, "control"), "start");
-    agent.reply(&start, AgentReply::TaskControl).await;
     submission
 }
 
@@ -342,7 +320,7 @@ async fn a_task_of_a_lost_agent_runs_on_another() {
     let mut client = Peer::client(addr).await;
     let job = submit(&mut client, echo_job("moves", 1)).await;
 
-    take_task(&mut first, "1").await;
+    first.take_task("1").await;
     report(&mut first, "1", TaskState::Running, false).await;
     wait_for_status(&mut client, &job, "Running").await;
 
@@ -502,7 +480,7 @@ async fn a_failed_task_fails_its_job_with_the_reason() {
     agent.register("mac1", 1, 2000.0).await;
     let mut client = Peer::client(addr).await;
     let job = submit(&mut client, echo_job("doomed", 2)).await;
-    take_task(&mut agent, "1").await;
+    agent.take_task("1").await;
     report(&mut agent, "1", TaskState::Running, false).await;
     report(&mut agent, "1", TaskState::Failed, false).await;
     // The failed run's output is still fetched.
@@ -565,7 +543,7 @@ async fn deleting_a_running_job_cancels_its_task_on_the_agent() {
     agent.register("mac1", 1, 2000.0).await;
     let mut client = Peer::client(addr).await;
     let job = submit(&mut client, echo_job("brief", 1)).await;
-    take_task(&mut agent, "4").await;
+    agent.take_task("4").await;
     report(&mut agent, "4", TaskState::Running, false).await;
     wait_for_status(&mut client, &job, "Running").await;
 
@@ -618,7 +596,7 @@ async fn a_restarted_job_runs_again_and_a_canceled_one_stops() {
 
     let reply = client.request("jobControl", control("restart")).await;
     assert_eq!(error_of(&reply), None);
-    take_task(&mut agent, "3").await;
+    agent.take_task("3").await;
     report(&mut agent, "3", TaskState::Running, false).await;
     wait_for_status(&mut client, &job, "Running").await;
     let reply = client.request("jobControl", control("cancel")).await;
@@ -705,7 +683,7 @@ async fn grids_are_added_and_agents_moved_between_them() {
 
 /// Plays an agent running an ART that prints `output`.
 async fn answer_art(agent: &mut Peer, name: &str, task_ref: &str, output: &[u8]) {
-    let submission = take_task(agent, task_ref).await;
+    let submission = agent.take_task(task_ref).await;
     assert_eq!(text(&submission.payload, "command"), "./rank");
     let files = nested(&submission.payload, "inputFiles");
     assert!(files.contains_key("rank"), "the ART travels as a file");
@@ -781,7 +759,7 @@ async fn tasks_added_to_a_running_job_run_too() {
     agent.register("mac1", 1, 2000.0).await;
     let mut client = Peer::client(addr).await;
     let job = submit(&mut client, echo_job("grows", 1)).await;
-    take_task(&mut agent, "1").await;
+    agent.take_task("1").await;
     report(&mut agent, "1", TaskState::Running, false).await;
     wait_for_status(&mut client, &job, "Running").await;
 
@@ -850,7 +828,7 @@ async fn a_shutdown_is_no_lost_agent() {
     let cookie = agent.register("mac1", 1, 2000.0).await;
     let mut client = Peer::client(controller.local_addr()).await;
     let job = submit(&mut client, echo_job("kept", 1)).await;
-    take_task(&mut agent, "5").await;
+    agent.take_task("5").await;
     report(&mut agent, "5", TaskState::Running, false).await;
     wait_for_status(&mut client, &job, "Running").await;
     controller.shutdown().await;
@@ -954,7 +932,7 @@ async fn latest_results_come_once_and_their_arrival_is_announced() {
         0,
         "nothing has run yet: {first:?}"
     );
-    take_task(&mut agent, "1").await;
+    agent.take_task("1").await;
     // Output while running: the controller fetches it at once.
     report(&mut agent, "1", TaskState::Running, true).await;
     let fetch = agent
@@ -1007,7 +985,7 @@ async fn a_silent_agent_is_taken_for_lost() {
     quiet.register("quiet", 1, 2000.0).await;
     let mut client = Peer::client(addr).await;
     let job = submit(&mut client, echo_job("abandoned", 1)).await;
-    take_task(&mut quiet, "1").await;
+    quiet.take_task("1").await;
     report(&mut quiet, "1", TaskState::Running, false).await;
     wait_for_status(&mut client, &job, "Running").await;
 

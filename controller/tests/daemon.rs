@@ -113,21 +113,7 @@ async fn wait_for_status(client: &mut Peer, job: &str, status: &str) {
 
 /// Takes the next submission with `task_ref`, takes the start, reports Running.
 async fn take_and_run(agent: &mut Peer, task_ref: &str) {
-    let submission = agent
-        .expect_named("taskSubmission", MessageType::Request)
-        .await;
-    agent
-        .reply(
-            &submission,
-            AgentReply::TaskSubmission {
-                task_ref: task_ref.into(),
-            },
-        )
-        .await;
-    let start = agent
-        .expect_named("taskControl", MessageType::Request)
-        .await;
-    agent.reply(&start, AgentReply::TaskControl).await;
+    agent.take_task(task_ref).await;
     report(agent, task_ref, TaskState::Running).await;
 }
 

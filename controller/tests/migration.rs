@@ -42,21 +42,7 @@ async fn submit(client: &mut Peer, job: Dictionary) -> u64 {
 
 /// Takes the next submission as `task_ref`, takes its start and reports it Running.
 async fn run_task(agent: &mut Peer, task_ref: &str) {
-    let submission = agent
-        .expect_named("taskSubmission", MessageType::Request)
-        .await;
-    agent
-        .reply(
-            &submission,
-            AgentReply::TaskSubmission {
-                task_ref: task_ref.into(),
-            },
-        )
-        .await;
-    let start = agent
-        .expect_named("taskControl", MessageType::Request)
-        .await;
-    agent.reply(&start, AgentReply::TaskControl).await;
+    agent.take_task(task_ref).await;
     report(agent, task_ref, TaskState::Running, false).await;
 }
 

@@ -330,6 +330,26 @@ impl Peer {
         self.send(reply.to_envelope(&to.identifier)).await;
     }
 
+    /// Takes the next `taskSubmission`, answers it with `task_ref`, then takes and answers
+    /// the start of that task. Returns the submission.
+    pub async fn take_task(&mut self, task_ref: &str) -> Envelope {
+        let submission = self
+            .expect_named("taskSubmission", MessageType::Request)
+            .await;
+        self.reply(
+            &submission,
+            AgentReply::TaskSubmission {
+                task_ref: task_ref.into(),
+            },
+        )
+        .await;
+        let start = self.expect_named("taskControl", MessageType::Request).await;
+        assert_eq!(text(&start.payload, "taskRef"), task_ref);
+        assert_eq!(text(&start.payload, "control"), "start");
+        self.reply(&start, AgentReply::TaskControl).await;
+        submission
+    }
+
     pub async fn notify(&mut self, notification: AgentNotification) {
         self.send(notification.to_envelope()).await;
     }
