@@ -18,7 +18,10 @@
 //!    `XGRID_BENCH_MIGRATION_TASKS` (default 3; 0 skips this part) bands, one task each, and rendered with
 //!    balancing on and with it off (`--no-balance`, Xgrid's behaviour). The ideal is the total
 //!    CPU work (the bands rendered one after another on one core, measured) over the total
-//!    capacity (1.25 cores). Targets: on ≤ 1.15 × ideal, and on ≥ 1.3 × faster than off.
+//!    capacity (1.25 cores); beside it, the same with each band's run time alone on a core
+//!    (POV-Ray's front end idles about half a second a run). `fast` has processor 1 to
+//!    itself; `g3`, the controller and this program share processor 0, as if on two machines.
+//!    Targets: on ≤ 1.15 × ideal, and on ≥ 1.3 × faster than off.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -346,19 +349,22 @@ fn children_cpu() -> f64 {
     fields.iter().sum::<f64>() / 100.0
 }
 
-/// The CPU work of each band, rendered on this machine one after another.
-fn band_work(bands: u32) -> Vec<f64> {
+/// Each band rendered on this machine one after another: its CPU work (seconds of a
+/// processor) and its run time alone on an idle core (the CPU work plus the time POV-Ray's
+/// front end spends waiting in its message loop, about half a second a run here).
+fn band_work(bands: u32) -> Vec<(f64, f64)> {
     let dir = scratch_dir("bench-work");
     let mut work = Vec::new();
     for i in 0..bands {
         let before = children_cpu();
+        let started = Instant::now();
         let _ = Command::new(POVRAY)
             .args(band_args(i, bands))
             .current_dir(&dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
-        work.push(children_cpu() - before);
+        work.push((children_cpu() - before, started.elapsed().as_secs_f64()));
     }
     let _ = std::fs::remove_dir_all(&dir);
     work
@@ -406,15 +412,28 @@ impl Drop for QuarterCore {
 }
 
 /// Render the bands on a grid of `fast` and `g3`; the makespan and how many moves happened.
-fn heterogeneous_run(bands: u32, quarter: &QuarterCore, balance: bool) -> Option<(f64, usize)> {
+fn heterogeneous_run(
+    bands: u32,
+    quarter: &QuarterCore,
+    balance: bool,
+) -> Option<(f64, Vec<String>)> {
     let args: &[&str] = if balance {
         &["--checkpoint-interval", "0"]
     } else {
         &["--checkpoint-interval", "0", "--no-balance"]
     };
     let mut grid = Grid::start_moving(if balance { "bench-on" } else { "bench-off" }, args);
-    grid.add_moving_agent("fast", 1, &[]);
-    grid.add_moving_agent_after("g3", 1, &[], &quarter.join_line());
+    // Two machines on one: `fast` has processor 1 to itself; `g3`, the controller and this
+    // program share processor 0 (they would otherwise take time from the fast core now and
+    // then).
+    let pin = |cpu: u32| format!("taskset -cp {cpu} $$ >/dev/null || exit 95");
+    grid.add_moving_agent_after("fast", 1, &[], &pin(1));
+    grid.add_moving_agent_after(
+        "g3",
+        1,
+        &[],
+        &format!("{}\n{}", quarter.join_line(), pin(0)),
+    );
     grid.wait_for_agents(2);
     let mut tasks = String::new();
     for i in 0..bands {
@@ -435,7 +454,11 @@ fn heterogeneous_run(bands: u32, quarter: &QuarterCore, balance: bool) -> Option
     let out = grid.xgrid(&["-job", "batch", &file.display().to_string()]);
     let job = job_identifier(&out);
     let took = wait_finished(&grid, &job, Duration::from_secs(1800))?;
-    let moves = job_log(&grid, &job).matches("moved from agent").count();
+    let moves = job_log(&grid, &job)
+        .lines()
+        .filter(|l| l.contains("moved from agent"))
+        .map(str::to_string)
+        .collect();
     Some((took.as_secs_f64(), moves))
 }
 
@@ -446,24 +469,46 @@ fn heterogeneous(bands: usize) {
         return;
     };
     let per_band = band_work(bands);
-    let work: f64 = per_band.iter().sum();
+    let work: f64 = per_band.iter().map(|(cpu, _)| cpu).sum();
+    let alone: f64 = per_band.iter().map(|(_, wall)| wall).sum();
     let ideal = work / 1.25;
+    let ideal_alone = alone / 1.25;
+    // This program, and the controller it starts, stay off the fast agent's processor.
+    let _ = Command::new("taskset")
+        .args(["-a", "-cp", "0", &std::process::id().to_string()])
+        .stdout(Stdio::null())
+        .status();
     let on = heterogeneous_run(bands, &quarter, true);
     let off = heterogeneous_run(bands, &quarter, false);
     println!(
         "2. heterogeneous grid: {bands} bands, one agent at a full core, one held to 1/4 core"
     );
-    let shown: Vec<String> = per_band.iter().map(|w| format!("{w:.1}")).collect();
+    let shown: Vec<String> = per_band
+        .iter()
+        .map(|(cpu, _)| format!("{cpu:.1}"))
+        .collect();
     println!(
         "   total CPU work {work:.1} s (bands: {} s); ideal makespan {ideal:.1} s (work / 1.25 cores)",
         shown.join(", ")
     );
-    match (on, off) {
+    println!(
+        "   the bands alone on an idle core take {alone:.1} s in all; by that, the ideal is {ideal_alone:.1} s"
+    );
+    match (&on, &off) {
         (Some((on, moves)), Some((off, _))) => {
+            let (on, off) = (*on, *off);
             println!(
-                "   balancing on:  {on:.1} s ({moves} move(s)), {:.2} x ideal (target <= 1.15)",
+                "   balancing on:  {on:.1} s ({} move(s)), {:.2} x ideal (target <= 1.15)",
+                moves.len(),
                 on / ideal
             );
+            println!(
+                "                  {:.2} x the ideal by run time alone on a core",
+                on / ideal_alone
+            );
+            for line in moves.iter() {
+                println!("     {}", line.trim());
+            }
             println!(
                 "   balancing off: {off:.1} s (Xgrid's behaviour), {:.2} x ideal",
                 off / ideal
