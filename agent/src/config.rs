@@ -85,6 +85,11 @@ pub const MANUAL: Manual = Manual {
                            agent's own user)",
                 },
                 Entry {
+                    term: "--task-nice N",
+                    text: "run tasks at niceness N, 0 to 19, so that the machine's owner and \
+                           the grid's daemons come first (default 10; 0: the agent's own)",
+                },
+                Entry {
                     term: "--status-interval SECONDS",
                     text: "how often to send an agentStatus notification (default 10)",
                 },
@@ -258,6 +263,8 @@ pub enum ConfigError {
     EmptyName,
     #[error("--owner-load must be a number of cores, 0 or more, not {0:?}")]
     BadLoad(String),
+    #[error("--task-nice must be a whole number from 0 to 19, not {0:?}")]
+    BadNice(String),
 }
 
 /// Everything the agent needs to run.
@@ -276,6 +283,8 @@ pub struct AgentConfig {
     pub task_user: Option<String>,
     /// Use a PID namespace per task when the machine allows it.
     pub pid_namespace: bool,
+    /// The niceness tasks run at (0: the agent's own).
+    pub task_nice: u8,
     /// Period of the unprompted `agentStatus` notification.
     pub status_interval: Duration,
     /// Period of the keepalive request (an empty name, answered with InvalidRequest).
@@ -315,6 +324,7 @@ impl std::fmt::Debug for AgentConfig {
             .field("slots", &self.slots)
             .field("task_user", &self.task_user)
             .field("pid_namespace", &self.pid_namespace)
+            .field("task_nice", &self.task_nice)
             .field("status_interval", &self.status_interval)
             .field("keepalive_interval", &self.keepalive_interval)
             .field("poll_interval", &self.poll_interval)
@@ -351,6 +361,7 @@ impl AgentConfig {
             slots: None,
             task_user: None,
             pid_namespace: true,
+            task_nice: crate::executor::DEFAULT_TASK_NICE,
             status_interval: Duration::from_secs(10),
             keepalive_interval: Duration::from_secs(30),
             // How soon a task's end reaches the controller: with short tasks the slots sit
@@ -406,6 +417,7 @@ where
     let mut task_user = None;
     let mut status_interval = None;
     let mut pid_namespace = true;
+    let mut task_nice = None;
     let mut moving = MovingFlags::default();
     let mut apple_path = None;
     let names = MANUAL.option_names();
@@ -435,6 +447,17 @@ where
             "--password-file" => password_file = Some(PathBuf::from(value("--password-file")?)),
             "--slots" => slots = Some(number("--slots", &value("--slots")?, 1)?),
             "--task-user" => task_user = Some(value("--task-user")?),
+            "--task-nice" => {
+                let given = value("--task-nice")?;
+                task_nice = Some(
+                    given
+                        .trim()
+                        .parse::<u8>()
+                        .ok()
+                        .filter(|n| *n <= crate::executor::priority::MAX_NICE)
+                        .ok_or(ConfigError::BadNice(given))?,
+                );
+            }
             "--status-interval" => {
                 status_interval = Some(number(
                     "--status-interval",
@@ -515,6 +538,9 @@ where
     });
     config.task_user = task_user;
     config.pid_namespace = pid_namespace;
+    if let Some(nice) = task_nice {
+        config.task_nice = nice;
+    }
     if let Some(seconds) = status_interval {
         config.status_interval = Duration::from_secs(u64::from(seconds));
     }
@@ -686,6 +712,7 @@ mod tests {
         assert_eq!(config.slots, None);
         assert_eq!(config.password, None);
         assert!(config.pid_namespace);
+        assert_eq!(config.task_nice, 10);
         assert_eq!(config.status_interval, Duration::from_secs(10));
     }
 
@@ -704,6 +731,8 @@ mod tests {
             "daemon",
             "--status-interval=2",
             "--no-pid-namespace",
+            "--task-nice",
+            "0",
         ]);
         assert_eq!(
             config.controller,
@@ -716,6 +745,7 @@ mod tests {
         assert_eq!(config.task_user.as_deref(), Some("daemon"));
         assert_eq!(config.status_interval, Duration::from_secs(2));
         assert!(!config.pid_namespace);
+        assert_eq!(config.task_nice, 0);
     }
 
     #[test]
@@ -940,6 +970,12 @@ mod tests {
             parse(&["--controller", "c", "--slots", "many"]),
             Err(ConfigError::BadNumber { .. })
         ));
+        for nice in ["20", "-1", "low"] {
+            assert!(matches!(
+                parse(&["--controller", "c", "--task-nice", nice]),
+                Err(ConfigError::BadNice(given)) if given == nice
+            ));
+        }
         assert!(matches!(
             parse(&["--controller", "c:99999"]),
             Err(ConfigError::BadController(_))

@@ -128,6 +128,7 @@ impl Agent {
         );
         executor_config.task_user = config.task_user.clone();
         executor_config.pid_namespace = config.pid_namespace;
+        executor_config.task_nice = config.task_nice;
         executor_config.tasks_dir = config.tasks_dir.clone();
         let executor = Executor::new(executor_config)?;
         log(executor.isolation());

@@ -26,6 +26,15 @@ impl Drop for DataDir {
 /// A fresh data directory per test, and an executor over it (`namespace`: the test needs
 /// PID namespaces and root); `None`, after saying why, when the machine cannot run the test.
 fn setup(test: &str, namespace: bool) -> Option<(Executor, DataDir)> {
+    setup_with(test, namespace, |_| {})
+}
+
+/// [`setup`], with `adjust` applied to the executor's configuration first.
+fn setup_with(
+    test: &str,
+    namespace: bool,
+    adjust: impl FnOnce(&mut ExecutorConfig),
+) -> Option<(Executor, DataDir)> {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let root = status
         .lines()
@@ -42,6 +51,7 @@ fn setup(test: &str, namespace: bool) -> Option<(Executor, DataDir)> {
     std::fs::set_permissions(&data.0, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     let mut config = ExecutorConfig::new(&data.0, AGENT_NAME, 3, 2500);
     config.pid_namespace = namespace;
+    adjust(&mut config);
     let executor = match Executor::new(config) {
         Ok(executor) => executor,
         Err(e @ ExecError::LauncherMissing) => {
@@ -344,6 +354,34 @@ async fn runs_as_nobody() {
     assert_eq!(status_field(&status, "Uid:"), [&uid; 4]);
     assert_eq!(status_field(&status, "Gid:"), [&gid; 4]);
     assert!(status_field(&status, "Groups:").is_empty());
+}
+
+#[tokio::test]
+async fn tasks_run_niced() {
+    // `nice` with no arguments prints the niceness it runs at.
+    for (namespace, nice, expected) in [
+        (true, None, "10"),
+        (false, None, "10"),
+        (true, Some(3), "3"),
+    ] {
+        let test = format!("nice-{namespace}-{expected}");
+        let Some((executor, _data)) = setup_with(&test, namespace, |config| {
+            if let Some(nice) = nice {
+                config.task_nice = nice;
+            }
+        }) else {
+            continue;
+        };
+        let mut task = executor
+            .prepare("1", &submission("nice", &[]))
+            .expect("prepare");
+        let (status, stdout) = run_to_end(&mut task).await;
+        assert_eq!(
+            (status, String::from_utf8_lossy(&stdout).trim()),
+            (0, expected),
+            "namespace {namespace}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -390,16 +390,20 @@ pub(crate) async fn submit_job(
 ) -> Result<JobId, Refusal> {
     let grid_text = grid.or(spec.grid_identifier.as_deref()).unwrap_or_default();
     let grid = resolve_grid(shared, grid_text).await?;
-    let job = shared.store.submit_job(spec, grid).await?;
-    shared.publish(GridEvent::JobAdded { grid, job });
-    // The scheduler reads the new job while its log line is written: the line is no reason
-    // for the job to wait (it is dated now, before anything the job does next).
-    shared.reschedule();
     let what = format!(
         "submitted to grid {grid}: {}",
         crate::wording::count(spec.tasks.len() as u64, "task")
     );
-    shared.job_event(job, &what).await;
+    // The job and the first line of its log in one write: a second write would hold up the
+    // scheduling round's, which places the job's tasks.
+    let job = shared
+        .store
+        .submit_logged_job(spec, grid, Some(&what))
+        .await?;
+    shared.publish(GridEvent::JobAdded { grid, job });
+    shared.reschedule();
+    let label = crate::wording::job_label(job, spec.name.as_deref());
+    shared.job_logged_as(&label, job, &what);
     Ok(job)
 }
 

@@ -17,6 +17,9 @@ use crate::notify::GridEvent;
 use crate::shared::Shared;
 use crate::store::{AgentId, AgentLoad, AgentState, AttachedTask, JobId, OutputStream, TaskLaunch};
 
+/// The job log's line for a job whose first task runs.
+const IS_RUNNING: &str = "is running";
+
 /// Submits a task the applier has just marked Assigned to `agent`, starts it and follows it
 /// to its end.
 pub async fn launch_task(
@@ -280,7 +283,9 @@ impl TaskOn<'_> {
                 } else {
                     let (store, agent, task_ref) = (&shared.store, self.agent, self.task_ref);
                     let started = if first {
-                        store.mark_first_started(job, task, agent, task_ref).await
+                        store
+                            .mark_first_started(job, task, agent, task_ref, IS_RUNNING)
+                            .await
                     } else {
                         store
                             .mark_started(job, task, agent, task_ref)
@@ -301,12 +306,15 @@ impl TaskOn<'_> {
                     }
                     started
                 };
+                // Watchers hear of the change before its log line is told (or, for a task
+                // that has already ended, written).
+                shared.publish(GridEvent::JobChanged { job });
                 match job_started {
-                    Ok(true) => shared.job_event(job, "is running").await,
+                    Ok(true) if ends_next => shared.job_event(job, IS_RUNNING).await,
+                    Ok(true) => shared.job_logged(job, IS_RUNNING).await,
                     Ok(false) => {}
                     Err(e) => shared.log(format!("cannot mark job {job} running: {e}")),
                 }
-                shared.publish(GridEvent::JobChanged { job });
                 Next::Continue
             }
             TaskState::Stopped => {

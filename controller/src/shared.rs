@@ -74,16 +74,29 @@ impl Shared {
     /// Logs what happened to `job` (`what` reads after "job N (name)") and adds it to the
     /// job's own log, which `jobLog` returns.
     pub async fn job_event(&self, job: JobId, what: &str) {
-        if self.config.log {
-            self.log(format!("{} {what}", self.job_label(job).await));
-        }
         match self.store.append_job_log(job, what).await {
-            Ok(()) => self.publish(GridEvent::JobLogged {
-                job,
-                text: what.to_string(),
-            }),
+            Ok(()) => self.job_logged(job, what).await,
             Err(e) => self.log(format!("cannot add to the log of job {job}: {e}")),
         }
+    }
+
+    /// Tells the controller's log and the job log's watchers of a line that a store write
+    /// has already added to the job's log (with the change it tells of, in one transaction).
+    pub async fn job_logged(&self, job: JobId, what: &str) {
+        if self.config.log {
+            self.job_logged_as(&self.job_label(job).await, job, what);
+        } else {
+            self.job_logged_as("", job, what);
+        }
+    }
+
+    /// [`Shared::job_logged`] when the caller knows how the log names the job.
+    pub fn job_logged_as(&self, label: &str, job: JobId, what: &str) {
+        self.log(format_args!("{label} {what}"));
+        self.publish(GridEvent::JobLogged {
+            job,
+            text: what.to_string(),
+        });
     }
 
     /// How the log names a job: "job 12 (render)", or "job 12" when it has no name or

@@ -53,6 +53,21 @@ async fn run_next_task(agent: &mut Peer, name: &str, task_ref: &str, stdout: &[u
     submission
 }
 
+/// The messages of the job's log, oldest first.
+async fn log_messages(client: &mut Peer, job: &str) -> Vec<String> {
+    let log = client
+        .request("jobLog", dict! {"jobIdentifier" => job})
+        .await;
+    match log.get("jobLog") {
+        Some(Value::Array(lines)) => lines
+            .iter()
+            .filter_map(Value::as_dictionary)
+            .map(|line| text(line, "message"))
+            .collect(),
+        other => panic!("no jobLog array: {other:?}"),
+    }
+}
+
 async fn report(agent: &mut Peer, task_ref: &str, state: TaskState, data_available: bool) {
     let status = TaskStatus {
         task_state: state,
@@ -204,6 +219,13 @@ async fn a_job_runs_on_an_agent_and_its_results_come_back() {
     assert_eq!(text(attributes, "name"), "hello");
     assert_eq!(text(attributes, "taskCount"), "1");
     assert_eq!(text(attributes, "undoneTaskCount"), "0");
+    let messages = log_messages(&mut client, &job).await;
+    assert_eq!(
+        messages[..2],
+        ["submitted to grid 0: 1 task", "is running"],
+        "{messages:?}"
+    );
+    assert!(messages[2].starts_with("finished: 1 task"), "{messages:?}");
 
     let results = client
         .request("jobResults", dict! {"jobIdentifier" => job.as_str()})
@@ -511,17 +533,7 @@ async fn a_failed_task_fails_its_job_with_the_reason() {
         "task 0 failed: command not found: /bin/nothing (on agent 1)"
     );
     assert!(attributes.contains_key("dateStopped"));
-    let log = client
-        .request("jobLog", dict! {"jobIdentifier" => job.as_str()})
-        .await;
-    let messages: Vec<String> = match log.get("jobLog") {
-        Some(Value::Array(lines)) => lines
-            .iter()
-            .filter_map(Value::as_dictionary)
-            .map(|line| text(line, "message"))
-            .collect(),
-        other => panic!("no jobLog array: {other:?}"),
-    };
+    let messages = log_messages(&mut client, &job).await;
     assert!(
         messages.first().is_some_and(|m| m.contains("submitted")),
         "{messages:?}"
@@ -762,6 +774,10 @@ async fn tasks_added_to_a_running_job_run_too() {
     agent.take_task("1").await;
     report(&mut agent, "1", TaskState::Running, false).await;
     wait_for_status(&mut client, &job, "Running").await;
+    assert_eq!(
+        log_messages(&mut client, &job).await,
+        ["submitted to grid 0: 1 task", "is running"]
+    );
 
     let extra = dict! {"extra" => dict! {"command" => "/bin/date"}};
     let reply = client

@@ -32,6 +32,7 @@
 mod control;
 mod identity;
 mod launch;
+pub mod priority;
 mod procs;
 pub mod taskinit;
 mod workdir;
@@ -134,6 +135,9 @@ impl ExecError {
 }
 
 /// How the executor is set up; the agent fills it from its configuration and the probe.
+/// The niceness tasks run at unless configured otherwise (HTCondor's old default too).
+pub const DEFAULT_TASK_NICE: u8 = 10;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExecutorConfig {
     /// The agent's data directory; tasks go under `tasks/`. It should be traversable
@@ -151,6 +155,8 @@ pub struct ExecutorConfig {
     /// Use a PID namespace when the machine allows it (the default); `false` forces the
     /// plain fallback.
     pub pid_namespace: bool,
+    /// The niceness tasks run at ([`priority`]); 0 leaves them at the agent's own.
+    pub task_nice: u8,
     /// Where task directories go; `None`: `DATA/tasks`. Agents that move tasks between
     /// them need the same path (docs/migration.md).
     pub tasks_dir: Option<PathBuf>,
@@ -173,6 +179,7 @@ impl ExecutorConfig {
             processor_speed_mhz,
             task_user: None,
             pid_namespace: true,
+            task_nice: DEFAULT_TASK_NICE,
             tasks_dir: None,
             launcher: None,
         }
@@ -340,6 +347,7 @@ impl Executor {
             namespace: self.isolation == Isolation::PidNamespace,
             launcher: self.launcher.clone(),
             user: self.switch_user.then_some(self.run_as),
+            nice: self.config.task_nice,
             snapshot,
             run: Run::Pending,
             filter: ControlFilter::default(),
@@ -396,6 +404,8 @@ impl Executor {
             namespace: true,
             launcher: self.launcher.clone(),
             user: None,
+            // A restored task keeps the niceness it was dumped with.
+            nice: 0,
             snapshot,
             run: Run::Active(Active {
                 child,
@@ -507,6 +517,7 @@ fn choose_isolation(
     let trial = Launch {
         stage: Stage::Namespace,
         user: None,
+        nice: 0,
         stdout: Some(PathBuf::from("/dev/null")),
         program: launcher.into(),
         arguments: vec!["--version".into()],
@@ -754,6 +765,8 @@ pub struct Task {
     launcher: PathBuf,
     /// The user to switch to; `None`: the agent's own.
     user: Option<RunAs>,
+    /// The niceness it runs at (0: the agent's own).
+    nice: u8,
     snapshot: workdir::Snapshot,
     run: Run,
     filter: ControlFilter,
@@ -870,6 +883,7 @@ impl Task {
                 Stage::Plain
             },
             user: self.user,
+            nice: self.nice,
             stdout: self.namespace.then(|| self.stdout.path.clone()),
             program: program.into(),
             arguments: self.arguments.iter().map(Into::into).collect(),

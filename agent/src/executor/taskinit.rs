@@ -59,6 +59,8 @@ pub struct Launch {
     pub stage: Stage,
     /// The user the command runs as; `None`: the launcher's own.
     pub user: Option<RunAs>,
+    /// Stage 1 and plain: the niceness to take before anything else (0: the agent's).
+    pub nice: u8,
     /// Stage 1 only: the file the task's standard output goes to.
     pub stdout: Option<PathBuf>,
     pub program: OsString,
@@ -78,6 +80,10 @@ impl Launch {
             args.push("--user".into());
             args.push(format!("{}:{}", user.uid, user.gid).into());
         }
+        if self.nice > 0 {
+            args.push("--nice".into());
+            args.push(self.nice.to_string().into());
+        }
         if let Some(stdout) = &self.stdout {
             args.push("--stdout".into());
             args.push(stdout.into());
@@ -93,6 +99,7 @@ impl Launch {
         let mut args = args.into_iter();
         let mut stage = Stage::Plain;
         let mut user = None;
+        let mut nice = 0;
         let mut stdout = None;
         loop {
             let arg = args
@@ -105,6 +112,14 @@ impl Launch {
                     let value = args.next().ok_or("--user needs UID:GID")?;
                     user = Some(parse_user(&value).ok_or("--user needs UID:GID")?);
                 }
+                Some("--nice") => {
+                    let value = args.next().ok_or("--nice needs a number")?;
+                    nice = value
+                        .to_str()
+                        .and_then(|v| v.parse().ok())
+                        .filter(|n| *n <= super::priority::MAX_NICE)
+                        .ok_or("--nice needs a number from 0 to 19")?;
+                }
                 Some("--stdout") => {
                     stdout = Some(PathBuf::from(args.next().ok_or("--stdout needs a path")?));
                 }
@@ -116,6 +131,7 @@ impl Launch {
         Ok(Launch {
             stage,
             user,
+            nice,
             stdout,
             program,
             arguments: args.collect(),
@@ -146,6 +162,13 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
             return CANNOT_START;
         }
     };
+    // First, so that the whole launch (namespace, init, exec) already yields to the agent.
+    if launch.nice > 0 {
+        if let Err(e) = super::priority::lower(launch.nice) {
+            eprintln!("{LAUNCHER_NAME}: could not lower the task's priority: {e}");
+            return CANNOT_START;
+        }
+    }
     let outcome = match launch.stage {
         Stage::Plain => plain(&launch),
         Stage::Namespace => namespace(&launch),
@@ -188,6 +211,8 @@ fn namespace(launch: &Launch) -> Result<i32, String> {
     let stage_two = Launch {
         stage: Stage::Init,
         stdout: None,
+        // Inherited already.
+        nice: 0,
         ..launch.clone()
     };
     let mut init = Command::new(myself);
@@ -261,6 +286,7 @@ mod tests {
                 uid: 65534,
                 gid: 65533,
             }),
+            nice: 10,
             stdout: Some(PathBuf::from("/data/tasks/7/stdout")),
             program: "/data/tasks/7/work/prog".into(),
             arguments: vec!["--".into(), "two words".into(), "--init".into()],
@@ -273,6 +299,8 @@ mod tests {
                 "--namespace",
                 "--user",
                 "65534:65533",
+                "--nice",
+                "10",
                 "--stdout",
                 "/data/tasks/7/stdout",
                 "--",
@@ -289,7 +317,7 @@ mod tests {
     fn plain_launch_has_only_the_command() {
         let launch = Launch::parse(["--", "/bin/echo"].map(OsString::from)).expect("parsed");
         assert_eq!(launch.stage, Stage::Plain);
-        assert_eq!((launch.user, launch.stdout), (None, None));
+        assert_eq!((launch.user, launch.nice, launch.stdout), (None, 0, None));
         assert_eq!(launch.program, "/bin/echo");
         assert!(launch.arguments.is_empty());
     }
@@ -303,6 +331,15 @@ mod tests {
         assert!(parse(&["--user", "nobody", "--", "x"]).is_err());
         assert!(parse(&["--user", "1:", "--", "x"]).is_err());
         assert!(parse(&["--stdout"]).is_err());
+        assert!(
+            parse(&["--nice", "20", "--", "x"]).is_err(),
+            "Linux stops at 19"
+        );
+        assert!(
+            parse(&["--nice", "-5", "--", "x"]).is_err(),
+            "only ever nicer"
+        );
+        assert!(parse(&["--nice", "--", "x"]).is_err());
     }
 
     #[test]

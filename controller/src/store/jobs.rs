@@ -232,12 +232,7 @@ impl Store {
     pub async fn append_job_log(&self, job: JobId, text: &str) -> Result<()> {
         let mut tx = self.writer.begin().await?;
         job_exists(&mut tx, job).await?;
-        sqlx::query("INSERT INTO job_log (job_id, time, text) VALUES (?, ?, ?)")
-            .bind(db_id(job))
-            .bind(now())
-            .bind(text)
-            .execute(&mut *tx)
-            .await?;
+        insert_log_line(&mut *tx, db_id(job), text).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -260,6 +255,21 @@ impl Store {
             })
             .collect())
     }
+}
+
+/// Adds a line, dated now, to the log of the job with row id `job`.
+pub(super) async fn insert_log_line<'e>(
+    executor: impl sqlx::Executor<'e, Database = sqlx::Sqlite>,
+    job: i64,
+    text: &str,
+) -> Result<()> {
+    sqlx::query("INSERT INTO job_log (job_id, time, text) VALUES (?, ?, ?)")
+        .bind(job)
+        .bind(now())
+        .bind(text)
+        .execute(executor)
+        .await?;
+    Ok(())
 }
 
 fn found(rows_affected: u64, job: JobId) -> Result<()> {

@@ -21,6 +21,17 @@ impl Store {
     /// transaction; returns the new job identifier. Identifiers only grow: one is never
     /// handed out again, even after its job is deleted.
     pub async fn submit_job(&self, spec: &JobSpecification, grid: GridId) -> Result<JobId> {
+        self.submit_logged_job(spec, grid, None).await
+    }
+
+    /// [`Store::submit_job`], with `log` as the first line of the job's log, written in the
+    /// same transaction (one write on the way from submission to running, not two).
+    pub async fn submit_logged_job(
+        &self,
+        spec: &JobSpecification,
+        grid: GridId,
+        log: Option<&str>,
+    ) -> Result<JobId> {
         let mut tx = self.writer.begin().await?;
         let grid_exists: Option<i64> = sqlx::query_scalar("SELECT id FROM grids WHERE id = ?")
             .bind(db_id(grid))
@@ -53,6 +64,9 @@ impl Store {
         .last_insert_rowid();
         insert_job_parts(&mut tx, job, spec).await?;
         insert_tasks(&mut tx, job, &spec.tasks).await?;
+        if let Some(text) = log {
+            super::jobs::insert_log_line(&mut *tx, job, text).await?;
+        }
         tx.commit().await?;
         wire_id(job)
     }

@@ -471,14 +471,16 @@ impl Store {
     }
 
     /// [`Store::mark_started`] for a job's first task to start, with the job's move to
-    /// Running ([`Store::mark_job_running`]) in the same transaction: one write on the path
-    /// from a submission to a running job. Returns whether the job changed.
+    /// Running ([`Store::mark_job_running`]) and, when it did move, `log` added to its log,
+    /// all in one transaction: one write on the path from a submission to a running job.
+    /// Returns whether the job changed.
     pub async fn mark_first_started(
         &self,
         job: JobId,
         task: &str,
         agent: AgentId,
         task_ref: &str,
+        log: &str,
     ) -> Result<bool> {
         let mut tx = self.writer.begin().await?;
         if set_running(&mut *tx, job, task, agent, task_ref).await? == 0 {
@@ -499,6 +501,9 @@ impl Store {
         .await?
         .rows_affected()
             > 0;
+        if changed {
+            super::jobs::insert_log_line(&mut *tx, db_id(job), log).await?;
+        }
         tx.commit().await?;
         Ok(changed)
     }

@@ -1872,7 +1872,7 @@ async fn the_first_start_marks_the_task_and_its_job_together() {
     let job = store.submit_job(&wide_spec(2), 0).await.expect("submit");
     // A task that is not placed cannot start, and its job stays as it was.
     assert!(store
-        .mark_first_started(job, "0", agent, "5")
+        .mark_first_started(job, "0", agent, "5", "is running")
         .await
         .is_err());
     let attributes = store.job_attributes(job).await.expect("attributes");
@@ -1880,7 +1880,7 @@ async fn the_first_start_marks_the_task_and_its_job_together() {
 
     store.mark_assigned(job, "0", agent).await.expect("assign");
     assert!(store
-        .mark_first_started(job, "0", agent, "5")
+        .mark_first_started(job, "0", agent, "5", "is running")
         .await
         .expect("started"));
     let task = store.task(job, "0").await.expect("task");
@@ -1895,7 +1895,7 @@ async fn the_first_start_marks_the_task_and_its_job_together() {
     store.mark_assigned(job, "1", agent).await.expect("assign");
     assert!(
         !store
-            .mark_first_started(job, "1", agent, "6")
+            .mark_first_started(job, "1", agent, "6", "is running")
             .await
             .expect("started"),
         "the job was running already"
@@ -1904,4 +1904,35 @@ async fn the_first_start_marks_the_task_and_its_job_together() {
         store.task(job, "1").await.expect("task").state,
         TaskState::Running
     );
+    // The line went into the log with the job's move, once.
+    let log: Vec<String> = store
+        .job_log(job)
+        .await
+        .expect("log")
+        .into_iter()
+        .map(|entry| entry.text)
+        .collect();
+    assert_eq!(log, ["is running"]);
+}
+
+#[tokio::test]
+async fn a_job_can_be_submitted_with_its_first_log_line() {
+    let dir = TempDir::new("submit-logged");
+    let store = open(&dir).await;
+    let job = store
+        .submit_logged_job(&wide_spec(2), 0, Some("submitted"))
+        .await
+        .expect("submit");
+    let log = store.job_log(job).await.expect("log");
+    assert_eq!(log.len(), 1);
+    assert_eq!(log[0].text, "submitted");
+    // A grid that does not exist still refuses the job.
+    assert!(matches!(
+        store
+            .submit_logged_job(&wide_spec(1), 7, Some("submitted"))
+            .await,
+        Err(StoreError::NoSuchGrid(7))
+    ));
+    let plain = store.submit_job(&wide_spec(1), 0).await.expect("submit");
+    assert!(store.job_log(plain).await.expect("log").is_empty());
 }
