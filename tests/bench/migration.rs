@@ -411,7 +411,8 @@ impl Drop for QuarterCore {
     }
 }
 
-/// Render the bands on a grid of `fast` and `g3`; the makespan and how many moves happened.
+/// Render the bands on a grid of `fast` and `g3`; the makespan and the job log's lines about
+/// its submission and moves.
 fn heterogeneous_run(
     bands: u32,
     quarter: &QuarterCore,
@@ -454,12 +455,27 @@ fn heterogeneous_run(
     let out = grid.xgrid(&["-job", "batch", &file.display().to_string()]);
     let job = job_identifier(&out);
     let took = wait_finished(&grid, &job, Duration::from_secs(1800))?;
-    let moves = job_log(&grid, &job)
-        .lines()
-        .filter(|l| l.contains("moved from agent"))
-        .map(str::to_string)
-        .collect();
-    Some((took.as_secs_f64(), moves))
+    Some((took.as_secs_f64(), move_lines(&job_log(&grid, &job))))
+}
+
+/// The job log's lines about the submission and the moves, tried or done, each with its
+/// date (`xgrid -job log` prints a `date` line before each `message` line), so that a late
+/// move shows when it happened and what was tried before it.
+fn move_lines(log: &str) -> Vec<String> {
+    let mut date = "";
+    let mut lines = Vec::new();
+    for line in log.lines().map(str::trim) {
+        if let Some(value) = line.strip_prefix("date = ") {
+            date = value.trim_end_matches(';');
+        } else if line.contains("submitted to grid")
+            || line.contains("moved from agent")
+            || line.contains("could not move")
+            || line.contains("checkpointed off")
+        {
+            lines.push(format!("{date}: {line}"));
+        }
+    }
+    lines
 }
 
 fn heterogeneous(bands: usize) {
@@ -499,7 +515,10 @@ fn heterogeneous(bands: usize) {
             let (on, off) = (*on, *off);
             println!(
                 "   balancing on:  {on:.1} s ({} move(s)), {:.2} x ideal (target <= 1.15)",
-                moves.len(),
+                moves
+                    .iter()
+                    .filter(|l| l.contains("moved from agent"))
+                    .count(),
                 on / ideal
             );
             println!(
