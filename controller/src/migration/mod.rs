@@ -329,45 +329,7 @@ async fn snapshot(
         .collect();
     let balancing = shared.store.balancing_records().await?;
     let connected: HashSet<AgentId> = shared.connected_agents().into_iter().collect();
-    let agents: Vec<BalancerAgent> = records
-        .iter()
-        .map(|agent| {
-            let extension = extensions.get(&agent.id);
-            let reason = extension.and_then(|e| e.unavailable_reason.as_deref());
-            let availability =
-                if !connected.contains(&agent.id) || agent.state == store::AgentState::Offline {
-                    Availability::Offline
-                } else {
-                    match reason {
-                        Some("shutdown") => Availability::ShuttingDown,
-                        Some(_) => Availability::OwnerBack,
-                        None => Availability::Available,
-                    }
-                };
-            // Unavailable with no reason of its own: the dispatcher rested it after it
-            // refused work. It keeps its tasks and takes none.
-            let rested = agent.state == store::AgentState::Unavailable && reason.is_none();
-            let task_megahertz = agent
-                .core_megahertz
-                .unwrap_or(agent.maximum_cpu_power / agent.maximum_task_count.max(1));
-            BalancerAgent {
-                id: agent.id,
-                grid: agent.grid,
-                availability,
-                can_checkpoint: agent.can_checkpoint(),
-                cpu_features: extension
-                    .map(|e| e.cpu_features.clone())
-                    .unwrap_or_default(),
-                maximum_task_count: if rested { 0 } else { agent.maximum_task_count },
-                current_task_count: agent
-                    .placed_task_count
-                    .saturating_add(incoming.get(&agent.id).copied().unwrap_or(0)),
-                task_megahertz: f64::from(task_megahertz),
-            }
-        })
-        .collect();
-    let features: HashMap<AgentId, &Vec<String>> =
-        agents.iter().map(|a| (a.id, &a.cpu_features)).collect();
+    let mut agents = balancer_agents(&records, &extensions, &connected, &incoming);
     // Waiting tasks and run times only matter to load balancing, which needs a free slot on
     // an available checkpointing agent; reading them costs a pass over big jobs' tasks.
     let free_slots: u32 = agents
@@ -386,13 +348,19 @@ async fn snapshot(
             .map(|t| t.job)
             .collect();
         jobs.dedup();
-        (
-            shared.store.waiting_tasks(free_slots).await?,
-            shared.store.job_durations(&jobs).await?,
-        )
+        let waiting = shared.store.waiting_tasks(free_slots).await?;
+        // The agents again, now after the waiting tasks: a task the scheduler places
+        // between the two reads then counts as waiting, or on its agent, or both, never as
+        // neither. Read the other way round, such a task's slot looked free to a move,
+        // which its destination then declined (and the move waited 30 s to be tried again).
+        let records = shared.store.agents().await?;
+        agents = balancer_agents(&records, &extensions, &connected, &incoming);
+        (waiting, shared.store.job_durations(&jobs).await?)
     } else {
         (Vec::new(), HashMap::new())
     };
+    let features: HashMap<AgentId, &Vec<String>> =
+        agents.iter().map(|a| (a.id, &a.cpu_features)).collect();
     let mut tasks = Vec::new();
     let mut stranded = Vec::new();
     for record in &balancing {
@@ -434,6 +402,53 @@ async fn snapshot(
         },
         stranded,
     ))
+}
+
+/// The agents as the balancer sees them: availability from their connection and what they
+/// reported, and their task counts with the moves under way towards them.
+fn balancer_agents(
+    records: &[store::AgentRecord],
+    extensions: &HashMap<AgentId, store::AgentExtensions>,
+    connected: &HashSet<AgentId>,
+    incoming: &HashMap<AgentId, u32>,
+) -> Vec<BalancerAgent> {
+    records
+        .iter()
+        .map(|agent| {
+            let extension = extensions.get(&agent.id);
+            let reason = extension.and_then(|e| e.unavailable_reason.as_deref());
+            let availability =
+                if !connected.contains(&agent.id) || agent.state == store::AgentState::Offline {
+                    Availability::Offline
+                } else {
+                    match reason {
+                        Some("shutdown") => Availability::ShuttingDown,
+                        Some(_) => Availability::OwnerBack,
+                        None => Availability::Available,
+                    }
+                };
+            // Unavailable with no reason of its own: the dispatcher rested it after it
+            // refused work. It keeps its tasks and takes none.
+            let rested = agent.state == store::AgentState::Unavailable && reason.is_none();
+            let task_megahertz = agent
+                .core_megahertz
+                .unwrap_or(agent.maximum_cpu_power / agent.maximum_task_count.max(1));
+            BalancerAgent {
+                id: agent.id,
+                grid: agent.grid,
+                availability,
+                can_checkpoint: agent.can_checkpoint(),
+                cpu_features: extension
+                    .map(|e| e.cpu_features.clone())
+                    .unwrap_or_default(),
+                maximum_task_count: if rested { 0 } else { agent.maximum_task_count },
+                current_task_count: agent
+                    .placed_task_count
+                    .saturating_add(incoming.get(&agent.id).copied().unwrap_or(0)),
+                task_megahertz: f64::from(task_megahertz),
+            }
+        })
+        .collect()
 }
 
 /// One stored task as the balancer sees it; `None` for a task it has no say over (placed
