@@ -276,7 +276,7 @@ impl TaskOn<'_> {
                 let first = shared.first_start_of(job);
                 let job_started = if ends_next {
                     if first {
-                        shared.store.mark_job_running(job).await
+                        shared.store.mark_job_running(job, IS_RUNNING).await
                     } else {
                         Ok(false)
                     }
@@ -306,11 +306,9 @@ impl TaskOn<'_> {
                     }
                     started
                 };
-                // Watchers hear of the change before its log line is told (or, for a task
-                // that has already ended, written).
+                // Watchers hear of the change before its log line (written with it) is told.
                 shared.publish(GridEvent::JobChanged { job });
                 match job_started {
-                    Ok(true) if ends_next => shared.job_event(job, IS_RUNNING).await,
                     Ok(true) => shared.job_logged(job, IS_RUNNING).await,
                     Ok(false) => {}
                     Err(e) => shared.log(format!("cannot mark job {job} running: {e}")),

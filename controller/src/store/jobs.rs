@@ -119,17 +119,13 @@ impl Store {
     }
 
     /// A task of the job started: a Pending or Prepared job becomes Running, stamping
-    /// `dateStarted`. Returns whether the job changed (false when already running or over).
-    pub async fn mark_job_running(&self, job: JobId) -> Result<bool> {
-        let result = sqlx::query(
-            "UPDATE jobs SET status = 'Running', date_started = coalesce(date_started, ?)
-             WHERE id = ? AND status IN ('Pending', 'Prepared')",
-        )
-        .bind(now())
-        .bind(db_id(job))
-        .execute(&self.writer)
-        .await?;
-        Ok(result.rows_affected() > 0)
+    /// `dateStarted`, and `log` is added to its log in the same transaction. Returns whether
+    /// the job changed (false when already running or over; then nothing is logged).
+    pub async fn mark_job_running(&self, job: JobId, log: &str) -> Result<bool> {
+        let mut tx = self.writer.begin().await?;
+        let changed = set_job_running(&mut tx, db_id(job), log).await?;
+        tx.commit().await?;
+        Ok(changed)
     }
 
     /// `jobControl suspend` / `resume`: a suspended job gets no new tasks started.
@@ -255,6 +251,29 @@ impl Store {
             })
             .collect())
     }
+}
+
+/// [`Store::mark_job_running`] on a connection (in the caller's transaction), for the job
+/// with row id `job`.
+pub(super) async fn set_job_running(
+    conn: &mut SqliteConnection,
+    job: i64,
+    log: &str,
+) -> Result<bool> {
+    let changed = sqlx::query(
+        "UPDATE jobs SET status = 'Running', date_started = coalesce(date_started, ?)
+         WHERE id = ? AND status IN ('Pending', 'Prepared')",
+    )
+    .bind(now())
+    .bind(job)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected()
+        > 0;
+    if changed {
+        insert_log_line(&mut *conn, job, log).await?;
+    }
+    Ok(changed)
 }
 
 /// Adds a line, dated now, to the log of the job with row id `job`.

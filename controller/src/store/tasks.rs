@@ -491,19 +491,7 @@ impl Store {
                 .await
                 .map(|()| false);
         }
-        let changed = sqlx::query(
-            "UPDATE jobs SET status = 'Running', date_started = coalesce(date_started, ?)
-             WHERE id = ? AND status IN ('Pending', 'Prepared')",
-        )
-        .bind(now())
-        .bind(db_id(job))
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            > 0;
-        if changed {
-            super::jobs::insert_log_line(&mut *tx, db_id(job), log).await?;
-        }
+        let changed = super::jobs::set_job_running(&mut tx, db_id(job), log).await?;
         tx.commit().await?;
         Ok(changed)
     }

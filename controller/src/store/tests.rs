@@ -1228,19 +1228,32 @@ async fn a_job_becomes_running_once_and_only_while_open() {
     let dir = TempDir::new("job-running");
     let store = open(&dir).await;
     let job = store.submit_job(&wide_spec(1), 0).await.expect("submit");
-    assert!(store.mark_job_running(job).await.expect("first start"));
+    assert!(store
+        .mark_job_running(job, "is running")
+        .await
+        .expect("first start"));
     let attributes = store.job_attributes(job).await.expect("attributes");
     assert_eq!(attributes.status, JobStatus::Running);
     let started = attributes.date_started.expect("dateStarted stamped");
-    assert!(!store.mark_job_running(job).await.expect("second start"));
+    assert!(!store
+        .mark_job_running(job, "is running")
+        .await
+        .expect("second start"));
     store
         .set_job_status(job, JobStatus::Canceled)
         .await
         .expect("cancel");
-    assert!(!store.mark_job_running(job).await.expect("after cancel"));
+    assert!(!store
+        .mark_job_running(job, "is running")
+        .await
+        .expect("after cancel"));
     let attributes = store.job_attributes(job).await.expect("attributes");
     assert_eq!(attributes.status, JobStatus::Canceled);
     assert_eq!(attributes.date_started, Some(started));
+    // Only the move to Running was logged.
+    let log = store.job_log(job).await.expect("log");
+    assert_eq!(log.len(), 1);
+    assert_eq!(log[0].text, "is running");
 }
 
 /// Task names per job in a snapshot.
