@@ -450,11 +450,7 @@ where
             "--task-nice" => {
                 let given = value("--task-nice")?;
                 task_nice = Some(
-                    given
-                        .trim()
-                        .parse::<u8>()
-                        .ok()
-                        .filter(|n| *n <= crate::executor::priority::MAX_NICE)
+                    crate::executor::priority::parse(given.trim())
                         .ok_or(ConfigError::BadNice(given))?,
                 );
             }

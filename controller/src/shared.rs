@@ -83,11 +83,13 @@ impl Shared {
     /// Tells the controller's log and the job log's watchers of a line that a store write
     /// has already added to the job's log (with the change it tells of, in one transaction).
     pub async fn job_logged(&self, job: JobId, what: &str) {
-        if self.config.log {
-            self.job_logged_as(&self.job_label(job).await, job, what);
+        // The label costs a store read, wasted when nothing is logged.
+        let label = if self.config.log {
+            self.job_label(job).await
         } else {
-            self.job_logged_as("", job, what);
-        }
+            String::new()
+        };
+        self.job_logged_as(&label, job, what);
     }
 
     /// [`Shared::job_logged`] when the caller knows how the log names the job.

@@ -134,10 +134,10 @@ impl ExecError {
     }
 }
 
-/// How the executor is set up; the agent fills it from its configuration and the probe.
 /// The niceness tasks run at unless configured otherwise (HTCondor's old default too).
 pub const DEFAULT_TASK_NICE: u8 = 10;
 
+/// How the executor is set up; the agent fills it from its configuration and the probe.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExecutorConfig {
     /// The agent's data directory; tasks go under `tasks/`. It should be traversable

@@ -7,6 +7,11 @@
 /// The highest niceness Linux accepts.
 pub const MAX_NICE: u8 = 19;
 
+/// A niceness as written on a command line: a whole number from 0 to [`MAX_NICE`].
+pub fn parse(text: &str) -> Option<u8> {
+    text.parse().ok().filter(|n| *n <= MAX_NICE)
+}
+
 /// Sets the niceness of the calling thread (the launcher is single-threaded: the whole
 /// process) to `nice`, at most [`MAX_NICE`]; what it starts inherits it. A thread already
 /// nicer than that (an agent started with `nice`) stays as it is: only raising a priority
@@ -44,6 +49,15 @@ mod tests {
             .expect("nice")
             .parse()
             .expect("number")
+    }
+
+    #[test]
+    fn niceness_is_read_from_0_to_19() {
+        assert_eq!(parse("0"), Some(0));
+        assert_eq!(parse("19"), Some(19));
+        for refused in ["20", "-1", "", "low", "1.5", " 5"] {
+            assert_eq!(parse(refused), None, "{refused:?}");
+        }
     }
 
     #[test]

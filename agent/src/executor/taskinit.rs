@@ -116,8 +116,7 @@ impl Launch {
                     let value = args.next().ok_or("--nice needs a number")?;
                     nice = value
                         .to_str()
-                        .and_then(|v| v.parse().ok())
-                        .filter(|n| *n <= super::priority::MAX_NICE)
+                        .and_then(super::priority::parse)
                         .ok_or("--nice needs a number from 0 to 19")?;
                 }
                 Some("--stdout") => {
