@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Instant;
 
 use tokio::sync::{broadcast, mpsc};
 use xgrid_protocol::driver::ConnectionHandle;
@@ -25,6 +26,7 @@ use crate::predicate::Predicate;
 use crate::shared::Shared;
 use crate::store::{self, AgentId, AgentRecord, GridId, JobId, StoreError};
 use crate::subscriptions::{notifications, Subscriptions};
+use crate::throttle::{self, Throttle};
 
 /// `controllerList`: this controller alone, as master.
 pub fn controller_list(shared: &Shared) -> ControllerListReply {
@@ -47,8 +49,9 @@ pub async fn run_client_channel(
     let mut subscriptions = Subscriptions::default();
     // Joined at the first subscription, so a channel without any keeps no backlog.
     let mut events: Option<broadcast::Receiver<GridEvent>> = None;
+    let mut job_changes = Throttle::new(shared.config.job_change_spacing);
     loop {
-        tokio::select! {
+        let events_now: Vec<GridEvent> = tokio::select! {
             envelope = inbox.recv() => {
                 let Some(envelope) = envelope else { return };
                 if envelope.message_type != MessageType::Request {
@@ -64,20 +67,32 @@ pub async fn run_client_channel(
                 if conn.send_msg(channel, reply.to_beep_payload()).await.is_err() {
                     return;
                 }
+                continue;
+            }
+            () = throttle::until(job_changes.next_due()) => {
+                let due = job_changes.take_due(Instant::now());
+                due.into_iter().map(|job| GridEvent::JobChanged { job }).collect()
             }
             event = next_event(&mut events) => match event {
                 Ok(event) => {
-                    for notification in notifications(&shared, &mut subscriptions, event).await {
-                        let payload = notification.to_envelope().to_beep_payload();
-                        if conn.send_msg(channel, payload).await.is_err() {
-                            return;
-                        }
+                    if !job_changes.admit(&event, Instant::now()) {
+                        continue;
                     }
+                    vec![event]
                 }
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
                     shared.log(format!("a client fell behind and missed {missed} notification(s)"));
+                    continue;
                 }
                 Err(broadcast::error::RecvError::Closed) => return,
+            }
+        };
+        for event in events_now {
+            for notification in notifications(&shared, &mut subscriptions, event).await {
+                let payload = notification.to_envelope().to_beep_payload();
+                if conn.send_msg(channel, payload).await.is_err() {
+                    return;
+                }
             }
         }
     }
@@ -430,7 +445,7 @@ pub(crate) async fn control_job(
                     .set_job_status(job, store::JobStatus::Canceled)
                     .await?;
                 shared.job_event(job, "canceled by a client").await;
-                shared.publish(GridEvent::JobChanged { job });
+                shared.publish(GridEvent::JobStatusChanged { job });
                 shared.reschedule();
             }
         }
@@ -450,7 +465,7 @@ pub(crate) async fn control_job(
             store.set_job_suspended(job, suspend).await?;
             let what = if suspend { "suspended" } else { "resumed" };
             shared.job_event(job, &format!("{what} by a client")).await;
-            shared.publish(GridEvent::JobChanged { job });
+            shared.publish(GridEvent::JobStatusChanged { job });
             shared.reschedule();
         }
         JobAction::Restart => {
@@ -458,7 +473,7 @@ pub(crate) async fn control_job(
             shared.forget_start_of(job);
             dispatch::cancel_on_agents(shared, &attached);
             shared.job_event(job, "restarted by a client").await;
-            shared.publish(GridEvent::JobChanged { job });
+            shared.publish(GridEvent::JobStatusChanged { job });
             shared.reschedule();
         }
     }

@@ -53,6 +53,9 @@ pub struct Config {
     pub balance: bool,
     /// A balancing round runs at least this often.
     pub balance_tick: Duration,
+    /// Watchers hear of a job's task counts and progress at most this often, a burst of
+    /// changes told as one ([`crate::throttle`]); changes of its status are told at once.
+    pub job_change_spacing: Duration,
 }
 
 /// Five minutes: a task loses at most that much work with its agent, for a freeze of a few
@@ -83,6 +86,7 @@ impl Config {
             checkpoint_interval: Some(DEFAULT_CHECKPOINT_INTERVAL),
             balance: true,
             balance_tick: Duration::from_secs(5),
+            job_change_spacing: crate::throttle::JOB_CHANGE_SPACING,
         }
     }
 

@@ -307,7 +307,11 @@ impl TaskOn<'_> {
                     started
                 };
                 // Watchers hear of the change before its log line (written with it) is told.
-                shared.publish(GridEvent::JobChanged { job });
+                shared.publish(if matches!(job_started, Ok(true)) {
+                    GridEvent::JobStatusChanged { job }
+                } else {
+                    GridEvent::JobChanged { job }
+                });
                 match job_started {
                     Ok(true) => shared.job_logged(job, IS_RUNNING).await,
                     Ok(false) => {}

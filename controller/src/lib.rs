@@ -24,6 +24,7 @@ pub mod server;
 pub mod shared;
 pub mod store;
 pub mod subscriptions;
+pub mod throttle;
 pub mod web_view;
 pub mod wording;
 

@@ -31,8 +31,13 @@ pub enum GridEvent {
         grid: GridId,
         job: JobId,
     },
-    /// Some attribute of the job changed (status, task counts, progress…).
+    /// The job's task counts or progress changed. Watchers may hear of a burst of these
+    /// as one ([`crate::throttle`]).
     JobChanged {
+        job: JobId,
+    },
+    /// The job's status or suspension changed (or it was restarted): told at once.
+    JobStatusChanged {
         job: JobId,
     },
     /// New streamed output of the job's tasks was stored.

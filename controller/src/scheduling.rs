@@ -88,7 +88,7 @@ async fn apply(shared: &Arc<Shared>, plan: Plan) {
                     }
                     Err(e) => shared.log(format!("cannot mark job {job} finished: {e}")),
                 }
-                shared.publish(GridEvent::JobChanged { job });
+                shared.publish(GridEvent::JobStatusChanged { job });
             }
             JobDecision::Fail { job, reason } => {
                 // The scheduler knows which task failed; the store knows why.
@@ -174,7 +174,7 @@ pub async fn fail_job(shared: &Shared, job: store::JobId, reason: &str) {
         Ok(attached) => dispatch::cancel_on_agents(shared, &attached),
         Err(e) => shared.log(format!("cannot stop the remaining tasks of job {job}: {e}")),
     }
-    shared.publish(GridEvent::JobChanged { job });
+    shared.publish(GridEvent::JobStatusChanged { job });
 }
 
 /// Agents silent past `agent_timeout` lose their connection, which then counts as lost.

@@ -114,7 +114,7 @@ pub(crate) async fn notifications(
                 });
             }
         }
-        GridEvent::JobChanged { job } => {
+        GridEvent::JobChanged { job } | GridEvent::JobStatusChanged { job } => {
             if subs.job_attributes.contains(&job) {
                 if let Ok(attributes) = job_attributes(shared, job).await {
                     out.push(N::JobAttributes {

@@ -28,6 +28,7 @@ use crate::client_service::{control_job, submit_job, Refusal};
 use crate::notify;
 use crate::shared::Shared;
 use crate::store::{self, AgentId, AgentRecord, JobId, StoreError, TaskState};
+use crate::throttle::{self, Throttle};
 
 /// How often the grid's CPU use is sampled.
 pub const SAMPLE_EVERY: Duration = Duration::from_secs(3);
@@ -143,11 +144,22 @@ impl WebView {
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let mut hub = self.shared.hub.subscribe();
         let mut ticks = tokio::time::interval(SAMPLE_EVERY);
+        // Each told change costs a read of the job's tasks: a burst is told as one.
+        let mut job_changes = Throttle::new(self.shared.config.job_change_spacing);
         loop {
             tokio::select! {
                 _ = ticks.tick() => self.sample().await,
+                () = throttle::until(job_changes.next_due()) => {
+                    for job in job_changes.take_due(Instant::now()) {
+                        self.relay(notify::GridEvent::JobChanged { job }).await;
+                    }
+                }
                 event = hub.recv() => match event {
-                    Ok(event) => self.relay(event).await,
+                    Ok(event) => {
+                        if job_changes.admit(&event, Instant::now()) {
+                            self.relay(event).await;
+                        }
+                    }
                     Err(broadcast::error::RecvError::Lagged(_)) => {}
                     Err(broadcast::error::RecvError::Closed) => return,
                 },
@@ -197,7 +209,7 @@ impl WebView {
         // With no tab open, only jobs awaiting their first start are worth reading.
         let watched = self.events.receiver_count() > 0;
         let translated = match event {
-            E::JobAdded { job, .. } | E::JobChanged { job }
+            E::JobAdded { job, .. } | E::JobChanged { job } | E::JobStatusChanged { job }
                 if !watched && !lock(&self.awaiting_start).contains_key(&job) =>
             {
                 None
@@ -210,7 +222,7 @@ impl WebView {
             {
                 None
             }
-            E::JobAdded { job, .. } | E::JobChanged { job } => {
+            E::JobAdded { job, .. } | E::JobChanged { job } | E::JobStatusChanged { job } => {
                 let summary = self.job_summary(job).await.ok();
                 if let Some(summary) = &summary {
                     self.note_start(summary);

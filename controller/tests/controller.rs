@@ -10,8 +10,8 @@ use std::time::Duration;
 use common::*;
 use xgrid_protocol::envelope::{Envelope, MessageType};
 use xgrid_protocol::messages::{
-    AgentNotification, AgentReply, ControllerReply, TaskFinalResultsReply, TaskOutputs,
-    TaskResultsReply, TaskState, TaskStatus, TaskStreams,
+    AgentNotification, AgentReply, ControllerReply, TaskControlNotice, TaskFinalResultsReply,
+    TaskOutputs, TaskResultsReply, TaskState, TaskStatus, TaskStreams,
 };
 use xgrid_protocol::plist::{Dictionary, Value};
 use xgrid_protocol::profile;
@@ -491,6 +491,157 @@ async fn subscribers_hear_of_new_jobs_and_their_changes() {
     assert_eq!(text(&role, "controllerRole"), "MASTER");
     assert!(blind.unread().is_empty(), "{:?}", blind.unread());
     controller.shutdown().await;
+}
+
+/// The `jobAttributes` notification of `job`, if `envelope` is one: its percentDone and
+/// jobStatus.
+fn told_attributes(envelope: &Envelope, job: &str) -> Option<(f64, String)> {
+    if envelope.name != "jobAttributes"
+        || envelope.message_type != MessageType::Notification
+        || envelope.identifier != job
+    {
+        return None;
+    }
+    let attributes = nested(&envelope.payload, "jobAttributes");
+    let percent = text(attributes, "percentDone").parse().ok()?;
+    Some((percent, text(attributes, "jobStatus")))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_progress_is_told_as_few_notifications() {
+    let dir = TempDir::new("burst");
+    let controller = start(test_config(&dir)).await;
+    let addr = controller.local_addr();
+    let mut agent = Peer::open(addr, profile::AGENT, None).await;
+    agent.register("mac1", 1, 1000.0).await;
+    let mut client = Peer::client(addr).await;
+    let job = submit(&mut client, echo_job("burst", 1)).await;
+    agent.take_task("1").await;
+    report(&mut agent, "1", TaskState::Running, false).await;
+    wait_for_status(&mut client, &job, "Running").await;
+    client
+        .request(
+            "jobAttributes",
+            dict! {"jobIdentifier" => job.as_str(), "shouldSubscribe" => "YES"},
+        )
+        .await;
+
+    // A hundred progress reports, one after the other: each changes the job's percentDone.
+    const UPDATES: u32 = 100;
+    for percent in 1..=UPDATES {
+        agent
+            .notify(AgentNotification::TaskControl {
+                task_ref: "1".into(),
+                notice: TaskControlNotice::StatusUpdate {
+                    percent_done: f64::from(percent),
+                },
+            })
+            .await;
+    }
+    // Told one by one, the last would come after 99 others; held while they keep coming,
+    // they come as a handful, the last with the final figure.
+    let mut told = 0;
+    loop {
+        let envelope = client.expect(|e| told_attributes(e, &job).is_some()).await;
+        told += 1;
+        let (percent, _) = told_attributes(&envelope, &job).expect("attributes");
+        if percent >= f64::from(UPDATES) {
+            break;
+        }
+    }
+    assert!(
+        told <= 10,
+        "{told} notifications for {UPDATES} progress reports"
+    );
+
+    controller.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_of_status_is_told_at_once_even_while_progress_is_held() {
+    let dir = TempDir::new("status-at-once");
+    let mut config = test_config(&dir);
+    // Progress told once an hour at most: only a change of status can come in time.
+    config.job_change_spacing = Duration::from_secs(3600);
+    let controller = start(config).await;
+    let addr = controller.local_addr();
+    let mut agent = Peer::open(addr, profile::AGENT, None).await;
+    agent.register("mac1", 1, 1000.0).await;
+    let mut client = Peer::client(addr).await;
+    let job = submit(&mut client, echo_job("at-once", 1)).await;
+    client
+        .request(
+            "jobAttributes",
+            dict! {"jobIdentifier" => job.as_str(), "shouldSubscribe" => "YES"},
+        )
+        .await;
+    agent.take_task("1").await;
+    report(&mut agent, "1", TaskState::Running, false).await;
+    let running = client.expect(|e| told_attributes(e, &job).is_some()).await;
+    assert_eq!(
+        told_attributes(&running, &job).map(|t| t.1).as_deref(),
+        Some("Running")
+    );
+
+    for percent in [10.0, 20.0] {
+        agent
+            .notify(AgentNotification::TaskControl {
+                task_ref: "1".into(),
+                notice: TaskControlNotice::StatusUpdate {
+                    percent_done: percent,
+                },
+            })
+            .await;
+    }
+    wait_for_percent(&mut client, &job, 20.0).await;
+    client
+        .request(
+            "jobControl",
+            dict! {"jobIdentifier" => job.as_str(), "control" => "suspend"},
+        )
+        .await;
+    let told = client.expect(|e| told_attributes(e, &job).is_some()).await;
+    let attributes = nested(&told.payload, "jobAttributes");
+    assert_eq!(text(attributes, "suspended"), "YES", "{attributes:?}");
+    assert_eq!(
+        text(attributes, "percentDone"),
+        "20",
+        "the latest progress comes with it"
+    );
+
+    client
+        .request(
+            "jobControl",
+            dict! {"jobIdentifier" => job.as_str(), "control" => "cancel"},
+        )
+        .await;
+    let told = client.expect(|e| told_attributes(e, &job).is_some()).await;
+    assert_eq!(
+        told_attributes(&told, &job).map(|t| t.1).as_deref(),
+        Some("Canceled")
+    );
+    controller.shutdown().await;
+}
+
+/// Polls until the job's percentDone reaches `percent`.
+async fn wait_for_percent(client: &mut Peer, job: &str, percent: f64) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let reply = client
+            .request("jobAttributes", dict! {"jobIdentifier" => job})
+            .await;
+        let now: f64 = text(nested(&reply, "jobAttributes"), "percentDone")
+            .parse()
+            .expect("percentDone");
+        if now >= percent {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "job {job} stayed at {now} %"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -186,7 +186,8 @@ fn main() {
         let agent_before = cpu_seconds(agent);
         let start = Instant::now();
         let job = submit(&client, trivial_job("throughput", tasks, "/bin/true", &[])).await;
-        wait_until(&client, &job, &["Finished"], Duration::from_millis(20)).await;
+        // Waiting as `xgrid -job wait` does: subscribed to the job's attributes.
+        wait_notified(&client, &mut incoming, &job, &["Finished"]).await;
         let grid_rate = tasks as f64 / start.elapsed().as_secs_f64();
         let controller_after = cpu_seconds(grid.controller_pid());
         let agent_after = cpu_seconds(agent);
