@@ -358,12 +358,10 @@ async fn runs_as_nobody() {
 
 #[tokio::test]
 async fn tasks_run_niced() {
-    // `nice` with no arguments prints the niceness it runs at.
-    for (namespace, nice, expected) in [
-        (true, None, "10"),
-        (false, None, "10"),
-        (true, Some(3), "3"),
-    ] {
+    // Where the kernel groups each session for scheduling (autogroups), the task's session
+    // gets its niceness too, or the task's own would not count against other sessions.
+    let autogroups = Path::new("/proc/self/autogroup").exists();
+    for (namespace, nice, expected) in [(true, None, 10), (false, None, 10), (true, Some(3), 3)] {
         let test = format!("nice-{namespace}-{expected}");
         let Some((executor, _data)) = setup_with(&test, namespace, |config| {
             if let Some(nice) = nice {
@@ -372,15 +370,26 @@ async fn tasks_run_niced() {
         }) else {
             continue;
         };
+        // `nice` with no arguments prints the niceness it runs at.
         let mut task = executor
-            .prepare("1", &submission("nice", &[]))
+            .prepare("1", &shell("nice; cat /proc/self/autogroup 2>/dev/null"))
             .expect("prepare");
         let (status, stdout) = run_to_end(&mut task).await;
+        let text = String::from_utf8_lossy(&stdout).into_owned();
+        let mut lines = text.lines();
+        assert_eq!(status, 0, "{text}");
         assert_eq!(
-            (status, String::from_utf8_lossy(&stdout).trim()),
-            (0, expected),
+            lines.next(),
+            Some(expected.to_string().as_str()),
             "namespace {namespace}"
         );
+        if autogroups {
+            let group = lines.next().unwrap_or_default();
+            assert!(
+                group.ends_with(&format!(" nice {expected}")),
+                "namespace {namespace}: the session's group is {group:?}"
+            );
+        }
     }
 }
 

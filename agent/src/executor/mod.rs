@@ -12,10 +12,10 @@
 //! Decisions the controller side should know:
 //! - Xgrid has no resume message: the controller sends `start` again after `stop`, so
 //!   [`Task::start`] on a stopped task resumes it.
-//! - Tasks are started through the agent's launcher, `xgridtaskinit` ([`taskinit`]): in a
-//!   namespace its second stage is the namespace's init and session leader and stays root
-//!   (CRIU needs both), and runs the command as the task's user one level down. So the
-//!   command's `getpid()` is 2 and its session id 1 inside the namespace.
+//! - Tasks are started through the agent's launcher, `xgridtaskinit` ([`taskinit`]): with a
+//!   namespace the agent starts it as the namespace's init ([`pidns`]); it leads the session
+//!   and stays root (CRIU needs both), and runs the command as the task's user one level
+//!   down. So the command's `getpid()` is 2 and its session id 1 inside the namespace.
 //! - `terminationStatus` is the exit code, or 128 + the signal number for a task killed by a
 //!   signal (the shell's convention), so a cancelled task ends with 137. A task killed from
 //!   outside (cancel, the OOM killer on the init) is reported with the signal; a command
@@ -32,6 +32,7 @@
 mod control;
 mod identity;
 mod launch;
+mod pidns;
 pub mod priority;
 mod procs;
 pub mod taskinit;
@@ -39,11 +40,10 @@ mod workdir;
 
 use std::collections::BTreeMap;
 use std::fs::{DirBuilder, File, OpenOptions};
-use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
+use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
-use std::sync::{Mutex, OnceLock};
 
 use nix::sys::signal::Signal;
 use xgrid_protocol::messages::{TaskState, TaskSubmission};
@@ -409,11 +409,8 @@ impl Executor {
             snapshot,
             run: Run::Active(Active {
                 child,
-                // The waiter is the restored init's parent, as the launcher is a task's.
-                leader: match procs::pid_namespace(leader) {
-                    Some(namespace) => Leader::known(leader, Membership::Namespace(namespace)),
-                    None => Leader::reported_on(None),
-                },
+                // The waiter is the restored init's parent.
+                leader: Leader::init(leader),
                 stopped: false,
                 cancelled: false,
             }),
@@ -513,21 +510,26 @@ fn choose_isolation(
     if !credentials.can_create_pid_namespace() {
         return plain("the agent lacks CAP_SYS_ADMIN; run it as root");
     }
-    // The launcher starts itself as the trial task, in a namespace of its own.
+    // The launcher, as the init of a namespace of its own, runs itself as the trial task.
     let trial = Launch {
-        stage: Stage::Namespace,
+        stage: Stage::Init,
         user: None,
         nice: 0,
-        stdout: Some(PathBuf::from("/dev/null")),
         program: launcher.into(),
         arguments: vec!["--version".into()],
     };
-    let trial = std::process::Command::new(launcher)
-        .args(trial.to_args())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
+    let started = pidns::start_in_new_namespace(|| {
+        std::process::Command::new(launcher)
+            .args(trial.to_args())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+    });
+    let trial = match started {
+        Ok(started) => started.and_then(|mut child| child.wait()),
+        Err(reason) => return plain(&reason),
+    };
     match trial {
         Ok(status) if status.success() => Isolation::PidNamespace,
         Ok(status) => Isolation::Plain {
@@ -685,7 +687,8 @@ enum Run {
 /// A task whose processes were started and not yet reaped.
 #[derive(Debug)]
 struct Active {
-    /// The launcher's first stage with a namespace, else the task's first process itself.
+    /// The task's first process (the launcher: the namespace's init, or the session leader
+    /// it became), or a restored task's restore waiter.
     child: tokio::process::Child,
     leader: Leader,
     stopped: bool,
@@ -693,56 +696,39 @@ struct Active {
 }
 
 /// The task's first process as the agent numbers it (the namespace's init, or the session
-/// leader) and how its processes are recognised. Without a namespace both are known at
-/// once. In a namespace the launcher reports the init's pid on a pipe; it is read the first
-/// time it is needed (to signal or checkpoint the task), so `start` does not wait for the
-/// second stage to come up.
+/// leader) and how its processes are recognised.
 #[derive(Debug)]
 struct Leader {
-    found: OnceLock<(Option<i32>, Option<Membership>)>,
-    report: Mutex<Option<File>>,
+    /// `None` when the process could not be looked at in time (it ended at once).
+    pid: Option<i32>,
+    membership: Option<Membership>,
 }
 
 impl Leader {
     fn known(pid: i32, membership: Membership) -> Leader {
         Leader {
-            found: OnceLock::from((Some(pid), Some(membership))),
-            report: Mutex::new(None),
+            pid: Some(pid),
+            membership: Some(membership),
         }
     }
 
-    fn reported_on(report: Option<File>) -> Leader {
-        Leader {
-            found: OnceLock::new(),
-            report: Mutex::new(report),
+    /// The init of a namespace, if its namespace can still be read.
+    fn init(pid: i32) -> Leader {
+        match procs::pid_namespace(pid) {
+            Some(namespace) => Leader::known(pid, Membership::Namespace(namespace)),
+            None => Leader {
+                pid: None,
+                membership: None,
+            },
         }
     }
 
-    /// `None` when the task ended before its init could be known.
     fn pid(&self) -> Option<i32> {
-        self.found().0
+        self.pid
     }
 
     fn membership(&self) -> Option<&Membership> {
-        self.found().1.as_ref()
-    }
-
-    fn found(&self) -> &(Option<i32>, Option<Membership>) {
-        self.found.get_or_init(|| {
-            let report = self.report.lock().ok().and_then(|mut report| report.take());
-            // Stage 1 writes the line right after starting stage 2, or exits (end of file).
-            let mut line = String::new();
-            let read = report.map(|file| BufReader::new(file).read_line(&mut line));
-            let init = match read {
-                Some(Ok(_)) => line.trim().parse::<i32>().ok(),
-                _ => None,
-            };
-            (
-                init,
-                init.and_then(procs::pid_namespace)
-                    .map(Membership::Namespace),
-            )
-        })
+        self.membership.as_ref()
     }
 }
 
@@ -878,13 +864,12 @@ impl Task {
         let program = launch::resolve_command(&self.command, &self.work, &self.search_path)?;
         let launch = Launch {
             stage: if self.namespace {
-                Stage::Namespace
+                Stage::Init
             } else {
                 Stage::Plain
             },
             user: self.user,
             nice: self.nice,
-            stdout: self.namespace.then(|| self.stdout.path.clone()),
             program: program.into(),
             arguments: self.arguments.iter().map(Into::into).collect(),
         };
@@ -899,38 +884,32 @@ impl Task {
             self.stdin.as_deref().unwrap_or(Path::new("/dev/null")),
             false,
         )?;
-        // In a namespace the launcher's own stdout is the pipe it reports the init on; it
-        // opens the task's stdout file for the init itself.
-        let stdout = if self.namespace {
-            Stdio::piped()
-        } else {
-            Stdio::from(open(&self.stdout.path, true)?)
-        };
+        let stdout = open(&self.stdout.path, true)?;
         let stderr = open(&self.stderr.path, true)?;
-        let mut child = tokio::process::Command::new(&self.launcher)
+        let mut command = tokio::process::Command::new(&self.launcher);
+        command
             .args(launch.to_args())
             .env_clear()
             .envs(&self.environment)
             .current_dir(&self.work)
             .stdin(Stdio::from(stdin))
-            .stdout(stdout)
+            .stdout(Stdio::from(stdout))
             .stderr(Stdio::from(stderr))
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| format!("could not start {}: {e}", self.command))?;
-        let child_pid = child.id().and_then(|id| i32::try_from(id).ok());
-        let leader = if self.namespace {
-            let report = child
-                .stdout
-                .take()
-                .and_then(|pipe| pipe.into_owned_fd().ok())
-                .map(File::from);
-            Leader::reported_on(report)
+            .kill_on_drop(true);
+        let started = if self.namespace {
+            pidns::start_in_new_namespace(|| command.spawn())?
         } else {
-            match child_pid {
-                Some(pid) => Leader::known(pid, Membership::Session(pid)),
-                None => Leader::reported_on(None),
-            }
+            command.spawn()
+        };
+        let child = started.map_err(|e| format!("could not start {}: {e}", self.command))?;
+        let pid = child
+            .id()
+            .and_then(|id| i32::try_from(id).ok())
+            .ok_or_else(|| format!("{} ended before it could be looked at", self.command))?;
+        let leader = if self.namespace {
+            Leader::init(pid)
+        } else {
+            Leader::known(pid, Membership::Session(pid))
         };
         Ok(Active {
             child,
@@ -1123,19 +1102,19 @@ impl Task {
         }
     }
 
-    /// Whether the leader's pid still means the task's process. In a namespace, the init
-    /// is the launcher's child until the launcher reaps it; after that its pid (and the
+    /// Whether the leader's pid still means the task's process. Our own unreaped child (a
+    /// session leader, a namespace's init) keeps its pid; a restored init is the child of
+    /// its restore waiter until the waiter reaps it, after which its pid (and the
     /// namespace's name) may be reused, so nothing is signalled by them.
     fn leader_alive(&self, active: &Active) -> bool {
         let Some(leader) = active.leader.pid() else {
             return false;
         };
-        if self.namespace {
-            let launcher = active.child.id().and_then(|id| i32::try_from(id).ok());
-            launcher.is_some() && procs::parent_of(leader) == launcher
-        } else {
-            // Our own unreaped child: its pid cannot be reused yet.
+        let child = active.child.id().and_then(|id| i32::try_from(id).ok());
+        if child == Some(leader) {
             procs::exists(leader)
+        } else {
+            child.is_some() && procs::parent_of(leader) == child
         }
     }
 }
@@ -1155,9 +1134,9 @@ impl Drop for Task {
 fn kill_tree(active: &mut Active, leader_alive: bool) -> Result<(), nix::errno::Errno> {
     match (active.leader.membership(), active.leader.pid()) {
         (Some(Membership::Namespace(_)), Some(init)) if leader_alive => {
-            // The launcher goes first, so the agent's child ends by SIGKILL whatever its
-            // init does; the init is still alive meanwhile (merely reparented, and about to
-            // get its parent-death signal), so its pid still names it.
+            // For a restored task the waiter goes first, so the agent's child ends by
+            // SIGKILL whatever its init does; the init is still alive meanwhile (merely
+            // reparented), so its pid still names it. A started task's child is the init.
             let _ = active.child.start_kill();
             procs::send(init, Signal::SIGKILL)
         }

@@ -23,6 +23,18 @@ pub fn lower(nice: u8) -> std::io::Result<()> {
     }
 }
 
+/// Gives the session the calling process just opened the niceness `nice` as a whole. With
+/// autogroups (`CONFIG_SCHED_AUTOGROUP`, on in most distributions' kernels) every new session
+/// gets a scheduling group of its own, and the scheduler shares the processors between
+/// groups first, by the group's niceness (0 when made): a task's own niceness would then
+/// only order it against its own processes, and eight tasks would weigh as eight users
+/// against the machine's owner. Best effort: a kernel without autogroups has no such file,
+/// and a refusal (an unprivileged launcher asking too often) leaves the task as niced as
+/// [`lower`] made it.
+pub fn lower_session(nice: u8) {
+    let _ = std::fs::write("/proc/self/autogroup", nice.min(MAX_NICE).to_string());
+}
+
 #[allow(unsafe_code)]
 fn set_nice(nice: i32) -> std::io::Result<()> {
     // SAFETY: setpriority takes plain integers and touches no memory of ours. `who` 0 is

@@ -3,34 +3,27 @@
 //! an extra exec per task, and it keeps the namespace's init as root, which CRIU needs to
 //! dump the namespace (its parasite must mount the namespace's /proc as that init).
 //!
-//! With a PID namespace it runs twice:
-//! 1. stage 1 (`--namespace`), the agent's child: `unshare(CLONE_NEWPID)`, starts stage 2
-//!    (its first child, so PID 1 of the new namespace), writes stage 2's pid as the agent
-//!    numbers it on its own stdout (a pipe the agent reads; the task never sees it), waits
-//!    and exits as stage 2 did;
-//! 2. stage 2 (`--init`), still root: `setsid()` (so the session leader is inside the
-//!    namespace), dies with stage 1, starts the command as the task's user, reaps every
-//!    process the namespace's orphans leave behind, and exits with the command's status
-//!    (128 + the signal when a signal killed it). When it exits, the kernel kills whatever
-//!    else is left in the namespace.
+//! With a PID namespace (`--init`) the agent starts it as PID 1 of a fresh namespace
+//! ([`super::pidns`]). Still root, it calls `setsid()` (so the session leader is inside the
+//! namespace), dies with the agent, starts the command as the task's user, reaps every
+//! process the namespace's orphans leave behind, and exits with the command's status (128 +
+//! the signal when a signal killed it). When it exits, the kernel kills whatever else is
+//! left in the namespace.
 //!
 //! Without a namespace (`Isolation::Plain`) it only calls `setsid()` and becomes the command
 //! as the task's user, so the task leads its own session with no extra process.
 //!
-//! Standard input and error, the working directory and the environment are the task's from
-//! the start (the agent sets them on stage 1; they are inherited all the way down); only
-//! standard output is handed over by path (`--stdout`) in a namespace, because stage 1's
-//! own stdout is the pipe to the agent.
+//! Either way it first takes the task's niceness, for itself and for the session's
+//! scheduling group ([`super::priority`]). Standard input, output and error, the working
+//! directory and the environment are the task's from the start: the agent sets them, and
+//! they are inherited all the way down.
 
 use std::ffi::{OsStr, OsString};
-use std::fs::OpenOptions;
-use std::io::Write;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::path::PathBuf;
-use std::process::{Command, ExitStatus, Stdio};
+use std::os::unix::process::CommandExt;
+use std::process::Command;
 
 use nix::errno::Errno;
-use nix::sys::signal::{self, Signal};
+use nix::sys::signal::Signal;
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
 
@@ -47,9 +40,7 @@ const CANNOT_START: i32 = 127;
 pub enum Stage {
     /// No namespace: a session of its own, then become the command.
     Plain,
-    /// Stage 1: make the namespace and start its init.
-    Namespace,
-    /// Stage 2: the namespace's init.
+    /// PID 1 of the task's namespace: start the command and reap.
     Init,
 }
 
@@ -59,10 +50,8 @@ pub struct Launch {
     pub stage: Stage,
     /// The user the command runs as; `None`: the launcher's own.
     pub user: Option<RunAs>,
-    /// Stage 1 and plain: the niceness to take before anything else (0: the agent's).
+    /// The niceness to take before anything else (0: the agent's).
     pub nice: u8,
-    /// Stage 1 only: the file the task's standard output goes to.
-    pub stdout: Option<PathBuf>,
     pub program: OsString,
     pub arguments: Vec<OsString>,
 }
@@ -73,7 +62,6 @@ impl Launch {
         let mut args: Vec<OsString> = Vec::new();
         match self.stage {
             Stage::Plain => {}
-            Stage::Namespace => args.push("--namespace".into()),
             Stage::Init => args.push("--init".into()),
         }
         if let Some(user) = self.user {
@@ -83,10 +71,6 @@ impl Launch {
         if self.nice > 0 {
             args.push("--nice".into());
             args.push(self.nice.to_string().into());
-        }
-        if let Some(stdout) = &self.stdout {
-            args.push("--stdout".into());
-            args.push(stdout.into());
         }
         args.push("--".into());
         args.push(self.program.clone());
@@ -100,13 +84,11 @@ impl Launch {
         let mut stage = Stage::Plain;
         let mut user = None;
         let mut nice = 0;
-        let mut stdout = None;
         loop {
             let arg = args
                 .next()
                 .ok_or("no command given (expected `-- PROGRAM ARGS…`)")?;
             match arg.to_str() {
-                Some("--namespace") => stage = Stage::Namespace,
                 Some("--init") => stage = Stage::Init,
                 Some("--user") => {
                     let value = args.next().ok_or("--user needs UID:GID")?;
@@ -119,9 +101,6 @@ impl Launch {
                         .and_then(super::priority::parse)
                         .ok_or("--nice needs a number from 0 to 19")?;
                 }
-                Some("--stdout") => {
-                    stdout = Some(PathBuf::from(args.next().ok_or("--stdout needs a path")?));
-                }
                 Some("--") => break,
                 _ => return Err(format!("unknown argument {arg:?}")),
             }
@@ -131,7 +110,6 @@ impl Launch {
             stage,
             user,
             nice,
-            stdout,
             program,
             arguments: args.collect(),
         })
@@ -161,7 +139,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
             return CANNOT_START;
         }
     };
-    // First, so that the whole launch (namespace, init, exec) already yields to the agent.
+    // First, so that the whole launch (session, exec) already yields to the agent.
     if launch.nice > 0 {
         if let Err(e) = super::priority::lower(launch.nice) {
             eprintln!("{LAUNCHER_NAME}: could not lower the task's priority: {e}");
@@ -170,7 +148,6 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
     }
     let outcome = match launch.stage {
         Stage::Plain => plain(&launch),
-        Stage::Namespace => namespace(&launch),
         Stage::Init => init(&launch),
     };
     outcome.unwrap_or_else(|message| {
@@ -191,70 +168,25 @@ fn command(launch: &Launch) -> Command {
     command
 }
 
-fn plain(launch: &Launch) -> Result<i32, String> {
+/// A session of its own, at the task's niceness (see [`super::priority::lower_session`]).
+fn new_session(launch: &Launch) -> Result<(), String> {
     nix::unistd::setsid().map_err(|e| format!("could not start a session: {e}"))?;
+    if launch.nice > 0 {
+        super::priority::lower_session(launch.nice);
+    }
+    Ok(())
+}
+
+fn plain(launch: &Launch) -> Result<i32, String> {
+    new_session(launch)?;
     let error = command(launch).exec();
     Err(format!("could not run {:?}: {error}", launch.program))
 }
 
-fn namespace(launch: &Launch) -> Result<i32, String> {
-    // If the agent dies, so does the task (stage 2 dies with this process). The kernel ties
-    // this to the thread that started us: the agent starts tasks from its runtime's own
-    // thread, which lives as long as the agent.
-    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
-        .map_err(|e| format!("could not tie the task to the agent: {e}"))?;
-    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWPID)
-        .map_err(|e| format!("could not create a PID namespace: {e}"))?;
-    let myself = std::env::current_exe()
-        .map_err(|e| format!("could not find the launcher's own path: {e}"))?;
-    let stage_two = Launch {
-        stage: Stage::Init,
-        stdout: None,
-        // Inherited already.
-        nice: 0,
-        ..launch.clone()
-    };
-    let mut init = Command::new(myself);
-    init.args(stage_two.to_args());
-    if let Some(path) = &launch.stdout {
-        let file = OpenOptions::new()
-            .write(true)
-            .open(path)
-            .map_err(|e| format!("could not open {}: {e}", path.display()))?;
-        init.stdout(Stdio::from(file));
-    }
-    let mut init = init
-        .spawn()
-        .map_err(|e| format!("could not start the namespace's init: {e}"))?;
-    // The agent waits for this line to know the init; a closed pipe (an agent that stopped
-    // listening) must not stop the task.
-    let mut report = std::io::stdout().lock();
-    let _ = writeln!(report, "{}", init.id()).and_then(|()| report.flush());
-    drop(report);
-    let status = init
-        .wait()
-        .map_err(|e| format!("could not wait for the namespace's init: {e}"))?;
-    Ok(pass_on(status))
-}
-
-/// Stage 1 ends as stage 2 did: the same exit code, or killed by the same signal (as a
-/// task killed from outside, e.g. cancelled with SIGKILL, is reported).
-fn pass_on(status: ExitStatus) -> i32 {
-    if let Some(code) = status.code() {
-        return code;
-    }
-    let number = status.signal().unwrap_or(0);
-    if let Ok(sig) = Signal::try_from(number) {
-        // A fresh exec has every signal at its default action (but SIGPIPE, which the Rust
-        // runtime ignores), so raising it ends this process the same way.
-        let _ = signal::raise(sig);
-    }
-    128 + number
-}
-
 fn init(launch: &Launch) -> Result<i32, String> {
-    nix::unistd::setsid().map_err(|e| format!("could not start a session: {e}"))?;
-    // Stage 1 is the tie to the agent; without it nothing would end the namespace.
+    new_session(launch)?;
+    // If the agent dies, so does the task: the kernel ties this to the thread that started
+    // us, the agent's runtime thread, which lives as long as the agent.
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
         .map_err(|e| format!("could not tie the task to the agent: {e}"))?;
     let child = command(launch)
@@ -280,13 +212,12 @@ mod tests {
     #[test]
     fn arguments_round_trip() {
         let launch = Launch {
-            stage: Stage::Namespace,
+            stage: Stage::Init,
             user: Some(RunAs {
                 uid: 65534,
                 gid: 65533,
             }),
             nice: 10,
-            stdout: Some(PathBuf::from("/data/tasks/7/stdout")),
             program: "/data/tasks/7/work/prog".into(),
             arguments: vec!["--".into(), "two words".into(), "--init".into()],
         };
@@ -295,13 +226,11 @@ mod tests {
         assert_eq!(
             text,
             [
-                "--namespace",
+                "--init",
                 "--user",
                 "65534:65533",
                 "--nice",
                 "10",
-                "--stdout",
-                "/data/tasks/7/stdout",
                 "--",
                 "/data/tasks/7/work/prog",
                 "--",
@@ -316,7 +245,7 @@ mod tests {
     fn plain_launch_has_only_the_command() {
         let launch = Launch::parse(["--", "/bin/echo"].map(OsString::from)).expect("parsed");
         assert_eq!(launch.stage, Stage::Plain);
-        assert_eq!((launch.user, launch.nice, launch.stdout), (None, 0, None));
+        assert_eq!((launch.user, launch.nice), (None, 0));
         assert_eq!(launch.program, "/bin/echo");
         assert!(launch.arguments.is_empty());
     }
@@ -329,7 +258,7 @@ mod tests {
         assert!(parse(&["/bin/echo"]).is_err(), "the command comes after --");
         assert!(parse(&["--user", "nobody", "--", "x"]).is_err());
         assert!(parse(&["--user", "1:", "--", "x"]).is_err());
-        assert!(parse(&["--stdout"]).is_err());
+        assert!(parse(&["--namespace", "--", "x"]).is_err(), "no such stage");
         assert!(
             parse(&["--nice", "20", "--", "x"]).is_err(),
             "Linux stops at 19"
@@ -339,11 +268,5 @@ mod tests {
             "only ever nicer"
         );
         assert!(parse(&["--nice", "--", "x"]).is_err());
-    }
-
-    #[test]
-    fn status_of_an_exit_is_passed_on() {
-        assert_eq!(pass_on(ExitStatus::from_raw(3 << 8)), 3);
-        assert_eq!(pass_on(ExitStatus::from_raw(0)), 0);
     }
 }
