@@ -221,6 +221,45 @@ async fn standard_input_from_input_stream() {
 }
 
 #[tokio::test]
+async fn a_directory_kept_for_the_next_task_holds_nothing_of_the_last() {
+    let Some((executor, _data)) = setup("reuse", true) else {
+        return;
+    };
+    // The first task leaves files, a directory, standard input and output behind, and
+    // opens its working directory to everyone.
+    let mut spec = shell("cat; echo secret > left.txt; mkdir d; echo x > d/y; chmod 777 .");
+    spec.input_files
+        .insert(STDIN_INPUT_FILE.into(), input(b"piped\n", false));
+    spec.input_files
+        .insert("given.txt".into(), input(b"given\n", false));
+    let mut first = executor.prepare("1", &spec).expect("prepare");
+    let (_, stdout) = run_to_end(&mut first).await;
+    assert_eq!(stdout, b"piped\n");
+    let first_dir = first.task_dir().to_path_buf();
+    let first_work = std::fs::metadata(first.work_dir()).expect("work").ino();
+    first.remove().await.expect("remove");
+    assert!(!first_dir.exists());
+
+    // The next task gets the same directory (same inode), as empty as a new one.
+    let mut second = executor
+        .prepare("2", &shell("ls -A; stat -c %a .; cat"))
+        .expect("prepare");
+    assert_eq!(
+        std::fs::metadata(second.work_dir()).expect("work").ino(),
+        first_work,
+        "the first task's directory was not reused"
+    );
+    let (status, stdout) = run_to_end(&mut second).await;
+    assert_eq!(
+        (status, String::from_utf8_lossy(&stdout).as_ref()),
+        (0, "700\n")
+    );
+    assert!(second.output_files().expect("outputs").files.is_empty());
+    assert_eq!(std::fs::read(second.stderr_path()).expect("stderr"), b"");
+    second.remove().await.expect("remove");
+}
+
+#[tokio::test]
 async fn input_files_and_a_relative_command() {
     let Some((executor, _data)) = setup("inputs", true) else {
         return;

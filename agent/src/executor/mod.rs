@@ -8,6 +8,8 @@
 //! `work/` (the working directory, owned by the task's user), `stdin` (when the job gives
 //! standard input), `stdout`, `stderr`. The streams live outside `work/` so they are never
 //! taken for output files.
+//! The directory of a task that ran in its own namespace is emptied and kept for the next
+//! task once the controller has its results ([`spare`]).
 //!
 //! Decisions the controller side should know:
 //! - Xgrid has no resume message: the controller sends `start` again after `stop`, so
@@ -35,6 +37,7 @@ mod launch;
 mod pidns;
 pub mod priority;
 mod procs;
+mod spare;
 pub mod taskinit;
 mod workdir;
 
@@ -44,6 +47,7 @@ use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
 
 use nix::sys::signal::Signal;
 use xgrid_protocol::messages::{TaskState, TaskSubmission};
@@ -221,6 +225,8 @@ pub struct Executor {
     switch_user: bool,
     isolation: Isolation,
     launcher: PathBuf,
+    /// Directories of ended tasks, kept for new ones ([`spare`]).
+    spares: Arc<spare::Spares>,
 }
 
 impl Executor {
@@ -256,6 +262,7 @@ impl Executor {
             .map_err(|e| ExecError::io("find the absolute path of", &tasks, e))?;
         Ok(Executor {
             config,
+            spares: Arc::new(spare::Spares::new(&tasks)),
             tasks,
             run_as,
             switch_user,
@@ -308,19 +315,27 @@ impl Executor {
             inputs.push((relative, file));
         }
 
-        DirBuilder::new().mode(0o711).create(&root).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::AlreadyExists {
-                ExecError::TaskExists(task_ref.to_string())
-            } else {
-                ExecError::io("create the task's directory", &root, e)
-            }
-        })?;
-        let filled =
-            self.fill_task_dir(&root, submission, &inputs)
-                .and_then(|(snapshot, stdin)| {
-                    create_private(&root.join(INPUTS_FILE), &snapshot.to_bytes())?;
-                    Ok((snapshot, stdin))
-                });
+        if root.symlink_metadata().is_ok() {
+            return Err(ExecError::TaskExists(task_ref.to_string()));
+        }
+        // Only a task alone in its namespace leaves nothing behind that could reach the next.
+        let spares = (self.isolation == Isolation::PidNamespace).then(|| Arc::clone(&self.spares));
+        let reused = spares.as_ref().is_some_and(|spares| spares.take(&root));
+        if !reused {
+            DirBuilder::new().mode(0o711).create(&root).map_err(|e| {
+                if e.kind() == std::io::ErrorKind::AlreadyExists {
+                    ExecError::TaskExists(task_ref.to_string())
+                } else {
+                    ExecError::io("create the task's directory", &root, e)
+                }
+            })?;
+        }
+        let filled = self
+            .fill_task_dir(&root, submission, &inputs, reused)
+            .and_then(|(snapshot, stdin)| {
+                write_private(&root.join(INPUTS_FILE), &snapshot.to_bytes(), reused)?;
+                Ok((snapshot, stdin))
+            });
         let (snapshot, stdin) = match filled {
             Ok(filled) => filled,
             Err(e) => {
@@ -352,6 +367,7 @@ impl Executor {
             run: Run::Pending,
             filter: ControlFilter::default(),
             stdout_finished: false,
+            spares,
         })
     }
 
@@ -416,6 +432,8 @@ impl Executor {
             }),
             filter: ControlFilter::default(),
             stdout_finished: false,
+            // Its directory came from another agent, named as that agent named it.
+            spares: None,
         })
     }
 
@@ -452,18 +470,23 @@ impl Executor {
     }
 
     /// Create `work/`, the input files, the stream files and `stdin`.
+    /// `reused`: the directory is a spare ([`spare`]), its working directory and files there
+    /// already, empty.
     fn fill_task_dir(
         &self,
         root: &Path,
         submission: &TaskSubmission,
         inputs: &[(PathBuf, &xgrid_protocol::messages::InputFile)],
+        reused: bool,
     ) -> Result<(workdir::Snapshot, Option<PathBuf>), ExecError> {
         let owner = self.switch_user.then_some(self.run_as);
         let work = root.join("work");
-        DirBuilder::new()
-            .mode(0o700)
-            .create(&work)
-            .map_err(|e| ExecError::io("create the working directory", &work, e))?;
+        if !reused {
+            DirBuilder::new()
+                .mode(spare::WORK_MODE)
+                .create(&work)
+                .map_err(|e| ExecError::io("create the working directory", &work, e))?;
+        }
         if let Some(owner) = owner {
             std::os::unix::fs::lchown(&work, Some(owner.uid), Some(owner.gid))
                 .map_err(|e| ExecError::io("hand over the working directory", &work, e))?;
@@ -480,7 +503,7 @@ impl Executor {
             )?;
         }
         for stream in ["stdout", "stderr"] {
-            create_private(&root.join(stream), b"")?;
+            write_private(&root.join(stream), b"", reused)?;
         }
         let stdin = match stdin_bytes(submission) {
             Some(bytes) => {
@@ -598,13 +621,26 @@ fn stdin_bytes(submission: &TaskSubmission) -> Option<&[u8]> {
 /// A file only the agent may read: the streams and standard input. The task gets them as
 /// open descriptors, so it needs no permission on the paths.
 fn create_private(path: &Path, contents: &[u8]) -> Result<(), ExecError> {
+    write_private(path, contents, false)
+}
+
+/// Writes one of the task directory's own files: a new file only the agent reads, or, in a
+/// reused directory, the file already there.
+fn write_private(path: &Path, contents: &[u8], reused: bool) -> Result<(), ExecError> {
     use std::io::Write;
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| ExecError::io("create", path, e))?;
+    let opened = if reused {
+        spare::truncate(path)
+    } else {
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+    };
+    let mut file = opened.map_err(|e| ExecError::io("create", path, e))?;
+    if contents.is_empty() {
+        return Ok(());
+    }
     file.write_all(contents)
         .map_err(|e| ExecError::io("write", path, e))
 }
@@ -757,6 +793,8 @@ pub struct Task {
     run: Run,
     filter: ControlFilter,
     stdout_finished: bool,
+    /// Where the directory goes once the task is removed; `None`: deleted.
+    spares: Option<Arc<spare::Spares>>,
 }
 
 impl Task {
@@ -1061,14 +1099,19 @@ impl Task {
         }
     }
 
-    /// Delete the task's directory, cancelling the task first if it still runs.
+    /// Delete the task's directory (or keep it, emptied, for a new task), cancelling the
+    /// task first if it still runs.
     pub async fn remove(mut self) -> Result<(), ExecError> {
         if matches!(self.run, Run::Active(_)) {
             self.cancel()?;
             // Only the exit matters here, not how it went.
             let _ = self.wait().await;
         }
-        std::fs::remove_dir_all(&self.root).map_err(|e| ExecError::io("remove", &self.root, e))
+        let removed = match self.spares.take() {
+            Some(spares) => spares.keep(&self.root),
+            None => std::fs::remove_dir_all(&self.root),
+        };
+        removed.map_err(|e| ExecError::io("remove", &self.root, e))
     }
 
     /// Notice an exit without blocking.
