@@ -43,11 +43,11 @@ mod workdir;
 
 use std::collections::BTreeMap;
 use std::fs::{DirBuilder, File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom};
+use std::io::Read;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use nix::sys::signal::Signal;
 use xgrid_protocol::messages::{TaskState, TaskSubmission};
@@ -404,14 +404,8 @@ impl Executor {
             task_ref: task_ref.to_string(),
             work: task_dir.join("work"),
             stdin: None,
-            stdout: Cursor {
-                path: task_dir.join("stdout"),
-                offset: stdout_at,
-            },
-            stderr: Cursor {
-                path: task_dir.join("stderr"),
-                offset: stderr_at,
-            },
+            stdout: Cursor::at(task_dir.join("stdout"), stdout_at),
+            stderr: Cursor::at(task_dir.join("stderr"), stderr_at),
             root: task_dir.to_path_buf(),
             command: "(restored task)".into(),
             arguments: Vec::new(),
@@ -679,31 +673,61 @@ pub struct TaskOutput {
     pub malformed_controls: Vec<MalformedControl>,
 }
 
-/// A read position in one of the stream files.
+/// A read position in one of the stream files. The file stays open once read: the agent
+/// looks at every running task's streams each time it reports, and a look at an open file
+/// needs no walk of its path.
 #[derive(Debug)]
 struct Cursor {
     path: PathBuf,
     offset: u64,
+    file: OnceLock<File>,
 }
 
 impl Cursor {
     fn new(path: PathBuf) -> Cursor {
-        Cursor { path, offset: 0 }
+        Cursor::at(path, 0)
+    }
+
+    fn at(path: PathBuf, offset: u64) -> Cursor {
+        Cursor {
+            path,
+            offset,
+            file: OnceLock::new(),
+        }
+    }
+
+    fn file(&self) -> std::io::Result<&File> {
+        if let Some(file) = self.file.get() {
+            return Ok(file);
+        }
+        let file = File::open(&self.path)?;
+        Ok(self.file.get_or_init(|| file))
     }
 
     fn unread(&self) -> u64 {
-        std::fs::metadata(&self.path).map_or(0, |m| m.len().saturating_sub(self.offset))
+        self.file()
+            .and_then(File::metadata)
+            .map_or(0, |m| m.len().saturating_sub(self.offset))
     }
 
     /// Up to `MAX_STREAM_CHUNK` new bytes, and whether the end of the file was reached.
     fn read_new(&mut self) -> Result<(Vec<u8>, bool), ExecError> {
+        use std::os::unix::fs::FileExt;
         let io = |e| ExecError::io("read", &self.path, e);
-        let mut file = File::open(&self.path).map_err(io)?;
+        let file = self.file().map_err(io)?;
         let len = file.metadata().map_err(io)?.len();
         let wanted = len.saturating_sub(self.offset).min(MAX_STREAM_CHUNK);
-        file.seek(SeekFrom::Start(self.offset)).map_err(io)?;
-        let mut data = Vec::new();
-        file.take(wanted).read_to_end(&mut data).map_err(io)?;
+        let mut data = vec![0; usize::try_from(wanted).unwrap_or(usize::MAX)];
+        let mut filled = 0;
+        while filled < data.len() {
+            match file.read_at(&mut data[filled..], self.offset + filled as u64) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(io(e)),
+            }
+        }
+        data.truncate(filled);
         self.offset += data.len() as u64;
         Ok((data, self.offset >= len))
     }
