@@ -171,6 +171,29 @@ pub fn limited_by_quota(processors: Processors, cores: Option<f64>) -> Processor
     }
 }
 
+/// The processors as an affinity mask that allows `allowed` of them leaves them (an agent
+/// started under `taskset -c 1` has one processor, whatever the machine has).
+pub fn limited_by_affinity(processors: Processors, allowed: Option<u32>) -> Processors {
+    match allowed {
+        Some(allowed) if allowed > 0 && allowed < processors.count => Processors {
+            count: allowed,
+            ..processors
+        },
+        _ => processors,
+    }
+}
+
+/// How many processors the calling thread may run on (its CPU affinity, which threads and
+/// processes it starts inherit); `None` when that cannot be read.
+fn read_allowed_processors() -> Option<u32> {
+    use nix::sched::{sched_getaffinity, CpuSet};
+    let set = sched_getaffinity(nix::unistd::Pid::from_raw(0)).ok()?;
+    let allowed = (0..CpuSet::count())
+        .filter(|&cpu| set.is_set(cpu).unwrap_or(false))
+        .count();
+    u32::try_from(allowed).ok().filter(|&n| n > 0)
+}
+
 /// The CPU quota set in one cgroup directory, in cores.
 fn quota_in(kind: CgroupPath<'_>, dir: &Path) -> Option<f64> {
     let read = |name: &str| std::fs::read_to_string(dir.join(name)).ok();
@@ -202,9 +225,9 @@ fn read_cpu_quota() -> Option<f64> {
     }
 }
 
-/// The real machine's processors, as far as this agent may use them (a cgroup CPU quota
-/// counts). Missing files are not errors: each figure has a fallback (the count falls back
-/// to what the standard library sees, then 1).
+/// The real machine's processors, as far as this agent may use them (its CPU affinity and
+/// a cgroup CPU quota count). Missing files are not errors: each figure has a fallback (the
+/// count falls back to what the standard library sees, then 1).
 pub fn read_processors() -> Processors {
     let cpuinfo = std::fs::read_to_string(CPUINFO).unwrap_or_default();
     let max_freq = std::fs::read_to_string(CPU0_MAX_FREQ).ok();
@@ -212,7 +235,8 @@ pub fn read_processors() -> Processors {
         .map(|n| u32::try_from(n.get()).unwrap_or(u32::MAX))
         .unwrap_or(1);
     let machine = processors_from(&cpuinfo, max_freq.as_deref(), fallback_count);
-    limited_by_quota(machine, read_cpu_quota())
+    let usable = limited_by_affinity(machine, read_allowed_processors());
+    limited_by_quota(usable, read_cpu_quota())
 }
 
 /// The real machine's load average.
@@ -333,6 +357,43 @@ processor\t: 3\nBogoMIPS\t: 108.00\n\nHardware\t: BCM2835\n";
         assert_eq!(one_and_a_half.total_mhz(), 4500);
         assert_eq!(limited_by_quota(machine, Some(4.0)), machine);
         assert_eq!(limited_by_quota(machine, None), machine);
+    }
+
+    #[test]
+    fn an_affinity_mask_leaves_fewer_processors_of_the_same_speed() {
+        let machine = Processors {
+            count: 4,
+            mhz_per_core: 3000,
+        };
+        let pinned = limited_by_affinity(machine, Some(1));
+        assert_eq!(
+            pinned,
+            Processors {
+                count: 1,
+                mhz_per_core: 3000
+            }
+        );
+        assert_eq!(limited_by_affinity(machine, Some(4)), machine);
+        assert_eq!(limited_by_affinity(machine, Some(8)), machine);
+        assert_eq!(limited_by_affinity(machine, Some(0)), machine);
+        assert_eq!(limited_by_affinity(machine, None), machine);
+        // Then a quota on top: half a core of the one left.
+        assert_eq!(limited_by_quota(pinned, Some(0.5)).total_mhz(), 1500);
+    }
+
+    #[test]
+    fn a_thread_pinned_to_one_processor_counts_one() {
+        use nix::sched::{sched_setaffinity, CpuSet};
+        // A thread of its own, so that the test runner's threads keep their affinity.
+        let seen = std::thread::spawn(|| {
+            let mut one = CpuSet::new();
+            one.set(0).expect("cpu 0");
+            sched_setaffinity(nix::unistd::Pid::from_raw(0), &one).expect("setaffinity");
+            (read_allowed_processors(), read_processors().count)
+        })
+        .join()
+        .expect("thread");
+        assert_eq!(seen, (Some(1), 1));
     }
 
     #[test]
