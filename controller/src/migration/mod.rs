@@ -34,6 +34,10 @@ use steps::remove_file;
 /// A task whose move or checkpoint failed is left alone this long before the balancer may
 /// try again, so a broken agent is not asked every round.
 const BACKOFF: Duration = Duration::from_secs(30);
+/// ... but only this long when the destination declined for want of a free slot: the slot
+/// the balancer saw free was taken by a new task in the meantime, which the next rounds see
+/// (another slot may free up soon, at a job's tail most of all).
+const BACKOFF_NO_SLOT: Duration = Duration::from_secs(2);
 /// The shortest time between two balancing rounds.
 const ROUND_GAP: Duration = Duration::from_millis(200);
 /// How many `taskResults` requests a frozen task's output may take to reach its checkpoint
@@ -102,6 +106,18 @@ impl MigrationError {
             MigrationError::File { .. } | MigrationError::NoCheckpoint
         )
     }
+
+    /// How long the task is left alone after this failure.
+    fn back_off(&self) -> Duration {
+        match self {
+            MigrationError::Link(LinkError::Declined { refusal, .. })
+                if refusal.code == ErrorCode::TooManyTasks =>
+            {
+                BACKOFF_NO_SLOT
+            }
+            _ => BACKOFF,
+        }
+    }
 }
 
 /// Which step failed, for the `outcome` of the migration's record.
@@ -143,7 +159,7 @@ struct Flights {
     tasks: Mutex<HashSet<TaskKey>>,
     /// Moves on their way to each agent.
     incoming: Mutex<HashMap<AgentId, u32>>,
-    /// Tasks whose last move or restore failed, with when.
+    /// Tasks whose last move or restore failed, with when they may be tried again.
     backoff: Mutex<HashMap<TaskKey, Instant>>,
     /// When a task's last periodic checkpoint was tried (done or failed).
     checkpoint_tried: Mutex<HashMap<TaskKey, f64>>,
@@ -201,14 +217,16 @@ impl Flights {
     /// before it landed.
     fn busy(&self) -> HashSet<TaskKey> {
         let mut backoff = lock(&self.backoff);
-        backoff.retain(|_, when| when.elapsed() < BACKOFF);
+        let now = Instant::now();
+        backoff.retain(|_, until| *until > now);
         let mut busy: HashSet<TaskKey> = backoff.keys().cloned().collect();
         busy.extend(lock(&self.tasks).iter().cloned());
         busy
     }
 
-    fn back_off(&self, key: &TaskKey) {
-        lock(&self.backoff).insert(key.clone(), Instant::now());
+    /// Leaves the task alone for as long as `error` calls for.
+    fn back_off(&self, key: &TaskKey, error: &MigrationError) {
+        lock(&self.backoff).insert(key.clone(), Instant::now() + error.back_off());
     }
 }
 
@@ -679,5 +697,22 @@ mod tests {
         assert!(!declined(ErrorCode::TooManyTasks).checkpoint_refused());
         assert!(!MigrationError::Link(LinkError::Closed).checkpoint_refused());
         assert!(!MigrationError::NotConnected(2).checkpoint_refused());
+    }
+
+    #[test]
+    fn a_full_destination_is_tried_again_sooner_than_a_broken_one() {
+        let declined = |code| {
+            MigrationError::Link(LinkError::Declined {
+                request: "taskRestore".into(),
+                refusal: messages::MigrationRefusal::new(code, "no free slot"),
+            })
+        };
+        assert_eq!(
+            declined(ErrorCode::TooManyTasks).back_off(),
+            BACKOFF_NO_SLOT
+        );
+        assert_eq!(declined(ErrorCode::RestoreFailed).back_off(), BACKOFF);
+        assert_eq!(MigrationError::Link(LinkError::Closed).back_off(), BACKOFF);
+        assert!(BACKOFF_NO_SLOT < BACKOFF);
     }
 }

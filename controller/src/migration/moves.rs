@@ -59,7 +59,7 @@ pub(super) async fn move_task(
     let (outcome, octets) = match &result {
         Ok(moved) => ("moved".to_string(), moved.octets),
         Err(failure) => {
-            flights.back_off(&(job, task.to_string()));
+            flights.back_off(&(job, task.to_string()), &failure.error);
             (failure.outcome(), 0)
         }
     };
@@ -282,7 +282,7 @@ pub(super) async fn restore_held(
         if failure.error.checkpoint_refused() {
             requeue_held(shared, job, task, "its checkpoint could not be restored").await;
         } else {
-            flights.back_off(&(job, task.to_string()));
+            flights.back_off(&(job, task.to_string()), &failure.error);
         }
     }
 }
