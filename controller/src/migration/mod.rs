@@ -683,14 +683,16 @@ mod tests {
         .is_none());
     }
 
+    /// A destination's refusal of a restore, with `code`.
+    fn declined(code: ErrorCode) -> MigrationError {
+        MigrationError::Link(LinkError::Declined {
+            request: "taskRestore".into(),
+            refusal: messages::MigrationRefusal::new(code, "refused"),
+        })
+    }
+
     #[test]
     fn refused_checkpoints_run_again_but_lost_connections_wait() {
-        let declined = |code| {
-            MigrationError::Link(LinkError::Declined {
-                request: "taskRestore".into(),
-                refusal: messages::MigrationRefusal::new(code, "criu"),
-            })
-        };
         assert!(declined(ErrorCode::RestoreFailed).checkpoint_refused());
         assert!(declined(ErrorCode::InvalidCheckpoint).checkpoint_refused());
         assert!(MigrationError::NoCheckpoint.checkpoint_refused());
@@ -701,12 +703,6 @@ mod tests {
 
     #[test]
     fn a_full_destination_is_tried_again_sooner_than_a_broken_one() {
-        let declined = |code| {
-            MigrationError::Link(LinkError::Declined {
-                request: "taskRestore".into(),
-                refusal: messages::MigrationRefusal::new(code, "no free slot"),
-            })
-        };
         assert_eq!(
             declined(ErrorCode::TooManyTasks).back_off(),
             BACKOFF_NO_SLOT
