@@ -38,6 +38,10 @@ const BACKOFF: Duration = Duration::from_secs(30);
 /// the balancer saw free was taken by a new task in the meantime, which the next rounds see
 /// (another slot may free up soon, at a job's tail most of all).
 const BACKOFF_NO_SLOT: Duration = Duration::from_secs(2);
+/// After this many failed restores of a held checkpoint (a lost agent's task) the task runs
+/// again from the start, rather than wait on restores for ever. Declines for want of a free
+/// slot do not count: the checkpoint is not to blame.
+const HELD_RESTORE_TRIES: u32 = 5;
 /// The shortest time between two balancing rounds.
 const ROUND_GAP: Duration = Duration::from_millis(200);
 /// How many `taskResults` requests a frozen task's output may take to reach its checkpoint
@@ -107,15 +111,21 @@ impl MigrationError {
         )
     }
 
+    /// Whether the destination declined only for want of a free slot.
+    fn destination_full(&self) -> bool {
+        matches!(
+            self,
+            MigrationError::Link(LinkError::Declined { refusal, .. })
+                if refusal.code == ErrorCode::TooManyTasks
+        )
+    }
+
     /// How long the task is left alone after this failure.
     fn back_off(&self) -> Duration {
-        match self {
-            MigrationError::Link(LinkError::Declined { refusal, .. })
-                if refusal.code == ErrorCode::TooManyTasks =>
-            {
-                BACKOFF_NO_SLOT
-            }
-            _ => BACKOFF,
+        if self.destination_full() {
+            BACKOFF_NO_SLOT
+        } else {
+            BACKOFF
         }
     }
 }
@@ -163,6 +173,8 @@ struct Flights {
     backoff: Mutex<HashMap<TaskKey, Instant>>,
     /// When a task's last periodic checkpoint was tried (done or failed).
     checkpoint_tried: Mutex<HashMap<TaskKey, f64>>,
+    /// Failed restores of each held checkpoint so far.
+    held_failures: Mutex<HashMap<TaskKey, u32>>,
 }
 
 // A poisoned lock only means a panic elsewhere while holding it; the sets stay usable.
@@ -222,6 +234,27 @@ impl Flights {
         let mut busy: HashSet<TaskKey> = backoff.keys().cloned().collect();
         busy.extend(lock(&self.tasks).iter().cloned());
         busy
+    }
+
+    /// Counts a failed restore of the task's held checkpoint: true once it is the
+    /// [`HELD_RESTORE_TRIES`]th that counts (the count then starts over).
+    fn held_restore_failed(&self, key: &TaskKey, error: &MigrationError) -> bool {
+        if error.destination_full() {
+            return false;
+        }
+        let mut failures = lock(&self.held_failures);
+        let count = failures.entry(key.clone()).or_insert(0);
+        *count += 1;
+        if *count < HELD_RESTORE_TRIES {
+            return false;
+        }
+        failures.remove(key);
+        true
+    }
+
+    /// The task's held checkpoint was restored, or given up: forget its failures.
+    fn held_restore_over(&self, key: &TaskKey) {
+        lock(&self.held_failures).remove(key);
     }
 
     /// Leaves the task alone for as long as `error` calls for.
@@ -710,5 +743,24 @@ mod tests {
         assert_eq!(declined(ErrorCode::RestoreFailed).back_off(), BACKOFF);
         assert_eq!(MigrationError::Link(LinkError::Closed).back_off(), BACKOFF);
         assert!(BACKOFF_NO_SLOT < BACKOFF);
+    }
+
+    #[test]
+    fn a_held_checkpoint_is_given_up_after_its_tries_but_not_for_full_agents() {
+        let flights = Flights::default();
+        let key: TaskKey = (3, "7".to_string());
+        let lost = MigrationError::Link(LinkError::Closed);
+        for _ in 1..HELD_RESTORE_TRIES {
+            assert!(!flights.held_restore_failed(&key, &lost));
+            // Full destinations in between change nothing.
+            assert!(!flights.held_restore_failed(&key, &declined(ErrorCode::TooManyTasks)));
+        }
+        assert!(flights.held_restore_failed(&key, &lost), "the last try");
+        // Counted afresh after that, and after a restore.
+        assert!(!flights.held_restore_failed(&key, &lost));
+        flights.held_restore_over(&key);
+        for _ in 1..HELD_RESTORE_TRIES {
+            assert!(!flights.held_restore_failed(&key, &lost));
+        }
     }
 }

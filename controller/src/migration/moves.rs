@@ -16,7 +16,7 @@ use super::steps::{
     checkpoint, drain_output, keep_checkpoint, link, relay, release, remove_file, remove_stream,
     restore, send_file, stream_name, stream_path, task_ref_on,
 };
-use super::{lock, Failure, Flights, MigrationError, Step};
+use super::{lock, Failure, Flights, MigrationError, Step, HELD_RESTORE_TRIES};
 use crate::agent_service::AgentLink;
 use crate::balancer::MigrationReason;
 use crate::dispatch;
@@ -278,12 +278,18 @@ pub(super) async fn restore_held(
         &text,
     )
     .await;
-    if let Err(failure) = result {
-        if failure.error.checkpoint_refused() {
+    let key = (job, task.to_string());
+    match result {
+        Ok(_) => flights.held_restore_over(&key),
+        Err(failure) if failure.error.checkpoint_refused() => {
+            flights.held_restore_over(&key);
             requeue_held(shared, job, task, "its checkpoint could not be restored").await;
-        } else {
-            flights.back_off(&(job, task.to_string()), &failure.error);
         }
+        Err(failure) if flights.held_restore_failed(&key, &failure.error) => {
+            let why = format!("{HELD_RESTORE_TRIES} tries to restore its checkpoint failed");
+            requeue_held(shared, job, task, &why).await;
+        }
+        Err(failure) => flights.back_off(&key, &failure.error),
     }
 }
 
