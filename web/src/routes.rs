@@ -437,7 +437,12 @@ async fn job_image(
     Path(id): Path<JobId>,
 ) -> Response {
     match app.view.job_picture(id).await {
-        Ok(Some(found)) => match picture::render(&found) {
+        // Off the async threads: a big picture takes a while to encode, and the controller
+        // serves its agents from one thread.
+        Ok(Some(found)) => match tokio::task::spawn_blocking(move || picture::render(&found))
+            .await
+            .unwrap_or_else(|e| Err(format!("the picture could not be put together: {e}")))
+        {
             Ok(png) => (
                 [
                     (header::CONTENT_TYPE, "image/png"),
