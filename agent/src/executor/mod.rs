@@ -43,7 +43,7 @@ mod workdir;
 
 use std::collections::BTreeMap;
 use std::fs::{DirBuilder, File, OpenOptions};
-use std::io::Read;
+use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
@@ -712,22 +712,13 @@ impl Cursor {
 
     /// Up to `MAX_STREAM_CHUNK` new bytes, and whether the end of the file was reached.
     fn read_new(&mut self) -> Result<(Vec<u8>, bool), ExecError> {
-        use std::os::unix::fs::FileExt;
         let io = |e| ExecError::io("read", &self.path, e);
-        let file = self.file().map_err(io)?;
+        let mut file = self.file().map_err(io)?;
         let len = file.metadata().map_err(io)?.len();
         let wanted = len.saturating_sub(self.offset).min(MAX_STREAM_CHUNK);
-        let mut data = vec![0; usize::try_from(wanted).unwrap_or(usize::MAX)];
-        let mut filled = 0;
-        while filled < data.len() {
-            match file.read_at(&mut data[filled..], self.offset + filled as u64) {
-                Ok(0) => break,
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(io(e)),
-            }
-        }
-        data.truncate(filled);
+        file.seek(SeekFrom::Start(self.offset)).map_err(io)?;
+        let mut data = Vec::new();
+        file.take(wanted).read_to_end(&mut data).map_err(io)?;
         self.offset += data.len() as u64;
         Ok((data, self.offset >= len))
     }
