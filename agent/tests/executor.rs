@@ -516,10 +516,12 @@ async fn stop_and_resume() {
     let pids = task.process_ids();
     // SIGSTOP takes effect when each process next runs, not when kill() returns. A shell
     // caught in vfork() waits in state D for its child, which was stopped before exec; it
-    // stops as soon as the child lets it go, so D counts as stopped here.
+    // stops as soon as the child lets it go, so D counts as stopped here. A `sleep` that
+    // ended just before the stop stays a zombie (Z) until its stopped shell reaps it: it
+    // runs no more either.
     let all_stopped = || {
         pids.iter()
-            .all(|&p| process_state(p).is_none_or(|s| s == 'T' || s == 'D'))
+            .all(|&p| process_state(p).is_none_or(|s| matches!(s, 'T' | 'D' | 'Z')))
     };
     assert!(
         eventually(all_stopped).await,
