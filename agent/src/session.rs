@@ -322,10 +322,12 @@ impl Agent {
         let mut owner_look = ticker(OWNER_LOOK_INTERVAL);
         let evacuation_deadline = tokio::time::sleep(Duration::MAX / 4);
         let mut evacuation_deadline = pin!(evacuation_deadline);
-        // A task's first process is the agent's child, so its end arrives as SIGCHLD: look
-        // then rather than at the next poll, so its slot is free at once. Without the
-        // signal the poll still finds it.
+        // A task's end is looked at when it happens rather than at the next poll, so its
+        // slot is free at once: the end of the agent's own child (a task without a
+        // namespace, a restored task's waiter) arrives as SIGCHLD, that of an init the
+        // zygote forked as word from the zygote. Without either the poll still finds it.
         let mut children = signal(SignalKind::child()).ok();
+        let task_ended = self.tasks.task_ended();
         loop {
             let status_due = self.status_owed.map(|since| since + STATUS_DELAY);
             tokio::select! {
@@ -351,6 +353,7 @@ impl Agent {
                     self.report(peer).await.map_err(text)?;
                 }
                 Some(()) = child_ended(&mut children) => self.report(peer).await.map_err(text)?,
+                () = task_ended.notified() => self.report(peer).await.map_err(text)?,
                 _ = poll.tick() => self.report(peer).await.map_err(text)?,
                 _ = sleep_until(status_due.unwrap_or_else(Instant::now)), if status_due.is_some() => {
                     self.send_status(peer).await.map_err(text)?;

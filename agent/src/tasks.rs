@@ -121,6 +121,11 @@ impl TaskTable {
         }
     }
 
+    /// Woken when a task started in a PID namespace ends ([`Executor::task_ended`]).
+    pub fn task_ended(&self) -> std::sync::Arc<tokio::sync::Notify> {
+        self.executor.task_ended()
+    }
+
     /// Every task the agent holds, running or with results waiting to be fetched
     /// (`taskRefArray`), so a controller that lost track can re-attach them.
     pub fn task_refs(&self) -> Vec<String> {

@@ -783,3 +783,105 @@ fn tasks_can_move_between_threads() {
     send::<Task>();
     send::<Executor>();
 }
+
+fn parent_of(pid: i32) -> i32 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    let after = stat.rsplit_once(')').expect("comm").1;
+    after
+        .split_whitespace()
+        .nth(1)
+        .expect("ppid")
+        .parse()
+        .expect("number")
+}
+
+fn open_descriptors(pid: i32) -> Vec<String> {
+    let mut fds: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("fd directory")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    fds.sort();
+    fds
+}
+
+#[tokio::test]
+async fn an_init_forked_by_the_zygote_holds_only_the_task_streams() {
+    // CRIU refuses to dump a task holding a socket to a process outside it: the init must
+    // hold nothing of the zygote's (its socket to the agent, its pidfds of other inits).
+    let Some((executor, _data)) = setup("zygote-fds", true) else {
+        return;
+    };
+    let mut first = executor.prepare("1", &shell("sleep 30")).expect("prepare");
+    first.start().await.expect("start");
+    let mut second = executor.prepare("2", &shell("sleep 30")).expect("prepare");
+    second.start().await.expect("start");
+    let init = second.leader_pid().expect("init pid");
+    // Right after the fork the child still holds the zygote's copies; it drops them before
+    // it starts the command.
+    assert!(
+        eventually(|| open_descriptors(init) == ["0", "1", "2"]).await,
+        "{:?}",
+        open_descriptors(init)
+    );
+    let link = |fd: &str| std::fs::read_link(format!("/proc/{init}/fd/{fd}")).expect("link");
+    assert_eq!(link("1"), second.stdout_path());
+    assert_eq!(link("2"), second.stderr_path());
+    assert_eq!(link("0"), Path::new("/dev/null"));
+    // Both inits come from the same zygote, which is not the test (the agent) itself.
+    let zygote = parent_of(init);
+    assert_eq!(parent_of(first.leader_pid().expect("init pid")), zygote);
+    assert_ne!(zygote, std::process::id() as i32);
+    first.cancel().expect("cancel");
+    second.cancel().expect("cancel");
+    assert!(first.wait().await.expect("ended").cancelled);
+    assert!(second.wait().await.expect("ended").cancelled);
+}
+
+#[tokio::test]
+async fn a_task_end_wakes_the_agent_and_a_lost_zygote_is_replaced() {
+    let Some((executor, _data)) = setup("zygote-lost", true) else {
+        return;
+    };
+    let ended = executor.task_ended();
+    let mut quick = executor.prepare("1", &shell("exit 3")).expect("prepare");
+    quick.start().await.expect("start");
+    tokio::time::timeout(Duration::from_secs(10), ended.notified())
+        .await
+        .expect("the end of a task is told without a poll");
+    assert_eq!(quick.state().expect("state"), TaskState::Terminated);
+    assert_eq!(quick.termination().expect("ended").status, 3);
+
+    // Killing the zygote (our own child) kills the inits it forked: the task ends as
+    // killed rather than waiting for ever, and the next task gets a new zygote.
+    let mut long = executor.prepare("2", &shell("sleep 30")).expect("prepare");
+    long.start().await.expect("start");
+    let zygote = parent_of(long.leader_pid().expect("init pid"));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(zygote),
+        nix::sys::signal::SIGKILL,
+    )
+    .expect("kill the zygote");
+    let termination = tokio::time::timeout(Duration::from_secs(10), long.wait())
+        .await
+        .expect("the task's end is known")
+        .expect("terminated");
+    assert_eq!(termination.signal, Some(9), "{termination:?}");
+    let mut next = executor
+        .prepare("3", &shell("echo again"))
+        .expect("prepare");
+    let (status, stdout) = run_to_end(&mut next).await;
+    assert_eq!((status, stdout.as_slice()), (0, b"again\n".as_slice()));
+    assert_ne!(current_zygote(&executor).await, zygote);
+}
+
+/// The zygote now serving `executor`: the parent of a task's init.
+async fn current_zygote(executor: &Executor) -> i32 {
+    let mut probe = executor
+        .prepare("probe", &shell("sleep 30"))
+        .expect("prepare");
+    probe.start().await.expect("start");
+    let zygote = parent_of(probe.leader_pid().expect("init pid"));
+    probe.cancel().expect("cancel");
+    let _ = probe.wait().await;
+    zygote
+}

@@ -13,8 +13,8 @@
 //! 3. the controller's resident memory with 100,000 finished tasks stored (target ≤ 100 MB).
 //!
 //! With the throughput it prints the CPU time each task cost the controller, the agent and
-//! the task's own processes (launcher and command, which the agent reaps), so what bounds
-//! the rate shows on a loaded machine too.
+//! the task's own processes (the zygote that forks each task's init, the init and the
+//! command), so what bounds the rate shows on a loaded machine too.
 //!
 //! `XGRID_BENCH_TASKS` (default 5000) and `XGRID_BENCH_STORED` (default 100000) scale it.
 
@@ -167,6 +167,28 @@ fn cpu_seconds(pid: u32) -> (f64, f64) {
     (ticks(0) + ticks(1), ticks(2) + ticks(3))
 }
 
+/// CPU time of what runs a task beside the agent: the children it reaped, and those still
+/// running with what they reaped (the zygote and every init it forked).
+fn task_processes_cpu(agent: u32) -> f64 {
+    let living: f64 = std::fs::read_dir(format!("/proc/{agent}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .flat_map(|thread| {
+            std::fs::read_to_string(thread.path().join("children"))
+                .unwrap_or_default()
+                .split_whitespace()
+                .filter_map(|pid| pid.parse::<u32>().ok())
+                .collect::<Vec<_>>()
+        })
+        .map(|child| {
+            let (own, reaped) = cpu_seconds(child);
+            own + reaped
+        })
+        .sum();
+    cpu_seconds(agent).1 + living
+}
+
 fn main() {
     let tasks = env_number("XGRID_BENCH_TASKS", 5000);
     let stored = env_number("XGRID_BENCH_STORED", 100_000);
@@ -184,6 +206,7 @@ fn main() {
         let agent = grid.agent_pids()[0];
         let controller_before = cpu_seconds(grid.controller_pid());
         let agent_before = cpu_seconds(agent);
+        let tasks_before = task_processes_cpu(agent);
         let start = Instant::now();
         let job = submit(&client, trivial_job("throughput", tasks, "/bin/true", &[])).await;
         // Waiting as `xgrid -job wait` does: subscribed to the job's attributes.
@@ -191,6 +214,7 @@ fn main() {
         let grid_rate = tasks as f64 / start.elapsed().as_secs_f64();
         let controller_after = cpu_seconds(grid.controller_pid());
         let agent_after = cpu_seconds(agent);
+        let tasks_after = task_processes_cpu(agent);
         let start = Instant::now();
         let parallel = Command::new("sh")
             .arg("-c")
@@ -205,10 +229,10 @@ fn main() {
         println!("  grid / parallel: {:.2}", grid_rate / parallel_rate);
         let per_task = |before: f64, after: f64| (after - before) * 1e3 / tasks as f64;
         println!(
-            "  CPU per task: controller {:.2} ms, agent {:.2} ms, launcher and command {:.2} ms",
+            "  CPU per task: controller {:.2} ms, agent {:.2} ms, zygote, init and command {:.2} ms",
             per_task(controller_before.0, controller_after.0),
             per_task(agent_before.0, agent_after.0),
-            per_task(agent_before.1, agent_after.1),
+            per_task(tasks_before, tasks_after),
         );
 
         // 2. Submit → running latency of single-task jobs, each submitted once the one before

@@ -15,9 +15,11 @@
 //! - Xgrid has no resume message: the controller sends `start` again after `stop`, so
 //!   [`Task::start`] on a stopped task resumes it.
 //! - Tasks are started through the agent's launcher, `xgridtaskinit` ([`taskinit`]): with a
-//!   namespace the agent starts it as the namespace's init ([`pidns`]); it leads the session
-//!   and stays root (CRIU needs both), and runs the command as the task's user one level
-//!   down. So the command's `getpid()` is 2 and its session id 1 inside the namespace.
+//!   namespace, one long-lived copy of it (the [`zygote`]) forks each task's init as PID 1
+//!   of a new namespace, which saves an exec per task; the init leads the session and stays
+//!   root (CRIU needs both), and runs the command as the task's user one level down. So the
+//!   command's `getpid()` is 2 and its session id 1 inside the namespace. Without a
+//!   namespace the agent executes the launcher for each task, which becomes the command.
 //! - `terminationStatus` is the exit code, or 128 + the signal number for a task killed by a
 //!   signal (the shell's convention), so a cancelled task ends with 137. A task killed from
 //!   outside (cancel, the OOM killer on the init) is reported with the signal; a command
@@ -40,6 +42,7 @@ mod procs;
 mod spare;
 pub mod taskinit;
 mod workdir;
+pub mod zygote;
 
 use std::collections::BTreeMap;
 use std::fs::{DirBuilder, File, OpenOptions};
@@ -225,6 +228,8 @@ pub struct Executor {
     switch_user: bool,
     isolation: Isolation,
     launcher: PathBuf,
+    /// Forks the inits of namespaced tasks ([`zygote`]).
+    zygote: Arc<zygote::Zygote>,
     /// Directories of ended tasks, kept for new ones ([`spare`]).
     spares: Arc<spare::Spares>,
 }
@@ -267,6 +272,7 @@ impl Executor {
             run_as,
             switch_user,
             isolation,
+            zygote: Arc::new(zygote::Zygote::new(launcher.clone())),
             launcher,
         })
     }
@@ -279,6 +285,12 @@ impl Executor {
     /// The user and group tasks run as.
     pub fn run_as(&self) -> RunAs {
         self.run_as
+    }
+
+    /// Woken when a task started in a namespace ends: its init is the zygote's child, so
+    /// its end raises no SIGCHLD in the agent.
+    pub fn task_ended(&self) -> Arc<tokio::sync::Notify> {
+        self.zygote.ended()
     }
 
     /// `DATA/tasks` (made absolute), where every task's directory lives.
@@ -361,6 +373,7 @@ impl Executor {
             search_path,
             namespace: self.isolation == Isolation::PidNamespace,
             launcher: self.launcher.clone(),
+            zygote: Arc::clone(&self.zygote),
             user: self.switch_user.then_some(self.run_as),
             nice: self.config.task_nice,
             snapshot,
@@ -413,12 +426,13 @@ impl Executor {
             search_path: String::new(),
             namespace: true,
             launcher: self.launcher.clone(),
+            zygote: Arc::clone(&self.zygote),
             user: None,
             // A restored task keeps the niceness it was dumped with.
             nice: 0,
             snapshot,
             run: Run::Active(Active {
-                child,
+                child: Parent::Own(child),
                 // The waiter is the restored init's parent.
                 leader: Leader::init(leader),
                 stopped: false,
@@ -738,12 +752,54 @@ enum Run {
 /// A task whose processes were started and not yet reaped.
 #[derive(Debug)]
 struct Active {
-    /// The task's first process (the launcher: the namespace's init, or the session leader
-    /// it became), or a restored task's restore waiter.
-    child: tokio::process::Child,
+    /// The task's first process (the namespace's init, or the session leader the launcher
+    /// became), or a restored task's restore waiter.
+    child: Parent,
     leader: Leader,
     stopped: bool,
     cancelled: bool,
+}
+
+/// What the agent holds of a task's first process, whose exit status is the task's.
+#[derive(Debug)]
+enum Parent {
+    /// The agent's own child: the plain launcher, or a restored task's waiter.
+    Own(tokio::process::Child),
+    /// A namespace's init forked by the zygote.
+    Zygote(zygote::Child),
+}
+
+impl Parent {
+    fn id(&self) -> Option<i32> {
+        let id = match self {
+            Parent::Own(child) => child.id(),
+            Parent::Zygote(child) => child.id(),
+        };
+        id.and_then(|id| i32::try_from(id).ok())
+    }
+
+    async fn wait(&mut self) -> std::io::Result<ExitStatus> {
+        match self {
+            Parent::Own(child) => child.wait().await,
+            Parent::Zygote(child) => Ok(child.wait().await),
+        }
+    }
+
+    fn try_wait(&mut self) -> std::io::Result<Option<ExitStatus>> {
+        match self {
+            Parent::Own(child) => child.try_wait(),
+            Parent::Zygote(child) => Ok(child.try_wait()),
+        }
+    }
+
+    fn start_kill(&mut self) {
+        match self {
+            Parent::Own(child) => {
+                let _ = child.start_kill();
+            }
+            Parent::Zygote(child) => child.start_kill(),
+        }
+    }
 }
 
 /// The task's first process as the agent numbers it (the namespace's init, or the session
@@ -800,6 +856,7 @@ pub struct Task {
     search_path: String,
     namespace: bool,
     launcher: PathBuf,
+    zygote: Arc<zygote::Zygote>,
     /// The user to switch to; `None`: the agent's own.
     user: Option<RunAs>,
     /// The niceness it runs at (0: the agent's own).
@@ -915,12 +972,11 @@ impl Task {
     /// Start the processes; the error is the message the task fails with.
     async fn spawn(&mut self) -> Result<Active, String> {
         let program = launch::resolve_command(&self.command, &self.work, &self.search_path)?;
+        if self.namespace {
+            return self.spawn_init(program).await;
+        }
         let launch = Launch {
-            stage: if self.namespace {
-                Stage::Init
-            } else {
-                Stage::Plain
-            },
+            stage: Stage::Plain,
             user: self.user,
             nice: self.nice,
             program: program.into(),
@@ -933,14 +989,10 @@ impl Task {
                 .open(path)
                 .map_err(|e| format!("could not open {}: {e}", path.display()))
         };
-        let stdin = open(
-            self.stdin.as_deref().unwrap_or(Path::new("/dev/null")),
-            false,
-        )?;
+        let stdin = open(self.stdin_path(), false)?;
         let stdout = open(&self.stdout.path, true)?;
         let stderr = open(&self.stderr.path, true)?;
-        let mut command = tokio::process::Command::new(&self.launcher);
-        command
+        let child = tokio::process::Command::new(&self.launcher)
             .args(launch.to_args())
             .env_clear()
             .envs(&self.environment)
@@ -948,28 +1000,62 @@ impl Task {
             .stdin(Stdio::from(stdin))
             .stdout(Stdio::from(stdout))
             .stderr(Stdio::from(stderr))
-            .kill_on_drop(true);
-        let started = if self.namespace {
-            pidns::start_in_new_namespace(|| command.spawn())?
-        } else {
-            command.spawn()
-        };
-        let child = started.map_err(|e| format!("could not start {}: {e}", self.command))?;
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("could not start {}: {e}", self.command))?;
         let pid = child
             .id()
             .and_then(|id| i32::try_from(id).ok())
             .ok_or_else(|| format!("{} ended before it could be looked at", self.command))?;
-        let leader = if self.namespace {
-            Leader::init(pid)
-        } else {
-            Leader::known(pid, Membership::Session(pid))
+        Ok(Active {
+            child: Parent::Own(child),
+            leader: Leader::known(pid, Membership::Session(pid)),
+            stopped: false,
+            cancelled: false,
+        })
+    }
+
+    /// Have the zygote fork the task's init as PID 1 of a namespace of its own.
+    async fn spawn_init(&mut self, program: PathBuf) -> Result<Active, String> {
+        let request = zygote::wire::Start {
+            // The zygote numbers requests itself.
+            id: 0,
+            user: self.user,
+            nice: self.nice,
+            work_dir: self.work.clone(),
+            stdin: self.stdin_path().to_path_buf(),
+            stdout: self.stdout.path.clone(),
+            stderr: self.stderr.path.clone(),
+            program: program.into(),
+            arguments: self.arguments.iter().map(Into::into).collect(),
+            environment: self
+                .environment
+                .iter()
+                .map(|(name, value)| zygote::wire::environment_entry(name, value))
+                .collect(),
+        };
+        let init = self.zygote.launch(request).await?;
+        let leader = match (init.id(), init.namespace()) {
+            (Some(pid), Some(namespace)) => Leader::known(
+                i32::try_from(pid).unwrap_or(i32::MAX),
+                Membership::Namespace(namespace.to_string()),
+            ),
+            // It ended before the zygote could look at it.
+            _ => Leader {
+                pid: None,
+                membership: None,
+            },
         };
         Ok(Active {
-            child,
+            child: Parent::Zygote(init),
             leader,
             stopped: false,
             cancelled: false,
         })
+    }
+
+    fn stdin_path(&self) -> &Path {
+        self.stdin.as_deref().unwrap_or(Path::new("/dev/null"))
     }
 
     /// `taskControl stop`: suspend every process of the task with SIGSTOP.
@@ -1168,7 +1254,10 @@ impl Task {
         let Some(leader) = active.leader.pid() else {
             return false;
         };
-        let child = active.child.id().and_then(|id| i32::try_from(id).ok());
+        if let Parent::Zygote(init) = &active.child {
+            return init.id().and_then(|id| i32::try_from(id).ok()) == Some(leader) && init.alive();
+        }
+        let child = active.child.id();
         if child == Some(leader) {
             procs::exists(leader)
         } else {
@@ -1195,7 +1284,7 @@ fn kill_tree(active: &mut Active, leader_alive: bool) -> Result<(), nix::errno::
             // For a restored task the waiter goes first, so the agent's child ends by
             // SIGKILL whatever its init does; the init is still alive meanwhile (merely
             // reparented), so its pid still names it. A started task's child is the init.
-            let _ = active.child.start_kill();
+            active.child.start_kill();
             procs::send(init, Signal::SIGKILL)
         }
         (Some(membership @ Membership::Session(_)), _) if leader_alive => {
@@ -1203,7 +1292,7 @@ fn kill_tree(active: &mut Active, leader_alive: bool) -> Result<(), nix::errno::
         }
         _ => {
             // The leader is gone or unknown: killing the agent's child ends what is left.
-            let _ = active.child.start_kill();
+            active.child.start_kill();
             Ok(())
         }
     }

@@ -1,12 +1,12 @@
-//! A task's init as PID 1 of a namespace of its own, started by the agent itself.
+//! A process as PID 1 of a namespace of its own, started by the agent itself: the trial
+//! init the agent runs at start to learn whether namespaces work here. (Tasks' inits are
+//! forked by the zygote the same way, `super::zygote::server`.)
 //!
 //! `unshare(CLONE_NEWPID)` does not move the caller: the next child the calling thread
 //! starts becomes the init of a new namespace. So the agent unshares, starts the launcher
 //! (which becomes that init, [`super::taskinit`]), and at once points the thread back at its
 //! own namespace with `setns`, so that what it starts next (CRIU, the next task's init)
-//! starts where the agent is. Nothing sits between the agent and the init: one process and
-//! one exec fewer per task than a launcher that made the namespace itself (0.7 ms of CPU a
-//! task on the 2-core test machine).
+//! starts where the agent is.
 
 use std::fs::File;
 use std::sync::OnceLock;

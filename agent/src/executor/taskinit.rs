@@ -3,8 +3,9 @@
 //! an extra exec per task, and it keeps the namespace's init as root, which CRIU needs to
 //! dump the namespace (its parasite must mount the namespace's /proc as that init).
 //!
-//! With a PID namespace (`--init`) the agent starts it as PID 1 of a fresh namespace
-//! ([`super::pidns`]). Still root, it calls `setsid()` (so the session leader is inside the
+//! With a PID namespace the init is forked by `xgridtaskinit --zygote` ([`super::zygote`]),
+//! one per agent; `--init`, the same init started by exec as PID 1 of a fresh namespace
+//! ([`super::pidns`]), is what the agent's trial at start runs. Still root, it calls `setsid()` (so the session leader is inside the
 //! namespace), dies with the agent, starts the command as the task's user, reaps every
 //! process the namespace's orphans leave behind, and exits with the command's status (128 +
 //! the signal when a signal killed it). When it exits, the kernel kills whatever else is
@@ -33,7 +34,7 @@ use super::identity::RunAs;
 pub const LAUNCHER_NAME: &str = "xgridtaskinit";
 
 /// The exit status of a launcher that could not start the command (as a shell's 127).
-const CANNOT_START: i32 = 127;
+pub(crate) const CANNOT_START: i32 = 127;
 
 /// Which part of the launch a process plays.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,6 +133,9 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
         println!("{LAUNCHER_NAME} {}", env!("CARGO_PKG_VERSION"));
         return 0;
     }
+    if args.peek().is_some_and(|a| a == "--zygote") {
+        return super::zygote::server::run();
+    }
     let launch = match Launch::parse(args) {
         Ok(launch) => launch,
         Err(e) => {
@@ -148,7 +152,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
     }
     let outcome = match launch.stage {
         Stage::Plain => plain(&launch),
-        Stage::Init => init(&launch),
+        Stage::Init => init(&launch, None),
     };
     outcome.unwrap_or_else(|message| {
         eprintln!("{LAUNCHER_NAME}: {message}");
@@ -156,10 +160,16 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
     })
 }
 
-/// The command with the task's user; everything else is inherited.
-fn command(launch: &Launch) -> Command {
+/// The command with the task's user and, when given, its environment; everything else is
+/// inherited.
+fn command(launch: &Launch, environment: Option<&[(OsString, OsString)]>) -> Command {
     let mut command = Command::new(&launch.program);
     command.args(&launch.arguments);
+    if let Some(environment) = environment {
+        command
+            .env_clear()
+            .envs(environment.iter().map(|(k, v)| (k, v)));
+    }
     if let Some(user) = launch.user {
         // Started by root with a uid and no explicit groups, std also clears the
         // supplementary groups (what `setpriv --clear-groups` did).
@@ -179,17 +189,24 @@ fn new_session(launch: &Launch) -> Result<(), String> {
 
 fn plain(launch: &Launch) -> Result<i32, String> {
     new_session(launch)?;
-    let error = command(launch).exec();
+    let error = command(launch, None).exec();
     Err(format!("could not run {:?}: {error}", launch.program))
 }
 
-fn init(launch: &Launch) -> Result<i32, String> {
+/// PID 1 of the task's namespace: start the command (with `environment`, else our own) and
+/// reap until it ends; its exit status. Also what a zygote's forked init runs
+/// ([`super::zygote::server`]).
+pub(crate) fn init(
+    launch: &Launch,
+    environment: Option<&[(OsString, OsString)]>,
+) -> Result<i32, String> {
     new_session(launch)?;
     // If the agent dies, so does the task: the kernel ties this to the thread that started
-    // us, the agent's runtime thread, which lives as long as the agent.
+    // us, the agent's runtime thread, which lives as long as the agent (or the zygote,
+    // which dies with the agent in the same way).
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
         .map_err(|e| format!("could not tie the task to the agent: {e}"))?;
-    let child = command(launch)
+    let child = command(launch, environment)
         .spawn()
         .map_err(|e| format!("could not run {:?}: {e}", launch.program))?;
     let command = Pid::from_raw(child.id() as i32);
