@@ -170,6 +170,9 @@ impl Store {
     /// Deletes the job and everything stored for it. Returns the tasks that were placed on
     /// agents, which the controller must cancel there.
     pub async fn delete_job(&self, job: JobId) -> Result<Vec<AttachedTask>> {
+        // Frees the memory. A launch racing the delete may keep them again, but a later job
+        // given the same number has another submission date, so never receives them.
+        self.job_files.forget(job);
         let mut tx = self.writer.begin().await?;
         job_exists(&mut tx, job).await?;
         let attached = attached_tasks_where(&mut tx, OnAgents::Job(db_id(job))).await?;

@@ -9,6 +9,7 @@ mod agents;
 mod checkpoints;
 mod error;
 mod grids;
+mod job_files;
 mod jobs;
 mod snapshot;
 mod specification;
@@ -49,6 +50,8 @@ pub struct Store {
     /// The one connection that writes.
     writer: SqlitePool,
     readers: SqlitePool,
+    /// The input files of the job last launched from ([`job_files`]).
+    job_files: std::sync::Arc<job_files::JobFilesCache>,
 }
 
 impl Store {
@@ -84,7 +87,11 @@ impl Store {
         sqlx::query("UPDATE agents SET state = 'Offline' WHERE state <> 'Offline'")
             .execute(&writer)
             .await?;
-        Ok(Store { writer, readers })
+        Ok(Store {
+            writer,
+            readers,
+            job_files: Default::default(),
+        })
     }
 }
 

@@ -3,9 +3,11 @@
 //! output files).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use sqlx::SqliteConnection;
 
+use super::job_files;
 use super::jobs::job_exists;
 use super::specification::input_files_of;
 use super::{
@@ -295,45 +297,65 @@ impl Store {
         // No transaction: a task's specification never changes once stored, and the
         // BEGIN and COMMIT would cost two more hops to SQLite's thread for every task.
         let mut conn = self.readers.acquire().await?;
-        let row: Option<(i64, String, Option<String>)> = sqlx::query_as(
-            "SELECT id, command, input_stream FROM tasks WHERE job_id = ? AND name = ?",
+        // The task's row, arguments, environment and file map, and its job's submission
+        // date and input file count (to check the cached job files against), in one
+        // statement: this runs for every task submitted, and each statement costs a hop to
+        // SQLite's thread. `kind` sorts them: 0 the task, 1 arguments, 2 environment,
+        // 3 file map, 4 the job.
+        type Part = (i64, i64, String, Option<String>, f64);
+        let parts: Vec<Part> = sqlx::query_as(
+            "WITH t AS (SELECT id, command, input_stream FROM tasks
+                        WHERE job_id = ?1 AND name = ?2)
+             SELECT 0, 0, command, input_stream, 0.0 FROM t
+             UNION ALL SELECT 1, position, value, NULL, 0.0
+                 FROM task_arguments JOIN t ON task_id = t.id
+             UNION ALL SELECT 2, 0, name, value, 0.0
+                 FROM task_environment JOIN t ON task_id = t.id
+             UNION ALL SELECT 3, 0, name, file_key, 0.0
+                 FROM task_input_map JOIN t ON task_id = t.id
+             UNION ALL SELECT 4, (SELECT count(*) FROM job_input_files WHERE job_id = ?1),
+                              '', NULL, date_submitted
+                 FROM jobs WHERE id = ?1 AND EXISTS (SELECT 1 FROM t)
+             ORDER BY 1, 2",
         )
         .bind(db_id(job))
         .bind(task)
-        .fetch_optional(&mut *conn)
+        .fetch_all(&mut *conn)
         .await?;
-        let Some((id, command, input_stream)) = row else {
+        let mut task_row = None;
+        let mut job_row = None;
+        let mut arguments = Vec::new();
+        let mut environment = Vec::new();
+        let mut file_map = Vec::new();
+        for (kind, number, first, second, date) in parts {
+            match kind {
+                0 => task_row = Some((first, second)),
+                1 => arguments.push(first),
+                2 => environment.push((first, second.unwrap_or_default())),
+                3 => file_map.push((first, second.unwrap_or_default())),
+                _ => job_row = Some((number, date)),
+            }
+        }
+        let (Some((command, input_stream)), Some((file_count, submitted))) = (task_row, job_row)
+        else {
             job_exists(&mut conn, job).await?;
             return Err(StoreError::NoSuchTask {
                 job,
                 task: task.to_string(),
             });
         };
-        // Arguments, environment and file map in one statement: this runs for every task
-        // submitted, and each statement costs a hop to SQLite's thread.
-        let parts: Vec<(i64, i64, String, String)> = sqlx::query_as(
-            "SELECT 0, position, value, '' FROM task_arguments WHERE task_id = ?1
-             UNION ALL SELECT 1, 0, name, value FROM task_environment WHERE task_id = ?1
-             UNION ALL SELECT 2, 0, name, file_key FROM task_input_map WHERE task_id = ?1
-             ORDER BY 1, 2",
-        )
-        .bind(id)
-        .fetch_all(&mut *conn)
-        .await?;
-        let mut arguments = Vec::new();
-        let mut environment = Vec::new();
-        let mut file_map = Vec::new();
-        for (kind, _, first, second) in parts {
-            match kind {
-                0 => arguments.push(first),
-                1 => environment.push((first, second)),
-                _ => file_map.push((first, second)),
+        let stamp = job_files::stamp(submitted, file_count);
+        let job_files = match self.job_files.get(job, stamp) {
+            Some(files) => files,
+            None => {
+                let files = Arc::new(input_files_of(&mut conn, db_id(job)).await?);
+                self.job_files.keep(job, stamp, Arc::clone(&files));
+                files
             }
-        }
-        let job_files = input_files_of(&mut conn, db_id(job)).await?;
+        };
         // Same rule as JobSpecification::task_input_files: every job file at its own path,
         // then the task's map entries, which win on a clash.
-        let mut input_files = job_files.clone();
+        let mut input_files = (*job_files).clone();
         for (name, key) in file_map {
             if let Some(file) = job_files.get(&key) {
                 input_files.insert(name, file.clone());

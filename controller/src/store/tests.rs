@@ -212,6 +212,44 @@ async fn migrations_apply_on_a_fresh_file() {
 }
 
 #[tokio::test]
+async fn launches_after_a_deleted_job_get_the_new_jobs_input_files() {
+    // Launches keep the last job's files between tasks; the next job's launches must not
+    // receive them (whether or not it is given the deleted job's number).
+    let dir = TempDir::new("job-files");
+    let store = open(&dir).await;
+    let first = store.submit_job(&rich_spec(), 0).await.expect("submit");
+    let launch = store.task_launch(first, "10").await.expect("launch");
+    assert_eq!(
+        launch.input_files["scene.pov"].data.as_ref(),
+        b"\x00\x01scene\xff"
+    );
+    store.delete_job(first).await.expect("delete");
+    let one_file = dict! {
+        "name" => "again",
+        "inputFiles" => dict! { "scene.pov" => file(b"another scene", "NO") },
+        "taskSpecifications" => dict! { "10" => dict! { "command" => "/bin/cat" } },
+    };
+    let spec = JobSpecification::from_plist(&one_file).expect("a valid specification");
+    let second = store.submit_job(&spec, 0).await.expect("submit");
+    let launch = store.task_launch(second, "10").await.expect("launch");
+    assert_eq!(launch.command, "/bin/cat");
+    assert_eq!(launch.input_files.len(), 1);
+    assert_eq!(
+        launch.input_files["scene.pov"].data.as_ref(),
+        b"another scene"
+    );
+    // A job without a task of that name is told apart from a missing job.
+    assert!(matches!(
+        store.task_launch(second, "0").await,
+        Err(StoreError::NoSuchTask { .. })
+    ));
+    assert!(matches!(
+        store.task_launch(second + 1, "10").await,
+        Err(StoreError::NoSuchJob(_))
+    ));
+}
+
+#[tokio::test]
 async fn a_submitted_job_reads_back_whole() {
     let dir = TempDir::new("submit");
     let store = open(&dir).await;
