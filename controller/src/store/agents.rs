@@ -281,10 +281,12 @@ type AgentRow = (
     Option<String>,
     Option<String>,
     Option<f64>,
+    // Tasks placed on it and ART runs under way.
+    i64,
 );
 
-/// Every agent (or only agent `only`), with one query per table; `with_addresses: false`
-/// leaves their hostnames and addresses empty.
+/// Every agent (or only agent `only`), with what is placed on it, and with its hostnames
+/// and addresses unless `with_addresses` is false (then they are left empty).
 pub(super) async fn load_agents(
     conn: &mut SqliteConnection,
     only: Option<i64>,
@@ -297,9 +299,16 @@ pub(super) async fn load_agents(
     let rows: Vec<AgentRow> = fetch_filtered(
         conn,
         &format!(
+            // The tasks placed on each agent and its ART runs under way are counted in
+            // the same statement: this runs every scheduling round, and each statement
+            // costs a hop to SQLite's thread.
             "SELECT id, name, cookie, grid_id, state, maximum_task_count, maximum_cpu_power,
                     core_megahertz, current_cpu_power, reported_task_count, custom, extensions,
-                    last_seen
+                    last_seen,
+                    (SELECT count(*) FROM tasks INDEXED BY tasks_placed
+                     WHERE tasks.agent_id = agents.id AND {ON_AGENTS})
+                    + (SELECT count(*) FROM art_results
+                       WHERE art_results.agent_id = agents.id AND verdict = 'Measuring')
              FROM agents WHERE 1 {} ORDER BY id",
             filter("id")
         ),
@@ -323,6 +332,7 @@ pub(super) async fn load_agents(
             custom,
             extensions,
             seen,
+            placed,
         ) = row;
         index.insert(id, agents.len());
         agents.push(AgentRecord {
@@ -338,7 +348,7 @@ pub(super) async fn load_agents(
             core_megahertz: core.map(small_count),
             current_cpu_power: small_count(power),
             reported_task_count: small_count(reported),
-            placed_task_count: 0,
+            placed_task_count: small_count(placed),
             custom,
             extensions,
             last_seen: date(seen),
@@ -365,25 +375,6 @@ pub(super) async fn load_agents(
             } else {
                 record.addresses.push(value);
             }
-        }
-    }
-    let placed: Vec<(i64, i64)> = fetch_filtered(
-        conn,
-        &format!(
-            "SELECT agent_id, count(*) FROM tasks WHERE {ON_AGENTS} {}
-             GROUP BY agent_id
-             UNION ALL
-             SELECT agent_id, count(*) FROM art_results WHERE verdict = 'Measuring' {}
-             GROUP BY agent_id",
-            filter("agent_id"),
-            filter("agent_id")
-        ),
-        only,
-    )
-    .await?;
-    for (agent, count) in placed {
-        if let Some(record) = index.get(&agent).and_then(|&i| agents.get_mut(i)) {
-            record.placed_task_count = record.placed_task_count.saturating_add(small_count(count));
         }
     }
     Ok(agents)

@@ -2,10 +2,10 @@
 //! requeued), what an agent needs to run one, and their results (streamed output and final
 //! output files).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
-use sqlx::SqliteConnection;
+use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
 
 use super::job_files;
 use super::jobs::job_exists;
@@ -16,6 +16,10 @@ use super::{
 };
 
 use TaskState::{Assigned, Pending, Running, Stopped};
+
+/// Placements written by one statement: 3 bound values each, well under SQLite's limit of
+/// 32,766 bound values a statement.
+const PLACEMENTS_PER_STATEMENT: usize = 500;
 
 /// Which tasks on agents a query is about.
 #[derive(Debug, Clone, Copy)]
@@ -254,11 +258,12 @@ impl Store {
     }
 
     /// How many of the job's tasks run on each agent now (what `activeCPUPower` adds up).
-    /// It reads only the tasks placed on agents (the `tasks_on_agents` index), not every
-    /// task of the job, so a client polling a large running job costs little.
+    /// It reads only the tasks placed on agents now (the `tasks_placed` index), not every
+    /// task of the job nor every task an agent ever ran, so a client polling a large running
+    /// job costs little.
     pub async fn running_tasks_by_agent(&self, job: JobId) -> Result<Vec<(AgentId, u32)>> {
         let rows: Vec<(i64, i64)> = sqlx::query_as(&format!(
-            "SELECT agent_id, count(*) FROM tasks INDEXED BY tasks_on_agents
+            "SELECT agent_id, count(*) FROM tasks INDEXED BY tasks_placed
              WHERE {ON_AGENTS} AND state = 'Running' AND job_id = ?
              GROUP BY agent_id"
         ))
@@ -402,29 +407,40 @@ impl Store {
         Ok(())
     }
 
-    /// Places several Pending tasks at once, in one transaction: `(job, task, agent)` each.
-    /// Returns, in order, whether each was placed (false: the task is gone or no longer
-    /// Pending, e.g. its job was canceled since the round read it).
+    /// Places several Pending tasks at once: `(job, task, agent)` each. Returns, in order,
+    /// whether each was placed (false: the task is gone or no longer Pending, e.g. its job
+    /// was canceled since the round read it). One statement per [`PLACEMENTS_PER_STATEMENT`]
+    /// placements, each atomic on its own, rather than a transaction of one UPDATE per task:
+    /// this runs every scheduling round, and each statement, BEGIN and COMMIT included,
+    /// costs a hop to SQLite's thread.
     pub async fn mark_assigned_many(
         &self,
         placements: &[(JobId, String, AgentId)],
     ) -> Result<Vec<bool>> {
-        let mut tx = self.writer.begin().await?;
-        let mut placed = Vec::with_capacity(placements.len());
-        for (job, task, agent) in placements {
-            let result = sqlx::query(
-                "UPDATE tasks SET state = 'Assigned', agent_id = ?, task_ref = NULL
-                 WHERE job_id = ? AND name = ? AND state = 'Pending'",
-            )
-            .bind(db_id(*agent))
-            .bind(db_id(*job))
-            .bind(task)
-            .execute(&mut *tx)
-            .await?;
-            placed.push(result.rows_affected() == 1);
+        let mut placed_set: HashSet<(i64, String)> = HashSet::with_capacity(placements.len());
+        for chunk in placements.chunks(PLACEMENTS_PER_STATEMENT) {
+            let mut builder: QueryBuilder<'_, Sqlite> = QueryBuilder::new(
+                "UPDATE tasks SET state = 'Assigned', agent_id = p.column3, task_ref = NULL
+                 FROM (",
+            );
+            builder.push_values(chunk, |mut row, (job, task, agent)| {
+                row.push_bind(db_id(*job))
+                    .push_bind(task.as_str())
+                    .push_bind(db_id(*agent));
+            });
+            builder.push(
+                ") AS p
+                 WHERE tasks.job_id = p.column1 AND tasks.name = p.column2
+                   AND tasks.state = 'Pending'
+                 RETURNING tasks.job_id, tasks.name",
+            );
+            let rows: Vec<(i64, String)> = builder.build_query_as().fetch_all(&self.writer).await?;
+            placed_set.extend(rows);
         }
-        tx.commit().await?;
-        Ok(placed)
+        Ok(placements
+            .iter()
+            .map(|(job, task, _)| placed_set.contains(&(db_id(*job), task.clone())))
+            .collect())
     }
 
     /// Records the taskRef `agent` answered for the task (Pending or Assigned before).

@@ -1395,6 +1395,44 @@ async fn many_tasks_are_placed_at_once_but_only_while_pending() {
 }
 
 #[tokio::test]
+async fn placements_beyond_one_statement_each_go_to_their_own_agent() {
+    let dir = TempDir::new("assign-chunks");
+    let store = open(&dir).await;
+    let (a, _) = store
+        .register_agent(&agent_named("a"))
+        .await
+        .expect("register");
+    let (b, _) = store
+        .register_agent(&agent_named("b"))
+        .await
+        .expect("register");
+    let count = 1201;
+    let job = store
+        .submit_job(&wide_spec(count), 0)
+        .await
+        .expect("submit");
+    let placements: Vec<(JobId, String, AgentId)> = (0..count)
+        .map(|i| (job, i.to_string(), if i % 2 == 0 { a } else { b }))
+        .collect();
+    let placed = store.mark_assigned_many(&placements).await.expect("assign");
+    assert!(placed.iter().all(|&p| p), "every task was Pending");
+    let tasks = store.tasks(job).await.expect("tasks");
+    assert_eq!(tasks.len(), count);
+    for task in tasks {
+        let i: usize = task.id.parse().expect("number");
+        let agent = if i % 2 == 0 { a } else { b };
+        assert_eq!(
+            (task.state, task.agent),
+            (TaskState::Assigned, Some(agent)),
+            "task {i}"
+        );
+    }
+    // Placed already: a second attempt places none.
+    let again = store.mark_assigned_many(&placements).await.expect("assign");
+    assert!(again.iter().all(|&p| !p));
+}
+
+#[tokio::test]
 async fn the_compact_snapshot_reads_only_as_many_pending_tasks_as_there_are_slots() {
     let dir = TempDir::new("compact-pending");
     let store = open(&dir).await;
