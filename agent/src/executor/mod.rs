@@ -41,6 +41,7 @@ pub mod priority;
 mod procs;
 mod spare;
 pub mod taskinit;
+mod vfork;
 mod workdir;
 pub mod zygote;
 

@@ -160,16 +160,10 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
     })
 }
 
-/// The command with the task's user and, when given, its environment; everything else is
-/// inherited.
-fn command(launch: &Launch, environment: Option<&[(OsString, OsString)]>) -> Command {
+/// The command with the task's user; everything else is inherited.
+fn command(launch: &Launch) -> Command {
     let mut command = Command::new(&launch.program);
     command.args(&launch.arguments);
-    if let Some(environment) = environment {
-        command
-            .env_clear()
-            .envs(environment.iter().map(|(k, v)| (k, v)));
-    }
     if let Some(user) = launch.user {
         // Started by root with a uid and no explicit groups, std also clears the
         // supplementary groups (what `setpriv --clear-groups` did).
@@ -189,27 +183,41 @@ fn new_session(launch: &Launch) -> Result<(), String> {
 
 fn plain(launch: &Launch) -> Result<i32, String> {
     new_session(launch)?;
-    let error = command(launch, None).exec();
+    let error = command(launch).exec();
     Err(format!("could not run {:?}: {error}", launch.program))
 }
 
-/// PID 1 of the task's namespace: start the command (with `environment`, else our own) and
-/// reap until it ends; its exit status. Also what a zygote's forked init runs
+/// PID 1 of the task's namespace: start the command (with the `NAME=value` entries of
+/// `environment`, else our own environment) and reap until it ends; its exit status. Also what a zygote's forked init runs
 /// ([`super::zygote::server`]).
-pub(crate) fn init(
-    launch: &Launch,
-    environment: Option<&[(OsString, OsString)]>,
-) -> Result<i32, String> {
+pub(crate) fn init(launch: &Launch, environment: Option<&[OsString]>) -> Result<i32, String> {
     new_session(launch)?;
     // If the agent dies, so does the task: the kernel ties this to the thread that started
     // us, the agent's runtime thread, which lives as long as the agent (or the zygote,
     // which dies with the agent in the same way).
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
         .map_err(|e| format!("could not tie the task to the agent: {e}"))?;
-    let child = command(launch, environment)
-        .spawn()
-        .map_err(|e| format!("could not run {:?}: {e}", launch.program))?;
-    let command = Pid::from_raw(child.id() as i32);
+    // The agent's `--init` trial passes no environment: the command gets ours.
+    let inherited: Vec<OsString>;
+    let environment = match environment {
+        Some(entries) => entries,
+        None => {
+            inherited = std::env::vars_os()
+                .map(|(mut entry, value)| {
+                    entry.push("=");
+                    entry.push(value);
+                    entry
+                })
+                .collect();
+            &inherited
+        }
+    };
+    let command = Pid::from_raw(super::vfork::spawn(
+        &launch.program,
+        &launch.arguments,
+        environment,
+        launch.user,
+    )?);
     // As init, every orphan of the namespace becomes ours: reap them all, and end with the
     // command's status.
     loop {

@@ -16,7 +16,6 @@
 //! zygote exits, and every init it forked dies of its own parent-death signal, taking its
 //! namespace with it.
 
-use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -247,15 +246,7 @@ fn become_init(request: &Start) -> i32 {
         program: request.program.clone(),
         arguments: request.arguments.clone(),
     };
-    let environment: Vec<(OsString, OsString)> = request
-        .environment
-        .iter()
-        .map(|entry| {
-            let (name, value) = wire::split_entry(entry);
-            (name.to_os_string(), value.to_os_string())
-        })
-        .collect();
-    taskinit::init(&launch, Some(&environment)).unwrap_or_else(|message| {
+    taskinit::init(&launch, Some(&request.environment)).unwrap_or_else(|message| {
         eprintln!("{LAUNCHER_NAME}: {message}");
         CANNOT_START
     })

@@ -3,7 +3,7 @@
 //! other (started, could not start, ended). Strings are bytes, as Linux paths, arguments
 //! and environment entries are; none of them can hold a NUL, so NUL ends each.
 
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsString;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::PathBuf;
 
@@ -248,18 +248,6 @@ pub fn environment_entry(name: &str, value: &str) -> OsString {
     entry
 }
 
-/// Splits a `NAME=value` entry; one without `=` is a name with an empty value.
-pub fn split_entry(entry: &OsStr) -> (&OsStr, &OsStr) {
-    let bytes = entry.as_bytes();
-    match bytes.iter().position(|&b| b == b'=') {
-        Some(at) => (
-            OsStr::from_bytes(&bytes[..at]),
-            OsStr::from_bytes(&bytes[at + 1..]),
-        ),
-        None => (entry, OsStr::new("")),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -353,15 +341,5 @@ mod tests {
         lying[env_count_at..env_count_at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
         assert_eq!(Start::decode(&lying), None);
         assert_eq!(frame_length((MAX_FRAME as u32 + 1).to_le_bytes()), None);
-    }
-
-    #[test]
-    fn environment_entries_split_at_the_first_equals_sign() {
-        let entry = environment_entry("A", "b=c");
-        assert_eq!(split_entry(&entry), (OsStr::new("A"), OsStr::new("b=c")));
-        assert_eq!(
-            split_entry(OsStr::new("NAME")),
-            (OsStr::new("NAME"), OsStr::new(""))
-        );
     }
 }
