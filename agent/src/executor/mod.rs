@@ -627,6 +627,16 @@ fn stdin_bytes(submission: &TaskSubmission) -> Option<&[u8]> {
     }
 }
 
+/// Opens one of a task's standard streams (`write`: stdout or stderr) for handing to its
+/// first process; the error is the message the task fails with.
+pub(crate) fn open_stream(path: &Path, write: bool) -> Result<File, String> {
+    OpenOptions::new()
+        .read(!write)
+        .write(write)
+        .open(path)
+        .map_err(|e| format!("could not open {}: {e}", path.display()))
+}
+
 /// A file only the agent may read: the streams and standard input. The task gets them as
 /// open descriptors, so it needs no permission on the paths.
 fn create_private(path: &Path, contents: &[u8]) -> Result<(), ExecError> {
@@ -772,11 +782,10 @@ enum Parent {
 
 impl Parent {
     fn id(&self) -> Option<i32> {
-        let id = match self {
-            Parent::Own(child) => child.id(),
+        match self {
+            Parent::Own(child) => child.id().and_then(|id| i32::try_from(id).ok()),
             Parent::Zygote(child) => child.id(),
-        };
-        id.and_then(|id| i32::try_from(id).ok())
+        }
     }
 
     async fn wait(&mut self) -> std::io::Result<ExitStatus> {
@@ -822,7 +831,13 @@ impl Leader {
 
     /// The init of a namespace, if its namespace can still be read.
     fn init(pid: i32) -> Leader {
-        match procs::pid_namespace(pid) {
+        Leader::in_namespace(pid, procs::pid_namespace(pid))
+    }
+
+    /// The init `pid` of the namespace `namespace` names; unknown without a name (the init
+    /// ended before its namespace could be read).
+    fn in_namespace(pid: i32, namespace: Option<String>) -> Leader {
+        match namespace {
             Some(namespace) => Leader::known(pid, Membership::Namespace(namespace)),
             None => Leader {
                 pid: None,
@@ -983,16 +998,9 @@ impl Task {
             program: program.into(),
             arguments: self.arguments.iter().map(Into::into).collect(),
         };
-        let open = |path: &Path, write: bool| {
-            OpenOptions::new()
-                .read(!write)
-                .write(write)
-                .open(path)
-                .map_err(|e| format!("could not open {}: {e}", path.display()))
-        };
-        let stdin = open(self.stdin_path(), false)?;
-        let stdout = open(&self.stdout.path, true)?;
-        let stderr = open(&self.stderr.path, true)?;
+        let stdin = open_stream(self.stdin_path(), false)?;
+        let stdout = open_stream(&self.stdout.path, true)?;
+        let stderr = open_stream(&self.stderr.path, true)?;
         let child = tokio::process::Command::new(&self.launcher)
             .args(launch.to_args())
             .env_clear()
@@ -1032,21 +1040,11 @@ impl Task {
             environment: self
                 .environment
                 .iter()
-                .map(|(name, value)| zygote::wire::environment_entry(name, value))
+                .map(|(name, value)| vfork::environment_entry(name, value))
                 .collect(),
         };
         let init = self.zygote.launch(request).await?;
-        let leader = match (init.id(), init.namespace()) {
-            (Some(pid), Some(namespace)) => Leader::known(
-                i32::try_from(pid).unwrap_or(i32::MAX),
-                Membership::Namespace(namespace.to_string()),
-            ),
-            // It ended before the zygote could look at it.
-            _ => Leader {
-                pid: None,
-                membership: None,
-            },
-        };
+        let leader = Leader::in_namespace(init.pid(), init.namespace().map(str::to_string));
         Ok(Active {
             child: Parent::Zygote(init),
             leader,
@@ -1256,7 +1254,7 @@ impl Task {
             return false;
         };
         if let Parent::Zygote(init) = &active.child {
-            return init.id().and_then(|id| i32::try_from(id).ok()) == Some(leader) && init.alive();
+            return init.id() == Some(leader) && init.alive();
         }
         let child = active.child.id();
         if child == Some(leader) {

@@ -1,6 +1,6 @@
-//! A process as PID 1 of a namespace of its own, started by the agent itself: the trial
-//! init the agent runs at start to learn whether namespaces work here. (Tasks' inits are
-//! forked by the zygote the same way, `super::zygote::server`.)
+//! A process as PID 1 of a namespace of its own: the trial init the agent runs at start to
+//! learn whether namespaces work here, and each task's init, forked by the zygote
+//! (`super::zygote::server`) the same way.
 //!
 //! `unshare(CLONE_NEWPID)` does not move the caller: the next child the calling thread
 //! starts becomes the init of a new namespace. So the agent unshares, starts the launcher
@@ -13,7 +13,7 @@ use std::sync::OnceLock;
 
 use nix::sched::{setns, unshare, CloneFlags};
 
-/// The agent's own PID namespace, opened on first use (it never changes).
+/// The process's own PID namespace, opened on first use (it never changes).
 fn own_namespace() -> Result<&'static File, String> {
     static OWN: OnceLock<Result<File, String>> = OnceLock::new();
     OWN.get_or_init(|| {
@@ -27,15 +27,26 @@ fn own_namespace() -> Result<&'static File, String> {
 /// Runs `start`, which starts one child process, so that the child is PID 1 of a new PID
 /// namespace. The error says which step failed; `start`'s own result is passed back.
 pub(crate) fn start_in_new_namespace<T>(start: impl FnOnce() -> T) -> Result<T, String> {
-    let own = own_namespace()?;
-    unshare(CloneFlags::CLONE_NEWPID)
-        .map_err(|e| format!("could not create a PID namespace: {e}"))?;
+    make_for_next_child()?;
     let started = start();
-    // Were this to fail, every later child of this thread would land in the namespace just
-    // made, where nothing can start once its init has ended: report it rather than go on.
-    setns(own, CloneFlags::CLONE_NEWPID)
-        .map_err(|e| format!("could not return to the agent's own PID namespace: {e}"))?;
+    return_to_own()?;
     Ok(started)
+}
+
+/// Makes the calling thread's next child the init of a new PID namespace (and every child
+/// after it a member of that namespace, until [`return_to_own`]).
+pub(crate) fn make_for_next_child() -> Result<(), String> {
+    // Opened first, while it is sure to name our own namespace.
+    own_namespace()?;
+    unshare(CloneFlags::CLONE_NEWPID).map_err(|e| format!("could not create a PID namespace: {e}"))
+}
+
+/// Points the calling thread's next children back at its own PID namespace. Were this to
+/// fail, every later child would land in the namespace made last, where nothing can start
+/// once its init has ended: callers report it rather than go on.
+pub(crate) fn return_to_own() -> Result<(), String> {
+    setns(own_namespace()?, CloneFlags::CLONE_NEWPID)
+        .map_err(|e| format!("could not return to its own PID namespace: {e}"))
 }
 
 #[cfg(test)]

@@ -5,11 +5,11 @@
 //!
 //! With a PID namespace the init is forked by `xgridtaskinit --zygote` ([`super::zygote`]),
 //! one per agent; `--init`, the same init started by exec as PID 1 of a fresh namespace
-//! ([`super::pidns`]), is what the agent's trial at start runs. Still root, it calls `setsid()` (so the session leader is inside the
-//! namespace), dies with the agent, starts the command as the task's user, reaps every
-//! process the namespace's orphans leave behind, and exits with the command's status (128 +
-//! the signal when a signal killed it). When it exits, the kernel kills whatever else is
-//! left in the namespace.
+//! ([`super::pidns`]), is what the agent's trial at start runs. Still root, the init calls
+//! `setsid()` (so the session leader is inside the namespace), dies with the agent, starts
+//! the command as the task's user, reaps every process the namespace's orphans leave
+//! behind, and exits with the command's status (128 + the signal when a signal killed it).
+//! When it exits, the kernel kills whatever else is left in the namespace.
 //!
 //! Without a namespace (`Isolation::Plain`) it only calls `setsid()` and becomes the command
 //! as the task's user, so the task leads its own session with no extra process.
@@ -188,8 +188,8 @@ fn plain(launch: &Launch) -> Result<i32, String> {
 }
 
 /// PID 1 of the task's namespace: start the command (with the `NAME=value` entries of
-/// `environment`, else our own environment) and reap until it ends; its exit status. Also what a zygote's forked init runs
-/// ([`super::zygote::server`]).
+/// `environment`, else our own environment) and reap until it ends; its exit status. Also
+/// what a zygote's forked init runs ([`super::zygote::server`]).
 pub(crate) fn init(launch: &Launch, environment: Option<&[OsString]>) -> Result<i32, String> {
     new_session(launch)?;
     // If the agent dies, so does the task: the kernel ties this to the thread that started
@@ -203,11 +203,7 @@ pub(crate) fn init(launch: &Launch, environment: Option<&[OsString]>) -> Result<
         Some(entries) => entries,
         None => {
             inherited = std::env::vars_os()
-                .map(|(mut entry, value)| {
-                    entry.push("=");
-                    entry.push(value);
-                    entry
-                })
+                .map(|(name, value)| super::vfork::environment_entry(name, value))
                 .collect();
             &inherited
         }

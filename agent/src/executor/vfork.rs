@@ -29,6 +29,14 @@ fn c_string(bytes: &OsStr) -> Result<CString, String> {
     CString::new(bytes.as_bytes()).map_err(|_| format!("{bytes:?} holds a NUL byte"))
 }
 
+/// `NAME=value`, as `execve` wants an environment entry.
+pub(crate) fn environment_entry(name: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> OsString {
+    let mut entry = name.as_ref().to_os_string();
+    entry.push("=");
+    entry.push(value);
+    entry
+}
+
 /// Starts `program` with `arguments` (after its own name) and the `environment` entries
 /// (`NAME=value`), as `user` with no supplementary groups when given; its pid. Standard
 /// streams, working directory, session and niceness are the caller's. The error says why
@@ -158,7 +166,7 @@ mod tests {
                 "two".into(),
                 "words".into(),
             ],
-            &["X=y".into()],
+            &[environment_entry("X", "y")],
             None,
         )
         .expect("started");

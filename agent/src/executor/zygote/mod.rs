@@ -255,12 +255,14 @@ fn killed() -> ExitStatus {
 }
 
 impl Child {
+    /// The init's pid, whether or not it has ended.
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
     /// The init's pid until its exit is known (as `tokio::process::Child::id`).
-    pub fn id(&self) -> Option<u32> {
-        self.status
-            .is_none()
-            .then(|| u32::try_from(self.pid).ok())
-            .flatten()
+    pub fn id(&self) -> Option<i32> {
+        self.status.is_none().then_some(self.pid)
     }
 
     pub fn namespace(&self) -> Option<&str> {

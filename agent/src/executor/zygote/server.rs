@@ -16,17 +16,16 @@
 //! zygote exits, and every init it forked dies of its own parent-death signal, taking its
 //! namespace with it.
 
-use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 
-use nix::sched::{setns, unshare, CloneFlags};
 use nix::sys::signal::Signal;
 use nix::unistd::ForkResult;
 
 use super::wire::{self, Report, Start};
 use crate::executor::taskinit::{self, Launch, Stage, CANNOT_START, LAUNCHER_NAME};
+use crate::executor::{open_stream, pidns, procs};
 
 /// The zygote's `main`: the process's exit status.
 pub fn run() -> i32 {
@@ -51,8 +50,6 @@ fn serve() -> Result<(), String> {
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
         .map_err(|e| format!("could not tie the zygote to the agent: {e}"))?;
     let mut socket = agent_socket();
-    let own = File::open("/proc/self/ns/pid")
-        .map_err(|e| format!("could not open the zygote's own PID namespace: {e}"))?;
     let mut inits: Vec<Init> = Vec::new();
     loop {
         let ready = wait_for_work(socket.as_raw_fd(), &inits)?;
@@ -80,12 +77,13 @@ fn serve() -> Result<(), String> {
             let Some(request) = receive(&mut socket)? else {
                 return Ok(());
             };
-            let report = match start(&request, &own) {
+            let report = match start(&request) {
                 Ok(init) => {
                     let report = Report::Started {
                         id: request.id,
                         pid: init.pid,
-                        namespace: namespace_of(init.pid),
+                        // Read now, before the init can end and be reaped.
+                        namespace: procs::pid_namespace(init.pid).unwrap_or_default(),
                     };
                     inits.push(init);
                     report
@@ -178,31 +176,20 @@ fn send(socket: &mut UnixStream, report: &Report) -> Result<(), String> {
         .map_err(|e| format!("could not write to the agent: {e}"))
 }
 
-/// `/proc/PID/ns/pid` of our child, read before it can be reaped; empty if unreadable.
-fn namespace_of(pid: i32) -> String {
-    std::fs::read_link(format!("/proc/{pid}/ns/pid"))
-        .ok()
-        .and_then(|link| link.to_str().map(str::to_string))
-        .unwrap_or_default()
-}
-
 /// Forks the task's init into a new PID namespace.
 #[allow(unsafe_code)]
-fn start(request: &Start, own: &File) -> Result<Init, String> {
-    // As in `pidns`: unshare makes our next child the init of a new namespace, and setns
-    // points us back at our own for the child after it. The child must not setns: its
-    // own children (the command) belong in the namespace it is init of.
-    unshare(CloneFlags::CLONE_NEWPID)
-        .map_err(|e| format!("could not create a PID namespace: {e}"))?;
+fn start(request: &Start) -> Result<Init, String> {
+    // Not `pidns::start_in_new_namespace`: the child must not return to our namespace, as
+    // its own children (the command) belong in the one it is init of.
+    pidns::make_for_next_child()?;
     // SAFETY: this process has one thread, so the child may run any code.
     let forked = unsafe { nix::unistd::fork() };
     if let Ok(ForkResult::Child) = forked {
         std::process::exit(become_init(request));
     }
-    if let Err(e) = setns(own, CloneFlags::CLONE_NEWPID) {
-        // Every later child would land in a namespace whose init may be gone: stop (the
-        // agent starts a new zygote) rather than go on.
-        eprintln!("{LAUNCHER_NAME} --zygote: could not return to its own PID namespace: {e}");
+    if let Err(reason) = pidns::return_to_own() {
+        // Stop (the agent starts a new zygote) rather than go on.
+        eprintln!("{LAUNCHER_NAME} --zygote: {reason}");
         std::process::exit(1);
     }
     let pid = match forked {
@@ -258,17 +245,10 @@ fn prepare_init(request: &Start) -> Result<(), String> {
         crate::executor::priority::lower(request.nice)
             .map_err(|e| format!("could not lower the task's priority: {e}"))?;
     }
-    let open = |path: &std::path::Path, write: bool| {
-        OpenOptions::new()
-            .read(!write)
-            .write(write)
-            .open(path)
-            .map_err(|e| format!("could not open {}: {e}", path.display()))
-    };
     let streams = [
-        open(&request.stdin, false)?,
-        open(&request.stdout, true)?,
-        open(&request.stderr, true)?,
+        open_stream(&request.stdin, false)?,
+        open_stream(&request.stdout, true)?,
+        open_stream(&request.stderr, true)?,
     ];
     for (target, file) in streams.iter().enumerate() {
         let target = target as RawFd;

@@ -240,14 +240,6 @@ impl Reader<'_> {
     }
 }
 
-/// `NAME=value`, as `execve` wants an environment entry.
-pub fn environment_entry(name: &str, value: &str) -> OsString {
-    let mut entry = OsString::from(name);
-    entry.push("=");
-    entry.push(value);
-    entry
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -272,7 +264,7 @@ mod tests {
             stderr: "/data/tasks/7/stderr".into(),
             program: "/bin/sh".into(),
             arguments: vec!["-c".into(), "echo 'two words' é".into(), "".into()],
-            environment: vec![environment_entry("PATH", "/bin"), "EMPTY=".into()],
+            environment: vec!["PATH=/bin".into(), "EMPTY=".into()],
         }
     }
 
