@@ -63,10 +63,12 @@ const ART_RESULT_ROWS: &str = concat!(
     " ORDER BY r.job_id, r.agent_id, r.art"
 );
 
+// CROSS JOIN fixes the join order here and below: with statistics from a small grid (a few
+// tasks, no task dependencies yet) the planner would otherwise walk every stored task first.
 pub(super) const TASK_ROWS: &str = concat!(
     "SELECT t.job_id, t.name, t.state, t.agent_id, h.agent_name
      FROM jobs j
-     JOIN tasks t ON t.job_id = j.id
+     CROSS JOIN tasks t ON t.job_id = j.id
      LEFT JOIN job_scheduler_hints h ON h.job_id = t.job_id AND h.task_name = t.name
      WHERE ",
     open_jobs!(),
@@ -78,8 +80,8 @@ pub(super) const TASK_ROWS: &str = concat!(
 pub(super) const TASK_DEPENDENCY_ROWS: &str = concat!(
     "SELECT t.job_id, t.name, d.depends_on
      FROM jobs j
-     JOIN tasks t ON t.job_id = j.id
-     JOIN task_dependencies d ON d.task_id = t.id
+     CROSS JOIN tasks t ON t.job_id = j.id
+     CROSS JOIN task_dependencies d ON d.task_id = t.id
      WHERE j.has_task_dependencies AND ",
     open_jobs!(),
     " ORDER BY t.job_id, t.name, d.position"
