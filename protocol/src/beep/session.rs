@@ -4,9 +4,9 @@
 //! Flow control: each channel grants the peer `Config::window` octets. Octets of a message
 //! the session is still reassembling count as consumed at once (the session holds them,
 //! bounded by `max_message_size`); the octets of a message's last frame count as consumed
-//! when the application takes the message's event from [`Session::poll_event`]. The SEQ
-//! frames that grant more window go out with the next [`Session::poll_transmit`], so several
-//! events taken in a row cost one SEQ.
+//! when the application takes the message's event from [`Session::poll_event`]. A SEQ that
+//! grants more window goes out with the next [`Session::poll_transmit`] once half the window
+//! is used, so many messages cost one SEQ.
 //!
 //! What the session decides by itself, where RFC 3080 or Xgrid's peers leave room:
 //! - A peer's start of a channel with the wrong parity (or 0) gets ERR 501, of a channel in
@@ -748,10 +748,12 @@ impl Session {
         }
         let window = self.config.window;
         for (number, ch) in self.channels.iter_mut() {
-            // No SEQ for a channel the peer does not know of yet.
-            if ch.announced
-                && (ch.consumed != ch.advertised_ackno || ch.advertised_window != window)
-            {
+            // No SEQ for a channel the peer does not know of yet. Otherwise one once half the
+            // window is used up, not after every message: the peer can still send the other
+            // half meanwhile, and each SEQ of its own is a TCP segment that wakes the peer
+            // (on loopback, a third of the segments a task cost before).
+            let unacknowledged = ch.consumed.wrapping_sub(ch.advertised_ackno);
+            if ch.announced && (unacknowledged >= window / 2 || ch.advertised_window != window) {
                 encode_seq(*number, ch.consumed, window, out);
                 ch.advertised_ackno = ch.consumed;
                 ch.advertised_window = window;

@@ -565,7 +565,14 @@ fn sequence_numbers_wrap_at_2_pow_32() {
             _ => None,
         })
         .collect();
-    assert_eq!(acks.last(), Some(&start.wrapping_add(9000)));
+    // SEQs come each time half the 4096-octet window is used: the last one leaves less
+    // than that unacknowledged, counted across the wrap.
+    let last = *acks.last().expect("the server granted window");
+    assert!(
+        start.wrapping_add(9000).wrapping_sub(last) < 2048,
+        "acks {acks:?} from {start}"
+    );
+    assert!(acks.iter().any(|a| *a < 9000), "no ack wrapped: {acks:?}");
     // The channel still works after the wrap.
     p.server.send_rpy(ch, msgno, b"ok".to_vec()).expect("rpy");
     p.run();
@@ -1176,4 +1183,39 @@ proptest! {
         drain(&mut s);
         output(&mut s);
     }
+}
+
+/// A SEQ goes out once half the window is used, not after every message: small messages
+/// cost the peer no segment of their own until then.
+#[test]
+fn window_is_granted_again_once_half_of_it_is_used() {
+    let mut p = Pair::greeted();
+    let ch = p.open(CLIENT);
+    let seqs = |p: &Pair| {
+        p.server_frames
+            .iter()
+            .filter(|f| matches!(f, Frame::Seq { channel, .. } if *channel == ch))
+            .count()
+    };
+    let before = seqs(&p);
+    // Nine messages of 200 octets (plus headers): less than half of the 4096 window.
+    for _ in 0..9 {
+        p.client.send_msg(ch, vec![7u8; 200]).expect("msg");
+        p.run();
+    }
+    assert_eq!(p.take_server().len(), 9);
+    assert_eq!(seqs(&p), before, "no SEQ before half the window is used");
+    // Two more pass the half: one SEQ acknowledges all eleven.
+    for _ in 0..2 {
+        p.client.send_msg(ch, vec![7u8; 200]).expect("msg");
+        p.run();
+    }
+    assert_eq!(p.take_server().len(), 2);
+    assert_eq!(seqs(&p), before + 1);
+    // The client can go on sending: its window never ran out.
+    for _ in 0..40 {
+        p.client.send_msg(ch, vec![7u8; 200]).expect("msg");
+        p.run();
+    }
+    assert_eq!(p.take_server().len(), 40);
 }
