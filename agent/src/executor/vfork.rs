@@ -71,10 +71,13 @@ pub(crate) fn spawn(
         user,
         error: 0,
     };
-    let mut stack = vec![0u8; CHILD_STACK];
+    // Left unwritten: zeroing it would touch (and, in a freshly forked init, copy) all of its
+    // pages, where the child uses only the top one or two.
+    let mut stack: Vec<u8> = Vec::with_capacity(CHILD_STACK);
     // SAFETY: the stack grows down on every architecture Linux runs this on; its top, kept
-    // 16-byte aligned, is one past the end of the buffer, which outlives the child's use
-    // of it (CLONE_VFORK holds us until the child executes or exits).
+    // 16-byte aligned, is one past the end of the allocation, which outlives the child's use
+    // of it (CLONE_VFORK holds us until the child executes or exits). Only the child writes
+    // there, before it reads.
     let top = unsafe { stack.as_mut_ptr().add(CHILD_STACK) };
     let top = (top as usize & !15) as *mut libc::c_void;
     // SAFETY: `run` only reads `child` and writes its `error`, and makes system calls;

@@ -185,7 +185,12 @@ fn start(request: &Start) -> Result<Init, String> {
     // SAFETY: this process has one thread, so the child may run any code.
     let forked = unsafe { nix::unistd::fork() };
     if let Ok(ForkResult::Child) = forked {
-        std::process::exit(become_init(request));
+        let status = become_init(request);
+        // Not `exit`: the zygote's exit handlers and buffers are not the init's to run, and
+        // skipping them spares the pages they would touch (each a copy after the fork).
+        // SAFETY: ends this process only; nothing of it is left to flush (its messages went
+        // to standard error unbuffered).
+        unsafe { libc::_exit(status) };
     }
     if let Err(reason) = pidns::return_to_own() {
         // Stop (the agent starts a new zygote) rather than go on.
