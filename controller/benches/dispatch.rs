@@ -111,6 +111,35 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted.get(index).copied().unwrap_or_default()
 }
 
+/// CPU seconds used so far by this process's threads, by thread name: the SQLite worker
+/// threads (`sqlx-sqlite-worker-N`) count as one, everything else (the controller and the
+/// bench's own agent and client) as the other.
+fn cpu_by_thread() -> (f64, f64) {
+    let (mut sqlite, mut rest) = (0.0, 0.0);
+    let Ok(threads) = std::fs::read_dir("/proc/self/task") else {
+        return (0.0, 0.0);
+    };
+    for thread in threads.flatten() {
+        let path = thread.path();
+        let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+        let stat = std::fs::read_to_string(path.join("stat")).unwrap_or_default();
+        // Fields after the command name (which may hold spaces): utime and stime are the
+        // 14th and 15th fields of the whole line, in clock ticks of 1/100 s.
+        let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        let ticks: f64 = [11, 12]
+            .iter()
+            .filter_map(|&i| fields.get(i)?.parse::<f64>().ok())
+            .sum();
+        if comm.starts_with("sqlx-sqlite") {
+            sqlite += ticks / 100.0;
+        } else {
+            rest += ticks / 100.0;
+        }
+    }
+    (sqlite, rest)
+}
+
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -132,6 +161,7 @@ async fn bench() {
     let mut client = Peer::client(addr).await;
 
     // Throughput: one job of many trivial tasks, from submission to Finished.
+    let cpu_before = cpu_by_thread();
     let begin = Instant::now();
     let job = submit(&mut client, echo_job("wide", tasks)).await;
     while status(&mut client, &job).await != "Finished" {
@@ -143,6 +173,13 @@ async fn bench() {
         "{tasks} tasks of one job through one 8-slot agent in {:.3} s: {:.0} tasks/s",
         elapsed.as_secs_f64(),
         tasks as f64 / elapsed.as_secs_f64()
+    );
+    let cpu_after = cpu_by_thread();
+    let per_task = |before: f64, after: f64| (after - before) * 1e3 / tasks as f64;
+    println!(
+        "CPU per task: SQLite worker threads {:.3} ms, the rest (controller, agent, client) {:.3} ms",
+        per_task(cpu_before.0, cpu_after.0),
+        per_task(cpu_before.1, cpu_after.1)
     );
 
     // Latency: single-task jobs one at a time, submission sent to the agent's start.
