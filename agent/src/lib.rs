@@ -18,7 +18,11 @@ pub mod tasks;
 pub use config::AgentConfig;
 pub use session::{Agent, AgentError};
 
-/// One line of the agent's log, in plain words, on standard error.
+/// One line of the agent's log, in plain words, on standard error: in one write, where
+/// `eprintln!` makes one per piece (standard error is unbuffered), and without a panic when
+/// nobody reads it any more.
 pub(crate) fn log(message: impl std::fmt::Display) {
-    eprintln!("xgridagentd: {message}");
+    use std::io::Write;
+    let line = format!("xgridagentd: {message}\n");
+    let _ = std::io::stderr().write_all(line.as_bytes());
 }

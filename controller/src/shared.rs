@@ -67,7 +67,11 @@ impl Shared {
     /// Writes one line about what happened to standard error (unless logging is off).
     pub fn log(&self, message: impl fmt::Display) {
         if self.config.log {
-            eprintln!("xgridcontrollerd: {message}");
+            // In one write: standard error is unbuffered, and `eprintln!` makes a system
+            // call per piece of the line. A reader gone is no reason to panic.
+            use std::io::Write;
+            let line = format!("xgridcontrollerd: {message}\n");
+            let _ = std::io::stderr().write_all(line.as_bytes());
         }
     }
 
