@@ -17,6 +17,7 @@ use xgrid_protocol::messages::{
     AgentNotification, AgentRegistration, AgentReply, AgentState, AgentStatus, CheckpointReadReply,
     ControllerToAgentReply, ControllerToAgentRequest, ErrorCode, MigrationRefusal, MigrationReply,
     MigrationRequest, TaskCheckpointReply, UnavailableReason, CHECKPOINT_CAPABILITY,
+    END_OUTPUT_FLAGGED_CAPABILITY,
 };
 use xgrid_protocol::peer::{self, Address, Peer, PeerOptions, PeerRole};
 use xgrid_protocol::plist::Dictionary;
@@ -132,10 +133,12 @@ impl Agent {
         executor_config.tasks_dir = config.tasks_dir.clone();
         let executor = Executor::new(executor_config)?;
         log(executor.isolation());
-        let mut capabilities = match executor.isolation() {
-            Isolation::PidNamespace => vec![PID_NAMESPACE_CAPABILITY.to_string()],
-            Isolation::Plain { .. } => Vec::new(),
-        };
+        // A task's end is reported after its output was read (see `Tasks::poll`), so its
+        // `dataAvailable` is exact.
+        let mut capabilities = vec![END_OUTPUT_FLAGGED_CAPABILITY.to_string()];
+        if *executor.isolation() == Isolation::PidNamespace {
+            capabilities.push(PID_NAMESPACE_CAPABILITY.to_string());
+        }
         let run_as = executor.run_as();
         let checkpointer = choose_checkpointer(&config, executor.isolation(), run_as);
         match checkpointer.capabilities() {

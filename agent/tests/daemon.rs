@@ -13,7 +13,8 @@ use tokio::sync::oneshot;
 use xgrid_agent::{Agent, AgentConfig, AgentError};
 use xgrid_protocol::envelope::Envelope;
 use xgrid_protocol::messages::{
-    AgentReply, ErrorCode, InputFile, TaskState, TaskSubmission, LINUX_CAPABILITIES_KEY,
+    AgentReply, ErrorCode, InputFile, TaskState, TaskSubmission, END_OUTPUT_FLAGGED_CAPABILITY,
+    LINUX_CAPABILITIES_KEY,
 };
 use xgrid_protocol::plist::{Dictionary, Value};
 
@@ -171,6 +172,15 @@ async fn registration_saves_the_cookie_and_reuses_it_after_a_restart() {
     assert!(
         request.payload.contains_key(LINUX_CAPABILITIES_KEY),
         "the Linux agent announces its capabilities"
+    );
+    assert!(
+        registration
+            .linux_capabilities
+            .iter()
+            .flatten()
+            .any(|c| c == END_OUTPUT_FLAGGED_CAPABILITY),
+        "the agent promises exact dataAvailable at a task's end: {:?}",
+        registration.linux_capabilities
     );
     connection
         .reply(

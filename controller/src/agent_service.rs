@@ -78,6 +78,8 @@ pub struct AgentLink {
     agent: Mutex<Option<(AgentId, String)>>,
     /// TaskRefs the agent's last status listed that nobody follows (see `cancel_orphans`).
     suspects: Mutex<HashSet<String>>,
+    /// The agent announced `END_OUTPUT_FLAGGED_CAPABILITY` when it registered.
+    end_output_flagged: AtomicBool,
 }
 
 impl fmt::Debug for AgentLink {
@@ -116,7 +118,14 @@ impl AgentLink {
             tasks: Mutex::new(HashMap::new()),
             agent: Mutex::new(None),
             suspects: Mutex::new(HashSet::new()),
+            end_output_flagged: AtomicBool::new(false),
         })
+    }
+
+    /// Whether a task's end reported with `dataAvailable = NO` leaves no output to fetch
+    /// (see [`messages::END_OUTPUT_FLAGGED_CAPABILITY`]).
+    pub fn flags_output_at_end(&self) -> bool {
+        self.end_output_flagged.load(Ordering::Relaxed)
     }
 
     /// The registered agent behind this channel.
@@ -360,6 +369,12 @@ async fn register(
             .map(|c| c.join(",")),
         cpu_features: registration.cpu_features.as_ref().map(|f| f.join(",")),
     };
+    let flagged = registration
+        .linux_capabilities
+        .iter()
+        .flatten()
+        .any(|c| c == messages::END_OUTPUT_FLAGGED_CAPABILITY);
+    link.end_output_flagged.store(flagged, Ordering::Relaxed);
     match shared.store.register_agent(&record).await {
         Ok((agent, cookie)) => {
             let how = if first_time {

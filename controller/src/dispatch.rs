@@ -328,7 +328,7 @@ impl TaskOn<'_> {
                 Next::Continue
             }
             TaskState::Terminated => {
-                self.finish(status.termination_status).await;
+                self.finish(&status).await;
                 Next::Done
             }
             TaskState::Failed => {
@@ -421,10 +421,15 @@ impl TaskOn<'_> {
         shared.publish(GridEvent::JobOutput { job });
     }
 
-    async fn finish(&self, reported_status: Option<i64>) {
+    async fn finish(&self, reported: &TaskStatus) {
         let (shared, job, task) = (self.shared, self.job, self.task);
-        // The last output may come with the end, flagged or not.
-        self.fetch_output().await;
+        // The last output may come with the end, flagged or not, except from agents that
+        // promise the flag: for a task that wrote nothing since the last fetch, two messages
+        // fewer.
+        if reported.data_available || !self.link.flags_output_at_end() {
+            self.fetch_output().await;
+        }
+        let reported_status = reported.termination_status;
         let request = ControllerToAgentRequest::TaskFinalResults(TaskRefRequest {
             task_ref: self.task_ref.to_string(),
         });

@@ -12,6 +12,7 @@ use xgrid_protocol::envelope::{Envelope, MessageType};
 use xgrid_protocol::messages::{
     AgentNotification, AgentReply, ControllerReply, TaskControlNotice, TaskFinalResultsReply,
     TaskOutputs, TaskResultsReply, TaskState, TaskStatus, TaskStreams,
+    END_OUTPUT_FLAGGED_CAPABILITY,
 };
 use xgrid_protocol::plist::{Dictionary, Value};
 use xgrid_protocol::profile;
@@ -1173,5 +1174,85 @@ async fn a_silent_agent_is_taken_for_lost() {
     run_next_task(&mut other, "other", "1", b"rescued\n").await;
     wait_for_status(&mut client, &job, "Finished").await;
     drop(quiet);
+    controller.shutdown().await;
+}
+
+/// The controller's next request to `agent`, answered as an agent whose task wrote nothing;
+/// its name.
+async fn answer_next_request(agent: &mut Peer, task_ref: &str) -> String {
+    let request = agent
+        .expect(|e| e.message_type == MessageType::Request)
+        .await;
+    assert_eq!(text(&request.payload, "taskRef"), task_ref);
+    let reply = match request.name.as_str() {
+        "taskResults" => AgentReply::TaskResults(TaskResultsReply {
+            agent_name: "linux".into(),
+            task_ref: task_ref.into(),
+            streams: TaskStreams::default(),
+        }),
+        "taskFinalResults" => AgentReply::TaskFinalResults(TaskFinalResultsReply {
+            agent_name: "linux".into(),
+            task_ref: task_ref.into(),
+            outputs: TaskOutputs {
+                output_files: BTreeMap::new(),
+                termination_status: Some(0),
+            },
+        }),
+        other => panic!("unexpected request {other}"),
+    };
+    agent.reply(&request, reply).await;
+    request.name
+}
+
+/// An agent that announced `end-output-flagged` is not asked for output when a task's end
+/// says there is none; when it says there is, or the agent did not announce it (Apple's
+/// agents), the output is fetched before the final results.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_is_fetched_at_a_tasks_end_unless_its_agent_says_there_is_none() {
+    let dir = TempDir::new("end-output");
+    let controller = start(test_config(&dir)).await;
+    let addr = controller.local_addr();
+    let mut client = Peer::client(addr).await;
+    let mut apple = Peer::open(addr, profile::AGENT, None).await;
+    apple.register("mac", 1, 1000.0).await;
+    let mut linux = Peer::open(addr, profile::AGENT, None).await;
+    linux
+        .register_announcing("linux", 1, &[END_OUTPUT_FLAGGED_CAPABILITY])
+        .await;
+
+    // Both agents get a task each: one job of two tasks, one slot each.
+    let job = submit(&mut client, echo_job("ends", 2)).await;
+    apple.take_task("a1").await;
+    linux.take_task("l1").await;
+    report(&mut apple, "a1", TaskState::Terminated, false).await;
+    report(&mut linux, "l1", TaskState::Terminated, false).await;
+    assert_eq!(answer_next_request(&mut apple, "a1").await, "taskResults");
+    assert_eq!(
+        answer_next_request(&mut apple, "a1").await,
+        "taskFinalResults"
+    );
+    assert_eq!(
+        answer_next_request(&mut linux, "l1").await,
+        "taskFinalResults"
+    );
+    wait_for_status(&mut client, &job, "Finished").await;
+
+    // Flagged output is fetched from the flagging agent too.
+    let job = submit(&mut client, echo_job("flagged", 2)).await;
+    apple.take_task("a2").await;
+    linux.take_task("l2").await;
+    report(&mut linux, "l2", TaskState::Terminated, true).await;
+    assert_eq!(answer_next_request(&mut linux, "l2").await, "taskResults");
+    report(&mut apple, "a2", TaskState::Terminated, false).await;
+    assert_eq!(answer_next_request(&mut apple, "a2").await, "taskResults");
+    assert_eq!(
+        answer_next_request(&mut apple, "a2").await,
+        "taskFinalResults"
+    );
+    assert_eq!(
+        answer_next_request(&mut linux, "l2").await,
+        "taskFinalResults"
+    );
+    wait_for_status(&mut client, &job, "Finished").await;
     controller.shutdown().await;
 }

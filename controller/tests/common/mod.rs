@@ -392,6 +392,18 @@ impl Peer {
         }
     }
 
+    /// Registers as a Linux agent announcing `capabilities` (`xgridLinuxCapabilities`);
+    /// returns the cookie, after reporting itself Available.
+    pub async fn register_announcing(
+        &mut self,
+        name: &str,
+        slots: i64,
+        capabilities: &[&str],
+    ) -> String {
+        self.register_linux(name, slots, 1000.0, capabilities, None)
+            .await
+    }
+
     /// Registers as a Linux agent that can checkpoint (`xgridLinuxCapabilities`) with the
     /// CPU flags `features`; returns the cookie, after reporting itself Available.
     pub async fn register_checkpointing(
@@ -401,6 +413,20 @@ impl Peer {
         megahertz: f64,
         features: &[&str],
     ) -> String {
+        let capabilities = ["pid-namespace", "checkpoint"];
+        self.register_linux(name, slots, megahertz, &capabilities, Some(features))
+            .await
+    }
+
+    async fn register_linux(
+        &mut self,
+        name: &str,
+        slots: i64,
+        megahertz: f64,
+        capabilities: &[&str],
+        features: Option<&[&str]>,
+    ) -> String {
+        let owned = |list: &[&str]| list.iter().map(|s| s.to_string()).collect();
         let registration = AgentRegistration {
             agent_cookie: String::new(),
             agent_name: name.to_string(),
@@ -409,8 +435,8 @@ impl Peer {
             maximum_cpu_power: megahertz * slots as f64,
             maximum_task_count: slots,
             agent_custom: None,
-            linux_capabilities: Some(vec!["pid-namespace".into(), "checkpoint".into()]),
-            cpu_features: Some(features.iter().map(|f| f.to_string()).collect()),
+            linux_capabilities: Some(owned(capabilities)),
+            cpu_features: features.map(owned),
         };
         let reply = self
             .request("agentRegistration", registration.to_payload())

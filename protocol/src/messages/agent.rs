@@ -20,6 +20,12 @@ type Result<T> = std::result::Result<T, MessageError>;
 /// controller must send extension messages only to agents that announced them.
 pub const LINUX_CAPABILITIES_KEY: &str = "xgridLinuxCapabilities";
 
+/// The capability (under [`LINUX_CAPABILITIES_KEY`]) of an agent whose `taskStatus` of a
+/// task's end says `dataAvailable = NO` only when it holds no output the controller has not
+/// fetched: the controller then asks for no `taskResults` before `taskFinalResults`. Apple's
+/// agents do not promise that, so their ended tasks are always asked for output.
+pub const END_OUTPUT_FLAGGED_CAPABILITY: &str = "end-output-flagged";
+
 /// `agentRegistration` (agent → controller request), also the agent's reply to `agentInfo`.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct AgentRegistration {

@@ -21,7 +21,7 @@ pub use agent::{
     AgentNotification, AgentRegistration, AgentReply, AgentRequest, AgentStatus,
     AgentStatusRequest, ControllerToAgentReply, ControllerToAgentRequest, InputFile,
     TaskControlNotice, TaskControlRequest, TaskFinalResultsReply, TaskRefRequest, TaskResultsReply,
-    TaskStatus, TaskSubmission, LINUX_CAPABILITIES_KEY,
+    TaskStatus, TaskSubmission, END_OUTPUT_FLAGGED_CAPABILITY, LINUX_CAPABILITIES_KEY,
 };
 pub use attributes::{AgentAttributes, GridAttributes, JobAttributes};
 pub use client::{
