@@ -34,6 +34,9 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
         if *shutdown.borrow() {
             return;
         }
+        // Let what is already under way (other tasks' ends being recorded, a submission
+        // being stored) finish first, so that one round places what they free.
+        tokio::task::yield_now().await;
         if let Err(e) = round(&shared).await {
             shared.log(format!("a scheduling round failed: {e}"));
         }
