@@ -257,6 +257,14 @@ impl Flights {
         lock(&self.held_failures).remove(key);
     }
 
+    /// Forgets the periodic-checkpoint times and held-restore failures of every task not in
+    /// `live` (those on agents or held): a task that finished, failed or was deleted needs
+    /// neither, and its entries would otherwise stay for the controller's life.
+    fn forget_all_but(&self, live: &HashSet<TaskKey>) {
+        lock(&self.checkpoint_tried).retain(|key, _| live.contains(key));
+        lock(&self.held_failures).retain(|key, _| live.contains(key));
+    }
+
     /// Leaves the task alone for as long as `error` calls for.
     fn back_off(&self, key: &TaskKey, error: &MigrationError) {
         lock(&self.backoff).insert(key.clone(), Instant::now() + error.back_off());
@@ -379,6 +387,7 @@ async fn snapshot(
         .map(|e| (e.agent, e))
         .collect();
     let balancing = shared.store.balancing_records().await?;
+    flights.forget_all_but(&balancing.iter().map(|t| (t.job, t.task.clone())).collect());
     let connected: HashSet<AgentId> = shared.connected_agents().into_iter().collect();
     let mut agents = balancer_agents(&records, &extensions, &connected, &incoming);
     // Waiting tasks and run times only matter to load balancing, which needs a free slot on
@@ -743,6 +752,26 @@ mod tests {
         assert_eq!(declined(ErrorCode::RestoreFailed).back_off(), BACKOFF);
         assert_eq!(MigrationError::Link(LinkError::Closed).back_off(), BACKOFF);
         assert!(BACKOFF_NO_SLOT < BACKOFF);
+    }
+
+    #[test]
+    fn what_is_kept_of_tasks_that_are_gone_is_forgotten() {
+        let flights = Flights::default();
+        let running: TaskKey = (3, "1".to_string());
+        let held: TaskKey = (3, "2".to_string());
+        let ended: TaskKey = (4, "1".to_string());
+        let lost = MigrationError::Link(LinkError::Closed);
+        for key in [&running, &ended] {
+            lock(&flights.checkpoint_tried).insert(key.clone(), 10.0);
+        }
+        for key in [&held, &ended] {
+            assert!(!flights.held_restore_failed(key, &lost));
+        }
+        flights.forget_all_but(&HashSet::from([running.clone(), held.clone()]));
+        let tried: Vec<TaskKey> = lock(&flights.checkpoint_tried).keys().cloned().collect();
+        assert_eq!(tried, [running]);
+        let failed: Vec<TaskKey> = lock(&flights.held_failures).keys().cloned().collect();
+        assert_eq!(failed, [held]);
     }
 
     #[test]
