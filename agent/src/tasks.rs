@@ -296,7 +296,7 @@ impl TaskTable {
                 }
             };
             let mut controls = Vec::new();
-            let output_waiting = collect_output(entry, &mut controls).unwrap_or_else(|e| {
+            let unread = collect_output(entry, &mut controls).unwrap_or_else(|e| {
                 log(format!("task {task_ref}: could not read its output: {e}"));
                 entry.task.has_new_output()
             });
@@ -322,7 +322,7 @@ impl TaskTable {
                     0.0
                 },
                 termination_status: entry.task.termination().map(|t| i64::from(t.status)),
-                data_available: entry.buffered() > 0 || output_waiting,
+                data_available: entry.buffered() > 0 || unread,
             };
             if is_news(entry.reported.as_ref(), &status) {
                 if entry.reported.as_ref().map(|r| r.task_state) != Some(state) {
@@ -475,16 +475,14 @@ fn is_active(state: Option<TaskState>) -> bool {
 }
 
 /// Move new output from the task's files into the entry's buffer (while it is small),
-/// adding the control blocks found in stdout to `controls`. True when output was left in
-/// the files because the buffer is full: with what is buffered, that is `dataAvailable`,
-/// so the caller need not look at the files again (each look is two `fstat`s, and every
-/// task is looked at after every message).
+/// adding the control blocks found in stdout to `controls`. True when output is still in
+/// the files after a read (more than a chunk was waiting, or the task wrote meanwhile):
+/// with what is buffered, that is `dataAvailable`. The files are looked at a second time
+/// only after a read, not on every poll of every task (each look is two `fstat`s).
 fn collect_output(entry: &mut Entry, controls: &mut Vec<Value>) -> Result<bool, ExecError> {
-    if !entry.task.has_new_output() {
+    // A full buffer is `dataAvailable` already, whatever the files hold.
+    if entry.buffered() as u64 >= MAX_STREAM_CHUNK || !entry.task.has_new_output() {
         return Ok(false);
-    }
-    if entry.buffered() as u64 >= MAX_STREAM_CHUNK {
-        return Ok(true);
     }
     let output = entry.task.read_new_output()?;
     entry.stdout.extend_from_slice(&output.stdout);
@@ -498,7 +496,7 @@ fn collect_output(entry: &mut Entry, controls: &mut Vec<Value>) -> Result<bool, 
             malformed.text
         ));
     }
-    Ok(false)
+    Ok(entry.task.has_new_output())
 }
 
 /// A `taskControl` notification carrying the block as the task wrote it (so keys this
