@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
-use sqlx::SqliteConnection;
+use sqlx::{Connection, SqliteConnection};
 
 use super::checkpoints::{hold_agent_tasks, AGENT_LOST};
 use super::jobs::job_exists;
@@ -24,7 +24,8 @@ impl Store {
         &self,
         registration: &AgentRegistration,
     ) -> Result<(AgentId, String)> {
-        let mut tx = self.writer.begin().await?;
+        let mut writer = self.writer.lock().await;
+        let mut tx = writer.begin().await?;
         let cookie = registration.cookie.as_deref().filter(|c| !c.is_empty());
         let (agent, cookie) = match cookie {
             Some(cookie) => {
@@ -112,13 +113,14 @@ impl Store {
     pub async fn agent_by_cookie(&self, cookie: &str) -> Result<Option<AgentId>> {
         let agent: Option<i64> = sqlx::query_scalar("SELECT id FROM agents WHERE cookie = ?")
             .bind(cookie)
-            .fetch_optional(&self.readers)
+            .fetch_optional(&mut *self.readers.acquire().await)
             .await?;
         agent.map(wire_id).transpose()
     }
 
     pub async fn agent(&self, agent: AgentId) -> Result<AgentRecord> {
-        let mut tx = self.readers.begin().await?;
+        let mut reader = self.readers.acquire().await;
+        let mut tx = reader.begin().await?;
         let mut agents = load_agents(&mut tx, Some(db_id(agent)), true).await?;
         tx.commit().await?;
         agents.pop().ok_or(StoreError::NoSuchAgent(agent))
@@ -126,7 +128,8 @@ impl Store {
 
     /// Every agent, by identifier.
     pub async fn agents(&self) -> Result<Vec<AgentRecord>> {
-        let mut tx = self.readers.begin().await?;
+        let mut reader = self.readers.acquire().await;
+        let mut tx = reader.begin().await?;
         let agents = load_agents(&mut tx, None, true).await?;
         tx.commit().await?;
         Ok(agents)
@@ -144,7 +147,7 @@ impl Store {
         .bind(load.current_task_count)
         .bind(now())
         .bind(db_id(agent))
-        .execute(&self.writer)
+        .execute(&mut *self.writer.lock().await)
         .await?;
         agent_found(result.rows_affected(), agent)
     }
@@ -157,14 +160,15 @@ impl Store {
              WHERE id = ?",
         )
         .bind(db_id(agent))
-        .execute(&self.writer)
+        .execute(&mut *self.writer.lock().await)
         .await?;
         agent_found(result.rows_affected(), agent)
     }
 
     /// Moves the agent to grid `grid`.
     pub async fn assign_agent_to_grid(&self, agent: AgentId, grid: GridId) -> Result<()> {
-        let mut tx = self.writer.begin().await?;
+        let mut writer = self.writer.lock().await;
+        let mut tx = writer.begin().await?;
         let grid_exists: Option<i64> = sqlx::query_scalar("SELECT id FROM grids WHERE id = ?")
             .bind(db_id(grid))
             .fetch_optional(&mut *tx)
@@ -184,7 +188,7 @@ impl Store {
 
     /// The tasks placed on `agent` (Assigned, Running or Stopped).
     pub async fn agent_tasks(&self, agent: AgentId) -> Result<Vec<AttachedTask>> {
-        let mut conn = self.readers.acquire().await?;
+        let mut conn = self.readers.acquire().await;
         attached_tasks_where(&mut conn, OnAgents::Agent(db_id(agent))).await
     }
 
@@ -192,7 +196,7 @@ impl Store {
     /// agents when the controller stopped; each stays attached to its agent so that the
     /// controller can pick it up again when that agent registers with its cookie.
     pub async fn attached_tasks(&self) -> Result<Vec<AttachedTask>> {
-        let mut conn = self.readers.acquire().await?;
+        let mut conn = self.readers.acquire().await;
         attached_tasks_where(&mut conn, OnAgents::All).await
     }
 
@@ -202,7 +206,8 @@ impl Store {
     /// unfinished ART runs are forgotten so they can run elsewhere. Returns the tasks
     /// requeued.
     pub async fn requeue_agent_tasks(&self, agent: AgentId) -> Result<Vec<AttachedTask>> {
-        let mut tx = self.writer.begin().await?;
+        let mut writer = self.writer.lock().await;
+        let mut tx = writer.begin().await?;
         hold_agent_tasks(&mut tx, agent, AGENT_LOST).await?;
         let requeued = requeue_where(&mut tx, OnAgents::Agent(db_id(agent))).await?;
         sqlx::query("DELETE FROM art_results WHERE agent_id = ? AND verdict = 'Measuring'")
@@ -223,7 +228,8 @@ impl Store {
         verdict: ArtVerdict,
         score: Option<f64>,
     ) -> Result<()> {
-        let mut tx = self.writer.begin().await?;
+        let mut writer = self.writer.lock().await;
+        let mut tx = writer.begin().await?;
         job_exists(&mut tx, job).await?;
         let agent_exists: Option<i64> = sqlx::query_scalar("SELECT id FROM agents WHERE id = ?")
             .bind(db_id(agent))

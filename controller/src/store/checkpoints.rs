@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use sqlx::SqliteConnection;
+use sqlx::{Connection, SqliteConnection};
 
 use super::tasks::{task_in_state, task_row, ON_AGENTS};
 use super::{
@@ -151,7 +151,8 @@ impl Store {
         task: &str,
         checkpoint: &CheckpointRecord,
     ) -> Result<Option<String>> {
-        let mut tx = self.writer.begin().await?;
+        let mut writer = self.writer.lock().await;
+        let mut tx = writer.begin().await?;
         let (id, _) = task_row(&mut tx, job, task).await?;
         let old: Option<String> =
             sqlx::query_scalar("SELECT path FROM task_checkpoints WHERE task_id = ?")
@@ -183,7 +184,7 @@ impl Store {
         job: JobId,
         task: &str,
     ) -> Result<Option<CheckpointRecord>> {
-        let mut conn = self.readers.acquire().await?;
+        let mut conn = self.readers.acquire().await;
         let (id, _) = task_row(&mut conn, job, task).await?;
         let row: Option<CheckpointRow> = sqlx::query_as(
             "SELECT path, size, stdout_size, stderr_size, frozen_milliseconds, cpu_features,
@@ -198,7 +199,8 @@ impl Store {
 
     /// Forgets the task's checkpoint; returns its file, for the caller to remove.
     pub async fn drop_checkpoint(&self, job: JobId, task: &str) -> Result<Option<String>> {
-        let mut tx = self.writer.begin().await?;
+        let mut writer = self.writer.lock().await;
+        let mut tx = writer.begin().await?;
         let (id, _) = task_row(&mut tx, job, task).await?;
         let path: Option<String> =
             sqlx::query_scalar("DELETE FROM task_checkpoints WHERE task_id = ? RETURNING path")
@@ -213,13 +215,13 @@ impl Store {
     /// is left over (its task or job was deleted) and may go.
     pub async fn checkpoint_paths(&self) -> Result<Vec<String>> {
         Ok(sqlx::query_scalar("SELECT path FROM task_checkpoints")
-            .fetch_all(&self.readers)
+            .fetch_all(&mut *self.readers.acquire().await)
             .await?)
     }
 
     /// Octets of standard output and standard error stored for the task.
     pub async fn output_sizes(&self, job: JobId, task: &str) -> Result<(u64, u64)> {
-        let mut conn = self.readers.acquire().await?;
+        let mut conn = self.readers.acquire().await;
         let (id, _) = task_row(&mut conn, job, task).await?;
         let sizes: Vec<(i64, i64)> = sqlx::query_as(
             "SELECT stream, coalesce(sum(length(data)), 0) FROM task_output_chunks
@@ -246,7 +248,8 @@ impl Store {
         stdout: u64,
         stderr: u64,
     ) -> Result<()> {
-        let mut tx = self.writer.begin().await?;
+        let mut writer = self.writer.lock().await;
+        let mut tx = writer.begin().await?;
         let (id, _) = task_row(&mut tx, job, task).await?;
         truncate_stream(&mut tx, id, OutputStream::Stdout, stdout).await?;
         truncate_stream(&mut tx, id, OutputStream::Stderr, stderr).await?;
@@ -263,7 +266,8 @@ impl Store {
         agent: AgentId,
         task_ref: &str,
     ) -> Result<()> {
-        let mut tx = self.writer.begin().await?;
+        let mut writer = self.writer.lock().await;
+        let mut tx = writer.begin().await?;
         let id = task_in_state(&mut tx, job, task, &[Assigned, Running, Stopped], "moved").await?;
         sqlx::query(
             "UPDATE tasks SET state = 'Running', agent_id = ?, task_ref = ?, last_moved_at = ?,
@@ -285,7 +289,8 @@ impl Store {
     /// until a slot frees, its stored output cut to the checkpoint's sizes. Refused when no
     /// checkpoint is kept for it.
     pub async fn hold_task(&self, job: JobId, task: &str, reason: &str) -> Result<()> {
-        let mut tx = self.writer.begin().await?;
+        let mut writer = self.writer.lock().await;
+        let mut tx = writer.begin().await?;
         let id = task_in_state(&mut tx, job, task, &[Assigned, Running, Stopped], "held").await?;
         if truncate_to_checkpoint(&mut tx, id).await?.is_none() {
             return Err(StoreError::TaskStateConflict {
@@ -308,7 +313,7 @@ impl Store {
                  (SELECT id FROM tasks WHERE state NOT IN ('Assigned', 'Running', 'Stopped'))
              RETURNING path",
         )
-        .fetch_all(&self.writer)
+        .fetch_all(&mut *self.writer.lock().await)
         .await?)
     }
 
@@ -316,7 +321,8 @@ impl Store {
     /// goes back to Pending to run again from the start, as in Xgrid; its checkpoint is
     /// forgotten (the returned file is the caller's to remove).
     pub async fn requeue_held_task(&self, job: JobId, task: &str) -> Result<Option<String>> {
-        let mut tx = self.writer.begin().await?;
+        let mut writer = self.writer.lock().await;
+        let mut tx = writer.begin().await?;
         let (id, _) = task_row(&mut tx, job, task).await?;
         let rows = sqlx::query(&format!(
             "UPDATE tasks SET state = 'Pending', held_reason = NULL, attempts = attempts + 1,
@@ -366,7 +372,7 @@ impl Store {
         .bind(migration.frozen_milliseconds.map(db_octets))
         .bind(db_octets(migration.octets))
         .bind(&migration.outcome)
-        .execute(&self.writer)
+        .execute(&mut *self.writer.lock().await)
         .await?
         .last_insert_rowid();
         wire_id(id)
@@ -397,7 +403,7 @@ impl Store {
     /// How many tasks moved (attempts that failed not counted).
     pub async fn migration_count(&self) -> Result<u64> {
         let n: i64 = sqlx::query_scalar("SELECT count(*) FROM migrations WHERE outcome = 'moved'")
-            .fetch_one(&self.readers)
+            .fetch_one(&mut *self.readers.acquire().await)
             .await?;
         Ok(octets(n))
     }
@@ -429,7 +435,7 @@ impl Store {
         if let Some(value) = value {
             query = query.bind(value);
         }
-        let rows = query.fetch_all(&self.readers).await?;
+        let rows = query.fetch_all(&mut *self.readers.acquire().await).await?;
         rows.into_iter()
             .map(
                 |(id, job, task, from, to, reason, started, frozen, moved, outcome)| {
@@ -460,7 +466,7 @@ impl Store {
         let stored: Option<Option<String>> =
             sqlx::query_scalar("SELECT unavailable_reason FROM agents WHERE id = ?")
                 .bind(db_id(agent))
-                .fetch_optional(&self.readers)
+                .fetch_optional(&mut *self.readers.acquire().await)
                 .await?;
         if stored.is_none_or(|stored| stored.as_deref() == reason) {
             return Ok(false);
@@ -471,7 +477,7 @@ impl Store {
         )
         .bind(reason)
         .bind(db_id(agent))
-        .execute(&self.writer)
+        .execute(&mut *self.writer.lock().await)
         .await?;
         Ok(true)
     }
@@ -480,7 +486,7 @@ impl Store {
     pub async fn agent_extensions(&self) -> Result<Vec<AgentExtensions>> {
         let rows: Vec<(i64, Option<String>, Option<String>)> =
             sqlx::query_as("SELECT id, cpu_features, unavailable_reason FROM agents ORDER BY id")
-                .fetch_all(&self.readers)
+                .fetch_all(&mut *self.readers.acquire().await)
                 .await?;
         rows.into_iter()
             .map(|(agent, features, reason)| {
@@ -506,7 +512,8 @@ impl Store {
             Option<f64>,
             Option<f64>,
         );
-        let mut tx = self.readers.begin().await?;
+        let mut reader = self.readers.acquire().await;
+        let mut tx = reader.begin().await?;
         let mut rows: Vec<Row> = sqlx::query_as(BALANCING_ROWS).fetch_all(&mut *tx).await?;
         rows.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
         let checkpoints: Vec<TaskCheckpointRow> = sqlx::query_as(
@@ -548,7 +555,7 @@ impl Store {
     /// that have some. Reads every task of those jobs: only worth asking when a task could
     /// move for speed.
     pub async fn job_durations(&self, jobs: &[JobId]) -> Result<HashMap<JobId, f64>> {
-        let mut conn = self.readers.acquire().await?;
+        let mut conn = self.readers.acquire().await;
         let mut durations = HashMap::new();
         for &job in jobs {
             let average: Option<f64> = sqlx::query_scalar(
@@ -569,7 +576,7 @@ impl Store {
     /// Per grid, the Pending tasks of open, unsuspended jobs, counted up to `cap` (the
     /// balancer never needs more than the free slots).
     pub async fn waiting_tasks(&self, cap: u32) -> Result<Vec<(GridId, u32)>> {
-        let mut conn = self.readers.acquire().await?;
+        let mut conn = self.readers.acquire().await;
         let grids: Vec<i64> = sqlx::query_scalar("SELECT id FROM grids ORDER BY id")
             .fetch_all(&mut *conn)
             .await?;

@@ -1,5 +1,7 @@
 //! Grids: list, add, rename, remove, and which one is the default.
 
+use sqlx::Connection;
+
 use super::{db_id, wire_id, Grid, GridId, Result, Store, StoreError};
 
 impl Store {
@@ -7,7 +9,7 @@ impl Store {
     pub async fn grids(&self) -> Result<Vec<Grid>> {
         let rows: Vec<(i64, String, bool)> =
             sqlx::query_as("SELECT id, name, is_default FROM grids ORDER BY id")
-                .fetch_all(&self.readers)
+                .fetch_all(&mut *self.readers.acquire().await)
                 .await?;
         rows.into_iter()
             .map(|(id, name, is_default)| {
@@ -23,7 +25,7 @@ impl Store {
     /// The grid jobs go to when a client names none (`gridIdentifier = ""`).
     pub async fn default_grid(&self) -> Result<GridId> {
         let id: Option<i64> = sqlx::query_scalar("SELECT id FROM grids WHERE is_default = 1")
-            .fetch_optional(&self.readers)
+            .fetch_optional(&mut *self.readers.acquire().await)
             .await?;
         let id = id.ok_or_else(|| StoreError::Corrupt("no grid is the default".into()))?;
         wire_id(id)
@@ -32,7 +34,8 @@ impl Store {
     /// Adds a grid named `name` and returns its identifier.
     pub async fn add_grid(&self, name: &str) -> Result<GridId> {
         let name = checked_name(name)?;
-        let mut tx = self.writer.begin().await?;
+        let mut writer = self.writer.lock().await;
+        let mut tx = writer.begin().await?;
         name_is_free(&mut tx, name).await?;
         let id = sqlx::query("INSERT INTO grids (name) VALUES (?)")
             .bind(name)
@@ -45,7 +48,8 @@ impl Store {
 
     pub async fn rename_grid(&self, grid: GridId, new_name: &str) -> Result<()> {
         let name = checked_name(new_name)?;
-        let mut tx = self.writer.begin().await?;
+        let mut writer = self.writer.lock().await;
+        let mut tx = writer.begin().await?;
         let holder: Option<i64> = sqlx::query_scalar("SELECT id FROM grids WHERE name = ?")
             .bind(name)
             .fetch_optional(&mut *tx)
@@ -69,7 +73,8 @@ impl Store {
     /// Removes an empty grid; its agents move to the default grid. The default grid and a
     /// grid that still holds jobs cannot be removed.
     pub async fn remove_grid(&self, grid: GridId) -> Result<()> {
-        let mut tx = self.writer.begin().await?;
+        let mut writer = self.writer.lock().await;
+        let mut tx = writer.begin().await?;
         let is_default: Option<bool> =
             sqlx::query_scalar("SELECT is_default FROM grids WHERE id = ?")
                 .bind(db_id(grid))
@@ -106,7 +111,8 @@ impl Store {
     }
 
     pub async fn make_default_grid(&self, grid: GridId) -> Result<()> {
-        let mut tx = self.writer.begin().await?;
+        let mut writer = self.writer.lock().await;
+        let mut tx = writer.begin().await?;
         let exists: Option<i64> = sqlx::query_scalar("SELECT id FROM grids WHERE id = ?")
             .bind(db_id(grid))
             .fetch_optional(&mut *tx)

@@ -1,7 +1,7 @@
 //! Jobs after submission: attributes, listing, status changes, cancel, restart, deletion,
 //! and the job log.
 
-use sqlx::SqliteConnection;
+use sqlx::{Connection, SqliteConnection};
 use xgrid_protocol::plist::Date;
 
 use super::tasks::{attached_tasks_where, OnAgents};
@@ -24,7 +24,8 @@ impl Store {
             Option<f64>,
             Option<f64>,
         );
-        let mut tx = self.readers.begin().await?;
+        let mut reader = self.readers.acquire().await;
+        let mut tx = reader.begin().await?;
         let row: Option<JobRow> = sqlx::query_as(
             "SELECT grid_id, name, application_identifier, status, suspended, error,
                     date_submitted, date_started, date_stopped
@@ -82,7 +83,8 @@ impl Store {
 
     /// The jobs of grid `grid`, oldest first.
     pub async fn job_ids(&self, grid: GridId) -> Result<Vec<JobId>> {
-        let mut tx = self.readers.begin().await?;
+        let mut reader = self.readers.acquire().await;
+        let mut tx = reader.begin().await?;
         let exists: Option<i64> = sqlx::query_scalar("SELECT id FROM grids WHERE id = ?")
             .bind(db_id(grid))
             .fetch_optional(&mut *tx)
@@ -113,7 +115,7 @@ impl Store {
         .bind(now())
         .bind(status.is_final())
         .bind(db_id(job))
-        .execute(&self.writer)
+        .execute(&mut *self.writer.lock().await)
         .await?;
         found(result.rows_affected(), job)
     }
@@ -122,7 +124,8 @@ impl Store {
     /// `dateStarted`, and `log` is added to its log in the same transaction. Returns whether
     /// the job changed (false when already running or over; then nothing is logged).
     pub async fn mark_job_running(&self, job: JobId, log: &str) -> Result<bool> {
-        let mut tx = self.writer.begin().await?;
+        let mut writer = self.writer.lock().await;
+        let mut tx = writer.begin().await?;
         let changed = set_job_running(&mut tx, db_id(job), log).await?;
         tx.commit().await?;
         Ok(changed)
@@ -133,7 +136,7 @@ impl Store {
         let result = sqlx::query("UPDATE jobs SET suspended = ? WHERE id = ?")
             .bind(suspended)
             .bind(db_id(job))
-            .execute(&self.writer)
+            .execute(&mut *self.writer.lock().await)
             .await?;
         found(result.rows_affected(), job)
     }
@@ -143,7 +146,7 @@ impl Store {
         let result = sqlx::query("UPDATE jobs SET error = ? WHERE id = ?")
             .bind(error)
             .bind(db_id(job))
-            .execute(&self.writer)
+            .execute(&mut *self.writer.lock().await)
             .await?;
         found(result.rows_affected(), job)
     }
@@ -151,7 +154,8 @@ impl Store {
     /// Marks every task of the job that has not ended Canceled. Returns the tasks that were
     /// placed on agents, which the controller must cancel there.
     pub async fn cancel_unfinished_tasks(&self, job: JobId) -> Result<Vec<AttachedTask>> {
-        let mut tx = self.writer.begin().await?;
+        let mut writer = self.writer.lock().await;
+        let mut tx = writer.begin().await?;
         job_exists(&mut tx, job).await?;
         let attached = attached_tasks_where(&mut tx, OnAgents::Job(db_id(job))).await?;
         sqlx::query(
@@ -173,7 +177,8 @@ impl Store {
         // Frees the memory. A launch racing the delete may keep them again, but a later job
         // given the same number has another submission date, so never receives them.
         self.job_files.forget(job);
-        let mut tx = self.writer.begin().await?;
+        let mut writer = self.writer.lock().await;
+        let mut tx = writer.begin().await?;
         job_exists(&mut tx, job).await?;
         let attached = attached_tasks_where(&mut tx, OnAgents::Job(db_id(job))).await?;
         // Tasks, their children and the job's other rows go by ON DELETE CASCADE.
@@ -190,7 +195,8 @@ impl Store {
     /// stop dates. Returns the tasks that were placed on agents, which the controller must
     /// cancel there.
     pub async fn restart_job(&self, job: JobId) -> Result<Vec<AttachedTask>> {
-        let mut tx = self.writer.begin().await?;
+        let mut writer = self.writer.lock().await;
+        let mut tx = writer.begin().await?;
         job_exists(&mut tx, job).await?;
         let attached = attached_tasks_where(&mut tx, OnAgents::Job(db_id(job))).await?;
         sqlx::query("DELETE FROM task_output_chunks WHERE job_id = ?")
@@ -229,7 +235,8 @@ impl Store {
 
     /// Adds a line to the job's log, stamped with the current time.
     pub async fn append_job_log(&self, job: JobId, text: &str) -> Result<()> {
-        let mut tx = self.writer.begin().await?;
+        let mut writer = self.writer.lock().await;
+        let mut tx = writer.begin().await?;
         job_exists(&mut tx, job).await?;
         insert_log_line(&mut *tx, db_id(job), text).await?;
         tx.commit().await?;
@@ -238,7 +245,8 @@ impl Store {
 
     /// The job's log, oldest line first.
     pub async fn job_log(&self, job: JobId) -> Result<Vec<LogEntry>> {
-        let mut tx = self.readers.begin().await?;
+        let mut reader = self.readers.acquire().await;
+        let mut tx = reader.begin().await?;
         job_exists(&mut tx, job).await?;
         let rows: Vec<(f64, String)> =
             sqlx::query_as("SELECT time, text FROM job_log WHERE job_id = ? ORDER BY id")

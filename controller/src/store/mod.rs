@@ -7,6 +7,7 @@
 
 mod agents;
 mod checkpoints;
+mod connections;
 mod error;
 mod grids;
 mod job_files;
@@ -22,8 +23,10 @@ mod tests;
 use std::path::Path;
 use std::time::Duration;
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::SqlitePool;
+use std::sync::Arc;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+use sqlx::ConnectOptions;
 use xgrid_protocol::plist::Date;
 
 pub use error::StoreError;
@@ -42,16 +45,16 @@ type Result<T> = std::result::Result<T, StoreError>;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Read-only connections: enough for the client service, the web view and the scheduler to
 /// read at once on a small machine.
-const READERS: u32 = 4;
+const READERS: usize = 4;
 
 /// A handle on the store; clones share the same connections.
 #[derive(Debug, Clone)]
 pub struct Store {
     /// The one connection that writes.
-    writer: SqlitePool,
-    readers: SqlitePool,
+    writer: Arc<connections::Writer>,
+    readers: Arc<connections::Readers>,
     /// The input files of the job last launched from ([`job_files`]).
-    job_files: std::sync::Arc<job_files::JobFilesCache>,
+    job_files: Arc<job_files::JobFilesCache>,
 }
 
 impl Store {
@@ -73,23 +76,17 @@ impl Store {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true);
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(options.clone())
-            .await
-            .map_err(open_error)?;
-        sqlx::migrate!("../migrations").run(&writer).await?;
-        let readers = SqlitePoolOptions::new()
-            .max_connections(READERS)
-            .connect_with(options.read_only(true))
+        let mut writer = options.connect().await.map_err(open_error)?;
+        sqlx::migrate!("../migrations").run(&mut writer).await?;
+        let readers = connections::Readers::open(&options.read_only(true), READERS)
             .await
             .map_err(open_error)?;
         sqlx::query("UPDATE agents SET state = 'Offline' WHERE state <> 'Offline'")
-            .execute(&writer)
+            .execute(&mut writer)
             .await?;
         Ok(Store {
-            writer,
-            readers,
+            writer: Arc::new(connections::Writer::new(writer)),
+            readers: Arc::new(readers),
             job_files: Default::default(),
         })
     }

@@ -6,6 +6,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use sqlx::Connection;
+
 use xgrid_protocol::jobspec::ArtCondition;
 
 use super::agents::load_agents;
@@ -162,7 +164,8 @@ impl Store {
     }
 
     async fn load_snapshot(&self, compact: bool) -> Result<SchedulingSnapshot> {
-        let mut tx = self.readers.begin().await?;
+        let mut reader = self.readers.acquire().await;
+        let mut tx = reader.begin().await?;
         // The scheduler needs no hostnames or addresses: one query fewer per round.
         let agents = load_agents(&mut tx, None, false).await?;
         // At least one: a job must never look as if it had only finished tasks.

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use sqlx::query_builder::Separated;
-use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
+use sqlx::{Connection, QueryBuilder, Sqlite, SqliteConnection};
 use xgrid_protocol::jobspec::{
     ArtCondition, ArtSpecification, InputFile, JobSpecification, SchedulerParameters,
     TaskSpecification,
@@ -32,7 +32,8 @@ impl Store {
         grid: GridId,
         log: Option<&str>,
     ) -> Result<JobId> {
-        let mut tx = self.writer.begin().await?;
+        let mut writer = self.writer.lock().await;
+        let mut tx = writer.begin().await?;
         let grid_exists: Option<i64> = sqlx::query_scalar("SELECT id FROM grids WHERE id = ?")
             .bind(db_id(grid))
             .fetch_optional(&mut *tx)
@@ -78,7 +79,8 @@ impl Store {
         job: JobId,
         tasks: &BTreeMap<String, TaskSpecification>,
     ) -> Result<()> {
-        let mut tx = self.writer.begin().await?;
+        let mut writer = self.writer.lock().await;
+        let mut tx = writer.begin().await?;
         super::jobs::job_exists(&mut tx, job).await?;
         for name in tasks.keys() {
             let taken: Option<i64> =
@@ -111,7 +113,8 @@ impl Store {
             bool,
             Option<i64>,
         );
-        let mut tx = self.readers.begin().await?;
+        let mut reader = self.readers.acquire().await;
+        let mut tx = reader.begin().await?;
         let row: Option<JobRow> = sqlx::query_as(
             "SELECT name, application_identifier, submission_identifier, notification_email,
                     grid_identifier, tasks_must_start_simultaneously, minimum_task_count

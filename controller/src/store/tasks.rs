@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
-use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
+use sqlx::{Connection, QueryBuilder, Sqlite, SqliteConnection};
 
 use super::job_files;
 use super::jobs::job_exists;
@@ -153,7 +153,7 @@ impl Store {
         if rows > 0 {
             return Ok(());
         }
-        let mut conn = self.writer.acquire().await?;
+        let mut conn = self.writer.lock().await;
         let (_, state) = task_row(&mut conn, job, task).await?;
         Err(StoreError::TaskStateConflict {
             job,
@@ -245,7 +245,8 @@ fn task_record(row: TaskRow) -> Result<TaskRecord> {
 impl Store {
     /// The state of every task of the job, in identifier order (byte order).
     pub async fn tasks(&self, job: JobId) -> Result<Vec<TaskRecord>> {
-        let mut tx = self.readers.begin().await?;
+        let mut reader = self.readers.acquire().await;
+        let mut tx = reader.begin().await?;
         job_exists(&mut tx, job).await?;
         let rows: Vec<TaskRow> = sqlx::query_as(&format!(
             "SELECT {TASK_COLUMNS} FROM tasks WHERE job_id = ? ORDER BY name"
@@ -268,7 +269,7 @@ impl Store {
              GROUP BY agent_id"
         ))
         .bind(db_id(job))
-        .fetch_all(&self.readers)
+        .fetch_all(&mut *self.readers.acquire().await)
         .await?;
         rows.into_iter()
             .map(|(agent, count)| Ok((wire_id(agent)?, small_count(count))))
@@ -277,7 +278,7 @@ impl Store {
 
     /// The state of one task.
     pub async fn task(&self, job: JobId, task: &str) -> Result<TaskRecord> {
-        let mut conn = self.readers.acquire().await?;
+        let mut conn = self.readers.acquire().await;
         let row: Option<TaskRow> = sqlx::query_as(&format!(
             "SELECT {TASK_COLUMNS} FROM tasks WHERE job_id = ? AND name = ?"
         ))
@@ -301,7 +302,7 @@ impl Store {
     pub async fn task_launch(&self, job: JobId, task: &str) -> Result<TaskLaunch> {
         // No transaction: a task's specification never changes once stored, and the
         // BEGIN and COMMIT would cost two more hops to SQLite's thread for every task.
-        let mut conn = self.readers.acquire().await?;
+        let mut conn = self.readers.acquire().await;
         // The task's row, arguments, environment and file map, and its job's submission
         // date and input file count (to check the cached job files against), in one
         // statement: this runs for every task submitted, and each statement costs a hop to
@@ -386,7 +387,7 @@ impl Store {
         ))
         .bind(db_id(agent))
         .bind(task_ref)
-        .fetch_optional(&self.readers)
+        .fetch_optional(&mut *self.readers.acquire().await)
         .await?;
         row.map(|(job, name)| Ok((wire_id(job)?, name))).transpose()
     }
@@ -394,7 +395,8 @@ impl Store {
     /// Places a Pending task on `agent` before the taskSubmission goes out, so that no other
     /// round places it again while the agent's answer is awaited.
     pub async fn mark_assigned(&self, job: JobId, task: &str, agent: AgentId) -> Result<()> {
-        let mut tx = self.writer.begin().await?;
+        let mut writer = self.writer.lock().await;
+        let mut tx = writer.begin().await?;
         let id = task_in_state(&mut tx, job, task, &[Pending], "assigned to an agent").await?;
         sqlx::query(
             "UPDATE tasks SET state = 'Assigned', agent_id = ?, task_ref = NULL WHERE id = ?",
@@ -434,7 +436,10 @@ impl Store {
                    AND tasks.state = 'Pending'
                  RETURNING tasks.job_id, tasks.name",
             );
-            let rows: Vec<(i64, String)> = builder.build_query_as().fetch_all(&self.writer).await?;
+            let rows: Vec<(i64, String)> = builder
+                .build_query_as()
+                .fetch_all(&mut *self.writer.lock().await)
+                .await?;
             placed_set.extend(rows);
         }
         Ok(placements
@@ -451,7 +456,8 @@ impl Store {
         agent: AgentId,
         task_ref: &str,
     ) -> Result<()> {
-        let mut tx = self.writer.begin().await?;
+        let mut writer = self.writer.lock().await;
+        let mut tx = writer.begin().await?;
         let id = task_in_state(
             &mut tx,
             job,
@@ -472,7 +478,8 @@ impl Store {
 
     /// The agent reports the task running; the first time stamps its start date.
     pub async fn mark_running(&self, job: JobId, task: &str) -> Result<()> {
-        let mut tx = self.writer.begin().await?;
+        let mut writer = self.writer.lock().await;
+        let mut tx = writer.begin().await?;
         let id = task_in_state(
             &mut tx,
             job,
@@ -503,7 +510,8 @@ impl Store {
         task_ref: &str,
     ) -> Result<()> {
         // One statement, no transaction: this runs for every task that starts.
-        let started = set_running(&self.writer, job, task, agent, task_ref).await?;
+        let started =
+            set_running(&mut *self.writer.lock().await, job, task, agent, task_ref).await?;
         self.placed_task_updated(started, job, task, "marked running")
             .await
     }
@@ -520,10 +528,12 @@ impl Store {
         task_ref: &str,
         log: &str,
     ) -> Result<bool> {
-        let mut tx = self.writer.begin().await?;
+        let mut writer = self.writer.lock().await;
+        let mut tx = writer.begin().await?;
         if set_running(&mut *tx, job, task, agent, task_ref).await? == 0 {
             // The one writer connection must be free to find out why.
             drop(tx);
+            drop(writer);
             return self
                 .placed_task_updated(0, job, task, "marked running")
                 .await
@@ -536,7 +546,8 @@ impl Store {
 
     /// The agent reports the task suspended (`taskControl stop`).
     pub async fn mark_stopped(&self, job: JobId, task: &str) -> Result<()> {
-        let mut tx = self.writer.begin().await?;
+        let mut writer = self.writer.lock().await;
+        let mut tx = writer.begin().await?;
         let id = task_in_state(
             &mut tx,
             job,
@@ -556,7 +567,8 @@ impl Store {
     /// A `statusUpdate` from the task: `percent_done` is clamped to 0–100; a value that is
     /// not a number is ignored.
     pub async fn set_task_progress(&self, job: JobId, task: &str, percent_done: f64) -> Result<()> {
-        let mut tx = self.writer.begin().await?;
+        let mut writer = self.writer.lock().await;
+        let mut tx = writer.begin().await?;
         let (id, _) = task_row(&mut tx, job, task).await?;
         if !percent_done.is_nan() {
             sqlx::query("UPDATE tasks SET percent_done = ? WHERE id = ?")
@@ -589,13 +601,14 @@ impl Store {
             .bind(now())
             .bind(db_id(job))
             .bind(task)
-            .execute(&self.writer)
+            .execute(&mut *self.writer.lock().await)
             .await?;
             return self
                 .placed_task_updated(result.rows_affected(), job, task, "marked finished")
                 .await;
         }
-        let mut tx = self.writer.begin().await?;
+        let mut writer = self.writer.lock().await;
+        let mut tx = writer.begin().await?;
         let id = task_in_state(
             &mut tx,
             job,
@@ -631,7 +644,8 @@ impl Store {
 
     /// The task failed (the agent said so, or it could not be run); `message` says why.
     pub async fn mark_failed(&self, job: JobId, task: &str, message: &str) -> Result<()> {
-        let mut tx = self.writer.begin().await?;
+        let mut writer = self.writer.lock().await;
+        let mut tx = writer.begin().await?;
         let id = task_in_state(
             &mut tx,
             job,
@@ -656,7 +670,8 @@ impl Store {
     /// Takes one task placed on an agent back to Pending (`retryTask`, or the agent no longer
     /// knows it), counting one more attempt and dropping the lost run's partial results.
     pub async fn requeue_task(&self, job: JobId, task: &str) -> Result<()> {
-        let mut tx = self.writer.begin().await?;
+        let mut writer = self.writer.lock().await;
+        let mut tx = writer.begin().await?;
         let id = task_in_state(
             &mut tx,
             job,
@@ -678,7 +693,8 @@ impl Store {
         stream: OutputStream,
         data: &[u8],
     ) -> Result<()> {
-        let mut tx = self.writer.begin().await?;
+        let mut writer = self.writer.lock().await;
+        let mut tx = writer.begin().await?;
         let (id, _) = task_row(&mut tx, job, task).await?;
         if !data.is_empty() {
             sqlx::query(
@@ -698,7 +714,7 @@ impl Store {
     /// The last non-blank line the task wrote on standard error, if any: where an agent
     /// says why a task failed. Reads only that task's newest stderr pieces.
     pub async fn last_stderr_line(&self, job: JobId, task: &str) -> Result<Option<String>> {
-        let mut conn = self.readers.acquire().await?;
+        let mut conn = self.readers.acquire().await;
         let pieces: Vec<Vec<u8>> = sqlx::query_scalar(
             "SELECT c.data FROM task_output_chunks c JOIN tasks t ON t.id = c.task_id \
              WHERE t.job_id = ? AND t.name = ? AND c.stream = ? ORDER BY c.id DESC LIMIT 4",
@@ -720,7 +736,8 @@ impl Store {
 
     /// `jobResults`: all streamed output of every task of the job, by task identifier.
     pub async fn job_results(&self, job: JobId) -> Result<BTreeMap<String, StreamResults>> {
-        let mut tx = self.readers.begin().await?;
+        let mut reader = self.readers.acquire().await;
+        let mut tx = reader.begin().await?;
         job_exists(&mut tx, job).await?;
         let names: Vec<String> = sqlx::query_scalar("SELECT name FROM tasks WHERE job_id = ?")
             .bind(db_id(job))
@@ -738,7 +755,8 @@ impl Store {
     /// `jobLatestResults`: the streamed output that arrived since the previous call for this
     /// job (one cursor per job, shared by all clients), only for tasks that have new output.
     pub async fn job_latest_results(&self, job: JobId) -> Result<BTreeMap<String, StreamResults>> {
-        let mut tx = self.writer.begin().await?;
+        let mut writer = self.writer.lock().await;
+        let mut tx = writer.begin().await?;
         let seen: Option<i64> =
             sqlx::query_scalar("SELECT latest_results_seen FROM jobs WHERE id = ?")
                 .bind(db_id(job))
@@ -760,7 +778,8 @@ impl Store {
 
     /// `jobFinalResults`: termination status and output files of every task that has them.
     pub async fn job_final_results(&self, job: JobId) -> Result<BTreeMap<String, FinalResults>> {
-        let mut tx = self.readers.begin().await?;
+        let mut reader = self.readers.acquire().await;
+        let mut tx = reader.begin().await?;
         job_exists(&mut tx, job).await?;
         let statuses: Vec<(String, i64)> = sqlx::query_as(
             "SELECT name, termination_status FROM tasks

@@ -128,7 +128,7 @@ async fn open(dir: &TempDir) -> Store {
 
 async fn count_rows(store: &Store, table: &str) -> i64 {
     sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
-        .fetch_one(&store.readers)
+        .fetch_one(&mut *store.readers.acquire().await)
         .await
         .expect("count rows")
 }
@@ -139,7 +139,7 @@ async fn all_row_counts(store: &Store) -> BTreeMap<String, i64> {
         "SELECT name FROM sqlite_master WHERE type = 'table'
          AND name NOT LIKE 'sqlite_%' AND name NOT LIKE '_sqlx%'",
     )
-    .fetch_all(&store.readers)
+    .fetch_all(&mut *store.readers.acquire().await)
     .await
     .expect("list tables");
     let mut counts = BTreeMap::new();
@@ -172,7 +172,7 @@ async fn migrations_apply_on_a_fresh_file() {
     assert!(dir.database().exists());
     let applied: Vec<(i64, bool)> =
         sqlx::query_as("SELECT version, success FROM _sqlx_migrations ORDER BY version")
-            .fetch_all(&store.readers)
+            .fetch_all(&mut *store.readers.acquire().await)
             .await
             .expect("read the migration table");
     // Every file in migrations/ (named `<version>_<what>.sql`), each applied once.
@@ -188,7 +188,7 @@ async fn migrations_apply_on_a_fresh_file() {
     assert!(expected.len() >= 2, "{expected:?}");
     assert_eq!(applied, expected);
     let journal: String = sqlx::query_scalar("PRAGMA journal_mode")
-        .fetch_one(&store.writer)
+        .fetch_one(&mut *store.writer.lock().await)
         .await
         .expect("read the journal mode");
     assert_eq!(journal, "wal");
@@ -1241,14 +1241,14 @@ async fn snapshot_queries_do_not_scan_all_tasks() {
     for statistics in [false, true] {
         if statistics {
             sqlx::query("ANALYZE")
-                .execute(&store.writer)
+                .execute(&mut *store.writer.lock().await)
                 .await
                 .expect("analyze");
         }
         for sql in &queries {
             let plan: Vec<(i64, i64, i64, String)> =
                 sqlx::query_as(&format!("EXPLAIN QUERY PLAN {sql}"))
-                    .fetch_all(&store.writer)
+                    .fetch_all(&mut *store.writer.lock().await)
                     .await
                     .expect("explain");
             assert!(
@@ -1942,7 +1942,7 @@ async fn the_balancing_read_does_not_scan_all_tasks() {
     for statistics in [false, true] {
         if statistics {
             sqlx::query("ANALYZE")
-                .execute(&store.writer)
+                .execute(&mut *store.writer.lock().await)
                 .await
                 .expect("analyze");
         }
@@ -1950,7 +1950,7 @@ async fn the_balancing_read_does_not_scan_all_tasks() {
             "EXPLAIN QUERY PLAN {}",
             checkpoints::BALANCING_ROWS
         ))
-        .fetch_all(&store.writer)
+        .fetch_all(&mut *store.writer.lock().await)
         .await
         .expect("explain");
         let scans: Vec<&String> = plan
@@ -2040,4 +2040,55 @@ async fn a_job_can_be_submitted_with_its_first_log_line() {
     ));
     let plain = store.submit_job(&wide_spec(1), 0).await.expect("submit");
     assert!(store.job_log(plain).await.expect("log").is_empty());
+}
+
+#[tokio::test]
+async fn a_write_dropped_before_its_commit_leaves_nothing_and_the_writer_goes_on() {
+    let dir = TempDir::new("dropped-write");
+    let store = open(&dir).await;
+    {
+        let mut writer = store.writer.lock().await;
+        let mut tx = sqlx::Connection::begin(&mut *writer).await.expect("begin");
+        sqlx::query("INSERT INTO grids (name, is_default) VALUES ('ghost', 0)")
+            .execute(&mut *tx)
+            .await
+            .expect("insert");
+        // Dropped here uncommitted, as when a caller's future is dropped mid-way.
+    }
+    store.add_grid("render farm").await.expect("the next write");
+    let names: Vec<String> = store
+        .grids()
+        .await
+        .expect("grids")
+        .into_iter()
+        .map(|g| g.name)
+        .collect();
+    assert!(!names.iter().any(|n| n == "ghost"), "{names:?}");
+    assert!(names.iter().any(|n| n == "render farm"), "{names:?}");
+}
+
+#[tokio::test]
+async fn a_reader_waits_while_every_connection_is_lent_and_gets_the_first_returned() {
+    let dir = TempDir::new("readers");
+    let store = open(&dir).await;
+    let mut lent = Vec::new();
+    for _ in 0..READERS {
+        lent.push(store.readers.acquire().await);
+    }
+    let waiting = tokio::time::timeout(
+        std::time::Duration::from_millis(50),
+        store.readers.acquire(),
+    )
+    .await;
+    assert!(waiting.is_err(), "a fifth reader got a connection");
+    lent.pop();
+    let mut reader =
+        tokio::time::timeout(std::time::Duration::from_secs(5), store.readers.acquire())
+            .await
+            .expect("the returned connection");
+    let one: i64 = sqlx::query_scalar("SELECT 1")
+        .fetch_one(&mut *reader)
+        .await
+        .expect("read");
+    assert_eq!(one, 1);
 }
