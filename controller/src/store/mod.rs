@@ -2,7 +2,7 @@
 //! results and job logs in one SQLite file, so that jobs survive a controller restart.
 //!
 //! SQLite runs in WAL mode with a single writer connection (every change goes through it, one
-//! transaction at a time) and a small pool of read-only connections that never block the
+//! transaction at a time) and a few read-only connections that never block the
 //! writer. The schema lives in `migrations/` and is applied when the store opens.
 
 mod agents;
