@@ -174,11 +174,7 @@ async fn registration_saves_the_cookie_and_reuses_it_after_a_restart() {
         "the Linux agent announces its capabilities"
     );
     assert!(
-        registration
-            .linux_capabilities
-            .iter()
-            .flatten()
-            .any(|c| c == END_OUTPUT_FLAGGED_CAPABILITY),
+        registration.announces(END_OUTPUT_FLAGGED_CAPABILITY),
         "the agent promises exact dataAvailable at a task's end: {:?}",
         registration.linux_capabilities
     );

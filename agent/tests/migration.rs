@@ -125,10 +125,10 @@ fn cannot_run() -> Option<String> {
 async fn accept(controller: &ScriptedController, cookie: &str) -> Connection {
     let mut connection = controller.accept().await;
     let registration = connection.accept_registration(cookie).await;
-    let capabilities = registration.linux_capabilities.unwrap_or_default();
     assert!(
-        capabilities.iter().any(|c| c == CHECKPOINT_CAPABILITY),
-        "{cookie} does not offer checkpoints: {capabilities:?}"
+        registration.announces(CHECKPOINT_CAPABILITY),
+        "{cookie} does not offer checkpoints: {:?}",
+        registration.linux_capabilities
     );
     assert!(
         registration.cpu_features.is_some_and(|f| !f.is_empty()),

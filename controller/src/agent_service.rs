@@ -369,11 +369,7 @@ async fn register(
             .map(|c| c.join(",")),
         cpu_features: registration.cpu_features.as_ref().map(|f| f.join(",")),
     };
-    let flagged = registration
-        .linux_capabilities
-        .iter()
-        .flatten()
-        .any(|c| c == messages::END_OUTPUT_FLAGGED_CAPABILITY);
+    let flagged = registration.announces(messages::END_OUTPUT_FLAGGED_CAPABILITY);
     link.end_output_flagged.store(flagged, Ordering::Relaxed);
     match shared.store.register_agent(&record).await {
         Ok((agent, cookie)) => {

@@ -1177,31 +1177,35 @@ async fn a_silent_agent_is_taken_for_lost() {
     controller.shutdown().await;
 }
 
-/// The controller's next request to `agent`, answered as an agent whose task wrote nothing;
-/// its name.
-async fn answer_next_request(agent: &mut Peer, task_ref: &str) -> String {
-    let request = agent
-        .expect(|e| e.message_type == MessageType::Request)
-        .await;
-    assert_eq!(text(&request.payload, "taskRef"), task_ref);
-    let reply = match request.name.as_str() {
-        "taskResults" => AgentReply::TaskResults(TaskResultsReply {
-            agent_name: "linux".into(),
-            task_ref: task_ref.into(),
-            streams: TaskStreams::default(),
-        }),
-        "taskFinalResults" => AgentReply::TaskFinalResults(TaskFinalResultsReply {
-            agent_name: "linux".into(),
-            task_ref: task_ref.into(),
-            outputs: TaskOutputs {
-                output_files: BTreeMap::new(),
-                termination_status: Some(0),
-            },
-        }),
-        other => panic!("unexpected request {other}"),
-    };
-    agent.reply(&request, reply).await;
-    request.name
+/// The controller's next `count` requests to `agent`, answered as an agent whose task wrote
+/// nothing; their names.
+async fn answer_next_requests(agent: &mut Peer, task_ref: &str, count: usize) -> Vec<String> {
+    let mut names = Vec::with_capacity(count);
+    for _ in 0..count {
+        let request = agent
+            .expect(|e| e.message_type == MessageType::Request)
+            .await;
+        assert_eq!(text(&request.payload, "taskRef"), task_ref);
+        let reply = match request.name.as_str() {
+            "taskResults" => AgentReply::TaskResults(TaskResultsReply {
+                agent_name: "linux".into(),
+                task_ref: task_ref.into(),
+                streams: TaskStreams::default(),
+            }),
+            "taskFinalResults" => AgentReply::TaskFinalResults(TaskFinalResultsReply {
+                agent_name: "linux".into(),
+                task_ref: task_ref.into(),
+                outputs: TaskOutputs {
+                    output_files: BTreeMap::new(),
+                    termination_status: Some(0),
+                },
+            }),
+            other => panic!("unexpected request {other}"),
+        };
+        agent.reply(&request, reply).await;
+        names.push(request.name);
+    }
+    names
 }
 
 /// An agent that announced `end-output-flagged` is not asked for output when a task's end
@@ -1226,14 +1230,13 @@ async fn output_is_fetched_at_a_tasks_end_unless_its_agent_says_there_is_none() 
     linux.take_task("l1").await;
     report(&mut apple, "a1", TaskState::Terminated, false).await;
     report(&mut linux, "l1", TaskState::Terminated, false).await;
-    assert_eq!(answer_next_request(&mut apple, "a1").await, "taskResults");
     assert_eq!(
-        answer_next_request(&mut apple, "a1").await,
-        "taskFinalResults"
+        answer_next_requests(&mut apple, "a1", 2).await,
+        ["taskResults", "taskFinalResults"]
     );
     assert_eq!(
-        answer_next_request(&mut linux, "l1").await,
-        "taskFinalResults"
+        answer_next_requests(&mut linux, "l1", 1).await,
+        ["taskFinalResults"]
     );
     wait_for_status(&mut client, &job, "Finished").await;
 
@@ -1242,16 +1245,18 @@ async fn output_is_fetched_at_a_tasks_end_unless_its_agent_says_there_is_none() 
     apple.take_task("a2").await;
     linux.take_task("l2").await;
     report(&mut linux, "l2", TaskState::Terminated, true).await;
-    assert_eq!(answer_next_request(&mut linux, "l2").await, "taskResults");
-    report(&mut apple, "a2", TaskState::Terminated, false).await;
-    assert_eq!(answer_next_request(&mut apple, "a2").await, "taskResults");
     assert_eq!(
-        answer_next_request(&mut apple, "a2").await,
-        "taskFinalResults"
+        answer_next_requests(&mut linux, "l2", 1).await,
+        ["taskResults"]
+    );
+    report(&mut apple, "a2", TaskState::Terminated, false).await;
+    assert_eq!(
+        answer_next_requests(&mut apple, "a2", 2).await,
+        ["taskResults", "taskFinalResults"]
     );
     assert_eq!(
-        answer_next_request(&mut linux, "l2").await,
-        "taskFinalResults"
+        answer_next_requests(&mut linux, "l2", 1).await,
+        ["taskFinalResults"]
     );
     wait_for_status(&mut client, &job, "Finished").await;
     controller.shutdown().await;

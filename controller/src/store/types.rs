@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use xgrid_protocol::jobspec::{ArtCondition, InputFile};
+use xgrid_protocol::messages::CHECKPOINT_CAPABILITY;
 use xgrid_protocol::plist::Date;
 
 use super::StoreError;
@@ -269,7 +270,7 @@ impl AgentRecord {
     pub fn can_checkpoint(&self) -> bool {
         self.extensions
             .as_deref()
-            .is_some_and(|e| e.split(',').any(|c| c.trim() == "checkpoint"))
+            .is_some_and(|e| e.split(',').any(|c| c.trim() == CHECKPOINT_CAPABILITY))
     }
 }
 

@@ -47,6 +47,15 @@ pub struct AgentRegistration {
 }
 
 impl AgentRegistration {
+    /// Whether the agent announced `capability` under [`LINUX_CAPABILITIES_KEY`] (Apple's
+    /// agents announce none).
+    pub fn announces(&self, capability: &str) -> bool {
+        self.linux_capabilities
+            .iter()
+            .flatten()
+            .any(|c| c == capability)
+    }
+
     fn read(f: &Fields) -> Result<AgentRegistration> {
         Ok(AgentRegistration {
             agent_cookie: f.string("agentCookie")?,
