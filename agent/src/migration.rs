@@ -5,10 +5,12 @@
 //!
 //! A task checkpointed for a move stays frozen until the controller says how the move
 //! ended (`checkpointRelease`): `cancel` when it runs elsewhere, `resume` when it does not.
-//! If the controller goes away first, [`Migrations::connection_lost`] thaws every frozen
-//! task: a task must never be lost to a half-finished move.
+//! It stays frozen when the controller goes away too ([`Migrations::connection_lost`]): the
+//! move may have ended with the task running at its destination, which only the controller
+//! knows, so thawing it here could run it twice. The agent lists its frozen tasks in every
+//! status ([`Migrations::frozen`]) until the controller, back, releases them.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -141,11 +143,20 @@ impl Migrations {
         &self.checkpointer
     }
 
-    /// Whether `task_ref` is frozen for a move (it must not be reported or controlled).
+    /// Whether `task_ref` is frozen for a move (it must not be checkpointed again).
     pub fn is_frozen(&self, task_ref: &str) -> bool {
         self.outgoing
             .values()
             .any(|o| o.frozen && o.task_ref == task_ref)
+    }
+
+    /// The tasks held frozen for a move, by checkpoint identifier (`xgridFrozenCheckpoints`).
+    pub fn frozen(&self) -> BTreeMap<String, String> {
+        self.outgoing
+            .iter()
+            .filter(|(_, o)| o.frozen)
+            .map(|(id, o)| (id.clone(), o.task_ref.clone()))
+            .collect()
     }
 
     /// `taskCheckpoint`: dump the task. With `leave_running` it runs on at once; otherwise
@@ -395,23 +406,23 @@ impl Migrations {
         }
     }
 
-    /// The controller is gone: frozen tasks run on here, streams half received are
-    /// dropped. Returns how many tasks were thawed.
+    /// The controller is gone: streams half sent or received are dropped (the controller
+    /// starts a move afresh), but frozen tasks stay frozen, their checkpoints kept for the
+    /// controller to release when it is back. Returns how many tasks stay frozen.
     pub fn connection_lost(&mut self) -> usize {
-        let mut thawed = 0;
-        for (_, outgoing) in self.outgoing.drain() {
-            if outgoing.frozen && outgoing.checkpoint.resume().is_ok() {
-                thawed += 1;
-            }
+        let (frozen, spent): (HashMap<_, _>, HashMap<_, _>) =
+            self.outgoing.drain().partition(|(_, o)| o.frozen);
+        for outgoing in spent.into_values() {
             let _ = std::fs::remove_dir_all(outgoing.checkpoint.dir());
         }
+        self.outgoing = frozen;
         for (_, incoming) in self.incoming.drain() {
             match incoming {
                 Incoming::Receiving { unpacker, .. } => unpacker.discard(),
                 Incoming::Complete(unpacked) => unpacked.discard(),
             }
         }
-        thawed
+        self.outgoing.len()
     }
 }
 

@@ -16,7 +16,7 @@ use xgrid_protocol::envelope::{Envelope, MessageType};
 use xgrid_protocol::messages::{
     AgentNotification, AgentRegistration, AgentReply, AgentState, AgentStatus, CheckpointReadReply,
     ControllerToAgentReply, ControllerToAgentRequest, ErrorCode, MigrationRefusal, MigrationReply,
-    MigrationRequest, TaskCheckpointReply, UnavailableReason, CHECKPOINT_CAPABILITY,
+    MigrationRequest, TaskAction, TaskCheckpointReply, UnavailableReason, CHECKPOINT_CAPABILITY,
     END_OUTPUT_FLAGGED_CAPABILITY,
 };
 use xgrid_protocol::peer::{self, Address, Peer, PeerOptions, PeerRole};
@@ -294,10 +294,11 @@ impl Agent {
                 Ended::Shutdown
             }
             Err(reason) => {
-                let thawed = self.migrations.connection_lost();
-                if thawed > 0 {
+                let frozen = self.migrations.connection_lost();
+                if frozen > 0 {
                     log(format!(
-                        "{thawed} task(s) frozen for a move run on here: the controller went away"
+                        "{frozen} task(s) frozen for a move stay frozen until the controller, \
+                         back, says whether they now run elsewhere"
                     ));
                 }
                 if self.shutdown_seen {
@@ -510,6 +511,7 @@ impl Agent {
             current_task_count: i64::try_from(self.tasks.active_count()).unwrap_or(i64::MAX),
             task_ref_array: self.tasks.task_refs(),
             unavailable_reason,
+            frozen_checkpoints: self.migrations.frozen(),
         }
     }
 
@@ -578,12 +580,14 @@ impl Agent {
                     .submit(&submission)
                     .map(|task_ref| AgentReply::TaskSubmission { task_ref }),
             ),
-            R::TaskControl(control) => answer(
-                self.tasks
-                    .control(&control)
-                    .await
-                    .map(|()| AgentReply::TaskControl),
-            ),
+            R::TaskControl(control) => {
+                let done = self.tasks.control(&control).await;
+                if done.is_ok() && control.control == TaskAction::Cancel {
+                    // A task frozen for a move and canceled is no longer the move's to settle.
+                    self.migrations.forget_task(&control.task_ref);
+                }
+                answer(done.map(|()| AgentReply::TaskControl))
+            }
             R::TaskResults(request) => answer(
                 self.tasks
                     .results(&request.task_ref)
@@ -620,6 +624,15 @@ impl Agent {
             return MigrationRefusal::new(ErrorCode::CheckpointFailed, reason).to_payload();
         }
         let reply: Result<MigrationReply, MigrationRefusal> = match request {
+            M::TaskCheckpoint(r) if self.migrations.is_frozen(&r.task_ref) => {
+                Err(MigrationRefusal::new(
+                    ErrorCode::CheckpointFailed,
+                    format!(
+                        "task {} is frozen for a move whose checkpoint is not released yet",
+                        r.task_ref
+                    ),
+                ))
+            }
             M::TaskCheckpoint(r) => match self.tasks.checkpoint_target(&r.task_ref) {
                 Err(code) => Err(MigrationRefusal::new(
                     code,

@@ -439,3 +439,95 @@ async fn a_restore_that_fails_leaves_the_task_running_once_at_its_source() {
         "the task ran exactly once, at its source"
     );
 }
+
+#[tokio::test]
+async fn a_task_frozen_for_a_move_stays_frozen_while_the_controller_is_away() {
+    if let Some(reason) = cannot_run() {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    let scratch = Scratch::new("away");
+    let controller = ScriptedController::bind(None).await;
+    let _agent = AgentProcess::start(&scratch, &controller, "source", None);
+    let mut source = accept(&controller, "source").await;
+    let kept = submit_and_start(&mut source, &counting_task("/bin/sh")).await;
+    let dropped = submit_and_start(&mut source, &counting_task("/bin/sh")).await;
+    let (mut kept_output, mut dropped_output) = (Vec::new(), Vec::new());
+    fetch_until(&mut source, &kept, &mut kept_output, 20).await;
+    fetch_until(&mut source, &dropped, &mut dropped_output, 20).await;
+    let kept_dump = checkpoint(&mut source, &kept).await;
+    let dropped_dump = checkpoint(&mut source, &dropped).await;
+    // A task frozen for a move is not dumped a second time.
+    let again = MigrationRequest::TaskCheckpoint(TaskCheckpointRequest {
+        task_ref: kept.clone(),
+        leave_running: true,
+    });
+    match ask(&mut source, again).await {
+        MigrationReply::Error { refusal, .. } => {
+            assert!(
+                refusal.to_string().contains("CheckpointFailed"),
+                "{refusal}"
+            )
+        }
+        other => panic!("a frozen task was checkpointed again: {other:?}"),
+    }
+
+    // The controller is gone mid-move: whether the tasks now run elsewhere is its to say.
+    source.hang_up();
+    let mut source = accept(&controller, "source").await;
+    let status = source
+        .agent_status(|s| !s.frozen_checkpoints.is_empty())
+        .await;
+    let frozen: Vec<(String, String)> = status.frozen_checkpoints.into_iter().collect();
+    let mut expected = vec![
+        (kept_dump.checkpoint_identifier.clone(), kept.clone()),
+        (dropped_dump.checkpoint_identifier.clone(), dropped.clone()),
+    ];
+    expected.sort();
+    assert_eq!(frozen, expected, "the agent lists what it holds frozen");
+    assert_eq!(
+        status.current_task_count, 2,
+        "frozen tasks keep their slots"
+    );
+    // Counting every 20 ms, a thawed task would have written lines by now.
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while (kept_output.len() as u64) < kept_dump.stdout_size {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "output before the dump missing"
+        );
+        fetch(&mut source, &kept, &mut kept_output).await;
+    }
+    fetch(&mut source, &kept, &mut kept_output).await;
+    assert_eq!(
+        kept_output.len() as u64,
+        kept_dump.stdout_size,
+        "nothing written while the controller was away: the task stayed frozen"
+    );
+
+    // Back, the controller settles each: one moved on elsewhere, one resumes here.
+    release(
+        &mut source,
+        &dropped_dump.checkpoint_identifier,
+        CheckpointDisposition::Cancel,
+    )
+    .await;
+    release(
+        &mut source,
+        &kept_dump.checkpoint_identifier,
+        CheckpointDisposition::Resume,
+    )
+    .await;
+    let results = finish(&mut source, &kept, &mut kept_output).await;
+    assert_eq!(results.outputs.termination_status, Some(0));
+    assert_eq!(
+        String::from_utf8_lossy(&kept_output),
+        String::from_utf8_lossy(&expected_output()),
+        "the resumed task ran exactly once"
+    );
+    let status = source
+        .agent_status(|s| !s.task_ref_array.contains(&dropped))
+        .await;
+    assert!(status.frozen_checkpoints.is_empty(), "{status:?}");
+}

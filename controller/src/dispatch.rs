@@ -107,6 +107,23 @@ pub fn follow_again(
     first: Option<TaskEvent>,
 ) {
     let events = link.watch_task(task_ref);
+    follow_watched(shared, link, agent, job, task, task_ref, events, first);
+}
+
+/// [`follow_again`] with the notifications heard since `link.watch_task(task_ref)` gave
+/// `events`: a moved task is watched from its restore, but followed (and so recorded as
+/// running there) only once its move has landed in the store.
+#[allow(clippy::too_many_arguments)]
+pub fn follow_watched(
+    shared: &Arc<Shared>,
+    link: &Arc<AgentLink>,
+    agent: AgentId,
+    job: JobId,
+    task: &str,
+    task_ref: &str,
+    events: mpsc::UnboundedReceiver<TaskEvent>,
+    first: Option<TaskEvent>,
+) {
     tokio::spawn(follow(
         Arc::clone(shared),
         Arc::clone(link),
@@ -128,9 +145,14 @@ pub fn cancel_on_agents(shared: &Shared, tasks: &[AttachedTask]) {
         else {
             continue;
         };
-        link.unwatch_task(task_ref);
-        cancel_request(&link, task_ref);
+        cancel_on_agent(&link, task_ref);
     }
+}
+
+/// Cancels one task on the agent of `link`; its driver stops following it.
+pub fn cancel_on_agent(link: &Arc<AgentLink>, task_ref: &str) {
+    link.unwatch_task(task_ref);
+    cancel_request(link, task_ref);
 }
 
 fn cancel_request(link: &Arc<AgentLink>, task_ref: &str) {

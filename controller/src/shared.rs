@@ -2,7 +2,7 @@
 //! event hub, the live connection of each registered agent, and the trigger that wakes the
 //! scheduling loop.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -32,6 +32,9 @@ pub struct Shared {
     started_jobs: Mutex<HashSet<JobId>>,
     /// Set when the controller shuts down: sessions closing then are no lost agents.
     stopping: AtomicBool,
+    /// The tasks each agent last reported frozen for a move (checkpoint identifier →
+    /// taskRef), for the next balancing round to settle.
+    frozen_reports: Mutex<HashMap<AgentId, BTreeMap<String, String>>>,
 }
 
 impl fmt::Debug for Shared {
@@ -61,6 +64,7 @@ impl Shared {
             balance: Notify::new(),
             started_jobs: Mutex::new(HashSet::new()),
             stopping: AtomicBool::new(false),
+            frozen_reports: Mutex::new(HashMap::new()),
         }
     }
 
@@ -157,6 +161,21 @@ impl Shared {
     /// Asks for a balancing round soon (see [`crate::migration`]).
     pub fn rebalance(&self) {
         self.balance.notify_one();
+    }
+
+    /// An agent listed the tasks it holds frozen for a move; a balancing round settles them.
+    pub fn note_frozen(&self, agent: AgentId, frozen: BTreeMap<String, String>) {
+        if frozen.is_empty() {
+            lock(&self.frozen_reports).remove(&agent);
+        } else {
+            lock(&self.frozen_reports).insert(agent, frozen);
+            self.rebalance();
+        }
+    }
+
+    /// The frozen tasks reported since the last call.
+    pub(crate) fn take_frozen(&self) -> HashMap<AgentId, BTreeMap<String, String>> {
+        std::mem::take(&mut *lock(&self.frozen_reports))
     }
 
     pub(crate) async fn balance_requested(&self) {

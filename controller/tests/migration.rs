@@ -258,10 +258,22 @@ async fn stdout_of(store: &Store, job: u64) -> Vec<u8> {
         .clone()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_task_moves_off_an_agent_whose_owner_is_back() {
-    let dir = TempDir::new("owner-back");
-    let controller = controller(&dir, None).await;
+/// A controller with one job of one task running as `s1` on the checkpointing agent
+/// `source`, and a second checkpointing agent `destination` (with CPU flags `features`)
+/// with a free slot.
+struct TwoAgents {
+    controller: Controller,
+    store: Store,
+    source: Peer,
+    cookie: String,
+    destination: Peer,
+    job: u64,
+    /// Kept open: the job's client.
+    _client: Peer,
+}
+
+async fn two_agents(dir: &TempDir, job_name: &str, features: &[&str]) -> TwoAgents {
+    let controller = controller(dir, None).await;
     let store = controller.shared().store.clone();
     let addr = controller.local_addr();
     let mut source = Peer::open(addr, profile::AGENT, None).await;
@@ -269,13 +281,36 @@ async fn a_task_moves_off_an_agent_whose_owner_is_back() {
         .register_checkpointing("source", 1, 1000.0, &FEATURES)
         .await;
     let mut client = Peer::client(addr).await;
-    let job = submit(&mut client, echo_job("moving", 1)).await;
+    let job = submit(&mut client, echo_job(job_name, 1)).await;
     run_task(&mut source, "s1").await;
     wait_for_task(&store, job, xgrid_controller::store::TaskState::Running).await;
     let mut destination = Peer::open(addr, profile::AGENT, None).await;
     destination
-        .register_checkpointing("destination", 1, 1000.0, &["sse2", "avx", "avx512f"])
+        .register_checkpointing("destination", 1, 1000.0, features)
         .await;
+    TwoAgents {
+        controller,
+        store,
+        source,
+        cookie,
+        destination,
+        job,
+        _client: client,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_moves_off_an_agent_whose_owner_is_back() {
+    let dir = TempDir::new("owner-back");
+    let TwoAgents {
+        controller,
+        store,
+        mut source,
+        cookie,
+        mut destination,
+        job,
+        ..
+    } = two_agents(&dir, "moving", &["sse2", "avx", "avx512f"]).await;
 
     source
         .report_unavailable(&cookie, "source", &["s1"], Some(UnavailableReason::Owner))
@@ -291,6 +326,8 @@ async fn a_task_moves_off_an_agent_whose_owner_is_back() {
         },
     )
     .await;
+    // The restored task says it runs at once, as a real agent's does: the move still lands.
+    report(&mut destination, "d1", TaskState::Running, false).await;
     take_release(&mut source, &identifier, CheckpointDisposition::Cancel).await;
 
     let (from, to) = (
@@ -342,21 +379,15 @@ async fn a_task_moves_off_an_agent_whose_owner_is_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_restore_resumes_the_task_where_it_was() {
     let dir = TempDir::new("restore-fails");
-    let controller = controller(&dir, None).await;
-    let store = controller.shared().store.clone();
-    let addr = controller.local_addr();
-    let mut source = Peer::open(addr, profile::AGENT, None).await;
-    let cookie = source
-        .register_checkpointing("source", 1, 1000.0, &FEATURES)
-        .await;
-    let mut client = Peer::client(addr).await;
-    let job = submit(&mut client, echo_job("stays", 1)).await;
-    run_task(&mut source, "s1").await;
-    wait_for_task(&store, job, xgrid_controller::store::TaskState::Running).await;
-    let mut destination = Peer::open(addr, profile::AGENT, None).await;
-    destination
-        .register_checkpointing("destination", 1, 1000.0, &FEATURES)
-        .await;
+    let TwoAgents {
+        controller,
+        store,
+        mut source,
+        cookie,
+        mut destination,
+        job,
+        ..
+    } = two_agents(&dir, "stays", &FEATURES).await;
 
     source
         .report_unavailable(&cookie, "source", &["s1"], Some(UnavailableReason::Owner))
@@ -583,5 +614,178 @@ async fn a_lost_agents_task_resumes_elsewhere_from_its_periodic_checkpoint() {
     assert_eq!(stdout_of(&store, job).await, b"abcdef\n");
     let task = store.task(job, "0").await.expect("task");
     assert_eq!(task.attempts, 0, "resumed, not run again");
+    controller.shutdown().await;
+}
+
+/// Plays a source that dumps `task_ref` for a move (frozen from here) and is gone before the
+/// controller reads the stream. Returns the checkpoint identifier it gave.
+async fn dump_and_vanish(mut source: Peer, task_ref: &str, image: &[u8]) -> String {
+    let (request, read) = expect_migration(&mut source, "taskCheckpoint").await;
+    let MigrationRequest::TaskCheckpoint(checkpoint) = read else {
+        panic!("{read:?}")
+    };
+    assert_eq!(
+        (checkpoint.task_ref.as_str(), checkpoint.leave_running),
+        (task_ref, false)
+    );
+    let identifier = format!("cp-{task_ref}");
+    let taken = TaskCheckpointReply {
+        checkpoint_identifier: identifier.clone(),
+        checkpoint_size: image.len() as u64,
+        stdout_size: 0,
+        stderr_size: 0,
+        frozen_milliseconds: 42,
+    };
+    answer(&mut source, &request, MigrationReply::TaskCheckpoint(taken)).await;
+    drop(source);
+    identifier
+}
+
+/// The source back on a new connection to `addr`, still running `s1` and holding it frozen
+/// under checkpoint `identifier`, as a real agent reports after a lost connection.
+async fn source_back(addr: std::net::SocketAddr, cookie: &str, identifier: &str) -> Peer {
+    let mut source = Peer::open(addr, profile::AGENT, None).await;
+    source
+        .register_checkpointing_again(cookie, "source", 1000.0, &FEATURES)
+        .await;
+    source
+        .report_frozen(cookie, "source", &["s1"], &[(identifier, "s1")])
+        .await;
+    source
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_lost_between_the_restore_and_its_release_drops_its_frozen_copy_when_back() {
+    let dir = TempDir::new("lost-after-restore");
+    let TwoAgents {
+        controller,
+        store,
+        mut source,
+        cookie,
+        mut destination,
+        job,
+        ..
+    } = two_agents(&dir, "cut-short", &FEATURES).await;
+    let addr = controller.local_addr();
+
+    source
+        .report_unavailable(&cookie, "source", &["s1"], Some(UnavailableReason::Owner))
+        .await;
+    let image = b"IMAGE";
+    let identifier = give_checkpoint(&mut source, "s1", false, b"hello\n", image).await;
+    let (restore, _) = take_stream(&mut destination, image).await;
+    answer(
+        &mut destination,
+        &restore,
+        MigrationReply::TaskRestore {
+            task_ref: "d1".into(),
+        },
+    )
+    .await;
+    // The release is sent, but the source is gone before it acts on it: the task runs at
+    // the destination, and the source still holds it frozen.
+    expect_migration(&mut source, "checkpointRelease").await;
+    drop(source);
+    let moved = wait_for_migrations(&store, job, |l| !l.is_empty()).await;
+    assert_eq!(moved[0].outcome, "moved");
+
+    // Back, the source lists the frozen task; the controller has it dropped, not resumed.
+    let mut source = source_back(addr, &cookie, &identifier).await;
+    take_release(&mut source, &identifier, CheckpointDisposition::Cancel).await;
+
+    let task = store.task(job, "0").await.expect("task");
+    assert_eq!(
+        (task.agent, task.task_ref.as_deref()),
+        (Some(agent_id(&store, "destination").await), Some("d1"))
+    );
+    finish(&mut destination, "d1", b"world\n").await;
+    wait_for_task(&store, job, xgrid_controller::store::TaskState::Finished).await;
+    assert_eq!(stdout_of(&store, job).await, b"hello\nworld\n");
+    controller.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_lost_mid_move_drops_its_frozen_copy_once_the_task_ran_again_elsewhere() {
+    let dir = TempDir::new("lost-mid-move");
+    let TwoAgents {
+        controller,
+        store,
+        mut source,
+        cookie,
+        mut destination,
+        job,
+        ..
+    } = two_agents(&dir, "again", &FEATURES).await;
+    let addr = controller.local_addr();
+
+    source
+        .report_unavailable(&cookie, "source", &["s1"], Some(UnavailableReason::Owner))
+        .await;
+    let identifier = dump_and_vanish(source, "s1", b"IMAGE").await;
+    // With no checkpoint kept, the lost source's task runs again from the start; the
+    // destination drops whatever it had of the stream.
+    let (discard, read) = expect_migration(&mut destination, "checkpointRelease").await;
+    let MigrationRequest::CheckpointRelease(release) = read else {
+        panic!("{read:?}")
+    };
+    assert_eq!(release.disposition, CheckpointDisposition::Discard);
+    answer(
+        &mut destination,
+        &discard,
+        MigrationReply::CheckpointRelease,
+    )
+    .await;
+    run_task(&mut destination, "d1").await;
+
+    let mut source = source_back(addr, &cookie, &identifier).await;
+    take_release(&mut source, &identifier, CheckpointDisposition::Cancel).await;
+    let task = store.task(job, "0").await.expect("task");
+    assert_eq!(
+        (task.agent, task.task_ref.as_deref(), task.attempts),
+        (Some(agent_id(&store, "destination").await), Some("d1"), 1)
+    );
+    finish(&mut destination, "d1", b"once\n").await;
+    wait_for_task(&store, job, xgrid_controller::store::TaskState::Finished).await;
+    assert_eq!(stdout_of(&store, job).await, b"once\n");
+    controller.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_frozen_when_the_controller_stopped_is_resumed_where_it_was() {
+    let dir = TempDir::new("frozen-restart");
+    let grid = two_agents(&dir, "thawed", &FEATURES).await;
+    let (mut source, cookie, job) = (grid.source, grid.cookie, grid.job);
+    source
+        .report_unavailable(&cookie, "source", &["s1"], Some(UnavailableReason::Owner))
+        .await;
+    // The controller stops with the task frozen, before its stream is read.
+    let (request, _) = expect_migration(&mut source, "taskCheckpoint").await;
+    let taken = TaskCheckpointReply {
+        checkpoint_identifier: "cp-s1".into(),
+        checkpoint_size: 5,
+        stdout_size: 0,
+        stderr_size: 0,
+        frozen_milliseconds: 42,
+    };
+    answer(&mut source, &request, MigrationReply::TaskCheckpoint(taken)).await;
+    expect_migration(&mut source, "checkpointRead").await;
+    drop((grid._client, grid.destination, grid.store));
+    grid.controller.shutdown().await;
+
+    let controller = controller(&dir, None).await;
+    let store = controller.shared().store.clone();
+    let mut source = source_back(controller.local_addr(), &cookie, "cp-s1").await;
+    take_release(&mut source, "cp-s1", CheckpointDisposition::Resume).await;
+    wait_for_log(&store, job, |line| {
+        line.contains("resumed on agent") && line.contains("frozen")
+    })
+    .await;
+    let task = store.task(job, "0").await.expect("task");
+    assert_eq!(
+        (task.agent, task.task_ref.as_deref(), task.attempts),
+        (Some(agent_id(&store, "source").await), Some("s1"), 0)
+    );
+    finish(&mut source, "s1", b"done\n").await;
+    wait_for_task(&store, job, xgrid_controller::store::TaskState::Finished).await;
     controller.shutdown().await;
 }

@@ -9,6 +9,7 @@
 //! Every move and failed attempt is recorded in the store, the job log and the dashboard.
 
 mod moves;
+mod settle;
 mod steps;
 
 use std::collections::{HashMap, HashSet};
@@ -29,6 +30,7 @@ use crate::shared::Shared;
 use crate::store::{self, AgentId, BalancingTask, JobId, StoreError, TaskState};
 
 use moves::{control, move_task, periodic_checkpoint, requeue_held, restore_held};
+use settle::settle_reported;
 use steps::remove_file;
 
 /// A task whose move or checkpoint failed is left alone this long before the balancer may
@@ -209,18 +211,23 @@ impl Drop for Flight {
 impl Flights {
     fn take_off(self: &Arc<Self>, decision: &Decision) -> Option<Flight> {
         let (job, task) = decision.task();
-        let key = (job, task.to_string());
+        let mut flight = self.claim((job, task.to_string()))?;
+        flight.destination = decision.destination();
+        if let Some(agent) = flight.destination {
+            *lock(&self.incoming).entry(agent).or_default() += 1;
+        }
+        Some(flight)
+    }
+
+    /// The task for work of its own (no destination slot); `None` while it is under way.
+    fn claim(self: &Arc<Self>, key: TaskKey) -> Option<Flight> {
         if !lock(&self.tasks).insert(key.clone()) {
             return None;
-        }
-        let destination = decision.destination();
-        if let Some(agent) = destination {
-            *lock(&self.incoming).entry(agent).or_default() += 1;
         }
         Some(Flight {
             flights: Arc::clone(self),
             task: key,
-            destination,
+            destination: None,
         })
     }
 
@@ -313,7 +320,8 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
 
 /// The agent's own `agentStatus`: records why it is unavailable (an Apple agent that is
 /// unavailable counts as its owner being back) and, when that changed, asks for a balancing
-/// round (load changes wait for the tick, so busy agents do not keep the balancer busy).
+/// round (load changes wait for the tick, so busy agents do not keep the balancer busy);
+/// tasks it holds frozen for a move are left for the next round to settle.
 pub async fn note_agent_status(shared: &Shared, agent: AgentId, status: &AgentStatus) {
     let reason = match status.agent_status {
         messages::AgentState::Available => None,
@@ -334,6 +342,7 @@ pub async fn note_agent_status(shared: &Shared, agent: AgentId, status: &AgentSt
             "cannot record why agent {agent} is unavailable: {e}"
         )),
     }
+    shared.note_frozen(agent, status.frozen_checkpoints.clone());
 }
 
 async fn round(
@@ -341,6 +350,8 @@ async fn round(
     flights: &Arc<Flights>,
     started: Instant,
 ) -> Result<(), StoreError> {
+    // Before the snapshot, so that a task being settled is not also decided on.
+    settle_reported(shared, flights).await;
     let (snapshot, stranded) = snapshot(shared, flights).await?;
     for decision in balancer::plan(&snapshot) {
         let Some(flight) = flights.take_off(&decision) else {

@@ -12,17 +12,17 @@ use xgrid_protocol::messages::{
 };
 use xgrid_protocol::plist::Date;
 
+use super::settle::settle_frozen;
 use super::steps::{
-    checkpoint, drain_output, keep_checkpoint, link, relay, release, remove_file, remove_stream,
-    restore, send_file, stream_name, stream_path, task_ref_on,
+    checkpoint, checkpoint_record, drain_output, keep_checkpoint, link, relay, release,
+    remove_file, remove_stream, restore, send_file, stream_name, stream_path, task_ref_on,
 };
 use super::{lock, Failure, Flights, MigrationError, Step, HELD_RESTORE_TRIES};
-use crate::agent_service::AgentLink;
 use crate::balancer::MigrationReason;
 use crate::dispatch;
 use crate::notify::GridEvent;
 use crate::shared::Shared;
-use crate::store::{AgentId, JobId, MigrationRecord};
+use crate::store::{AgentId, JobId, MigrationRecord, MovedFrom};
 
 /// What a finished move leaves for its record.
 struct Moved {
@@ -115,14 +115,14 @@ async fn try_move(
         .map_err(|e| Step::Checkpoint.failed(e))?;
     let dumped = frozen_from.elapsed();
     let mut transferred = dumped;
-    // From here the task is frozen on the source: a failure must resume it there.
+    // From here the task is frozen on the source until `settle_source` says what became of it.
     let path = stream_path(&shared.config.checkpoint_dir(), job, task);
     let identifier = stream_name(&path);
     let destination = match to {
         Some(to) => match link(shared, to) {
             Ok(link) => Some((to, link)),
             Err(e) => {
-                resume_source(shared, &source, &taken).await;
+                settle_source(shared, from, job, task, &task_ref, &taken).await;
                 return Err(Step::Transfer.failed(e));
             }
         },
@@ -162,7 +162,7 @@ async fn try_move(
     let (octets, new_ref) = match moved {
         Ok(moved) => moved,
         Err(failure) => {
-            resume_source(shared, &source, &taken).await;
+            settle_source(shared, from, job, task, &task_ref, &taken).await;
             if let Some((_, link)) = &destination {
                 // Best effort: the destination drops what it got of the stream.
                 let _ = release(link, &identifier, CheckpointDisposition::Discard).await;
@@ -171,40 +171,66 @@ async fn try_move(
             return Err(failure);
         }
     };
-    // The task now runs at the destination (or lives only in the file): the source's copy
-    // is no longer followed, and the new one is, before anything else can be heard of it.
-    source.unwatch_task(&task_ref);
-    if let (Some((to, link)), Some(new_ref)) = (&destination, &new_ref) {
-        dispatch::follow_again(shared, link, *to, job, task, new_ref, None);
-    }
-    if let Err(e) = keep_checkpoint(shared, job, task, &path, &taken, from, started).await {
-        shared.log(format!(
-            "job {job} task {task}: cannot keep the checkpoint it moved with: {e}"
-        ));
-    }
-    let settled = match (&destination, &new_ref) {
-        (Some((to, _)), Some(new_ref)) => shared.store.record_move(job, task, *to, new_ref).await,
-        _ => shared.store.hold_task(job, task, reason.as_str()).await,
+    // What the new copy says is kept from now on, but followed (and so recorded) only once
+    // the move has landed.
+    let events = match (&destination, &new_ref) {
+        (Some((_, link)), Some(new_ref)) => Some(link.watch_task(new_ref)),
+        _ => None,
     };
-    if let Err(e) = settled {
-        // The restored task may already have ended and been recorded by its driver.
-        shared.log(format!(
-            "job {job} task {task}: cannot record where it runs now: {e}"
-        ));
+    // The move lands only if the task is still on its source: the source may have been
+    // lost meanwhile (and the task queued again or held), or the job stopped.
+    let moved_from = MovedFrom::Agent {
+        agent: from,
+        task_ref: &task_ref,
+    };
+    let record = checkpoint_record(shared, &path, &taken, from, started).await;
+    let landed = match (&destination, &new_ref) {
+        (Some((to, _)), Some(new_ref)) => {
+            let record = record
+                .map_err(|e| {
+                    shared.log(format!(
+                        "job {job} task {task}: cannot keep the checkpoint it moved with: {e}"
+                    ))
+                })
+                .ok();
+            let placed = (*to, new_ref.as_str());
+            (shared.store)
+                .record_move(job, task, moved_from, placed, record.as_ref())
+                .await
+                .map_err(|e| Step::Restore.failed(e.into()))
+        }
+        _ => match record {
+            Ok(record) => (shared.store)
+                .hold_task(job, task, moved_from, reason.as_str(), &record)
+                .await
+                .map_err(|e| Step::Transfer.failed(e.into())),
+            Err(e) => Err(Step::Transfer.failed(e)),
+        },
+    };
+    match landed {
+        Ok(replaced) => {
+            source.unwatch_task(&task_ref);
+            if let (Some((to, link)), Some(new_ref), Some(events)) =
+                (&destination, &new_ref, events)
+            {
+                dispatch::follow_watched(shared, link, *to, job, task, new_ref, events, None);
+            }
+            if let Some(old) = replaced {
+                remove_file(shared, &old).await;
+            }
+        }
+        Err(failure) => {
+            // The task is wherever the store says; the copy restored for this move must not
+            // run beside it.
+            if let (Some((_, link)), Some(new_ref)) = (&destination, &new_ref) {
+                dispatch::cancel_on_agent(link, new_ref);
+            }
+            remove_stream(shared, &path).await;
+            settle_source(shared, from, job, task, &task_ref, &taken).await;
+            return Err(failure);
+        }
     }
-    if let Err(e) = release(
-        &source,
-        &taken.checkpoint_identifier,
-        CheckpointDisposition::Cancel,
-    )
-    .await
-    {
-        // The source resumes the frozen task only if it loses the controller; its next
-        // status then lists a taskRef nobody wants, which is canceled.
-        shared.log(format!(
-            "agent {from} did not drop job {job} task {task} after its move: {e}"
-        ));
-    }
+    settle_source(shared, from, job, task, &task_ref, &taken).await;
     shared.publish(GridEvent::JobChanged { job });
     shared.reschedule();
     shared.rebalance();
@@ -220,16 +246,20 @@ async fn try_move(
     })
 }
 
-async fn resume_source(shared: &Shared, source: &AgentLink, taken: &TaskCheckpointReply) {
-    if let Err(e) = release(
-        source,
-        &taken.checkpoint_identifier,
-        CheckpointDisposition::Resume,
-    )
-    .await
-    {
+/// Tells the source what became of the task it holds frozen for this move
+/// ([`settle_frozen`]); an agent that cannot be told now keeps it frozen and reports it again.
+async fn settle_source(
+    shared: &Shared,
+    from: AgentId,
+    job: JobId,
+    task: &str,
+    task_ref: &str,
+    taken: &TaskCheckpointReply,
+) {
+    if let Err(e) = settle_frozen(shared, from, task_ref, &taken.checkpoint_identifier).await {
         shared.log(format!(
-            "cannot resume a frozen task after a failed move ({e}); it resumes when its agent loses the controller"
+            "cannot tell agent {from} what became of job {job} task {task}, frozen there for a \
+             move ({e}); it stays frozen until the agent reports it again"
         ));
     }
 }
@@ -330,12 +360,17 @@ async fn try_restore(
             return Err(failure);
         }
     };
-    dispatch::follow_again(shared, &destination, to, job, task, &new_ref, None);
-    if let Err(e) = shared.store.record_move(job, task, to, &new_ref).await {
-        shared.log(format!(
-            "job {job} task {task}: cannot record where it runs now: {e}"
-        ));
+    let events = destination.watch_task(&new_ref);
+    let placed = (to, new_ref.as_str());
+    if let Err(e) = (shared.store)
+        .record_move(job, task, MovedFrom::Held, placed, None)
+        .await
+    {
+        // No longer held (its job was stopped or deleted meanwhile): the copy goes.
+        dispatch::cancel_on_agent(&destination, &new_ref);
+        return Err(Step::Restore.failed(e.into()));
     }
+    dispatch::follow_watched(shared, &destination, to, job, task, &new_ref, events, None);
     shared.publish(GridEvent::JobChanged { job });
     shared.reschedule();
     Ok(octets)

@@ -250,7 +250,7 @@ pub(super) async fn relay(
             announced: taken.checkpoint_size,
         });
     }
-    // Not synced here: a move's task is frozen meanwhile. `keep_checkpoint` syncs the file
+    // Not synced here: a move's task is frozen meanwhile. `checkpoint_record` syncs the file
     // before the store counts on it.
     drop(file);
     tokio::fs::rename(&part, path)
@@ -342,6 +342,21 @@ pub(super) async fn keep_checkpoint(
     source: AgentId,
     taken_at: Date,
 ) -> Result<(), MigrationError> {
+    let record = checkpoint_record(shared, path, taken, source, taken_at).await?;
+    if let Some(old) = shared.store.record_checkpoint(job, task, &record).await? {
+        remove_file(shared, &old).await;
+    }
+    Ok(())
+}
+
+/// The record of the stream at `path`, once the file is on disk for good.
+pub(super) async fn checkpoint_record(
+    shared: &Shared,
+    path: &Path,
+    taken: &TaskCheckpointReply,
+    source: AgentId,
+    taken_at: Date,
+) -> Result<CheckpointRecord, MigrationError> {
     // On disk for good before the store says a task can resume from it.
     let file_error = |source| MigrationError::File {
         path: path.display().to_string(),
@@ -361,7 +376,7 @@ pub(super) async fn keep_checkpoint(
         .find(|e| e.agent == source)
         .map(|e| e.cpu_features)
         .unwrap_or_default();
-    let record = CheckpointRecord {
+    Ok(CheckpointRecord {
         path: path.display().to_string(),
         size: taken.checkpoint_size,
         stdout_size: taken.stdout_size,
@@ -369,11 +384,7 @@ pub(super) async fn keep_checkpoint(
         frozen_milliseconds: taken.frozen_milliseconds,
         cpu_features,
         taken_at,
-    };
-    if let Some(old) = shared.store.record_checkpoint(job, task, &record).await? {
-        remove_file(shared, &old).await;
-    }
-    Ok(())
+    })
 }
 
 #[cfg(test)]

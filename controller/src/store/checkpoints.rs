@@ -6,14 +6,14 @@ use std::collections::HashMap;
 
 use sqlx::{Connection, SqliteConnection};
 
-use super::tasks::{task_in_state, task_row, ON_AGENTS};
+use super::tasks::{task_row, ON_AGENTS};
 use super::{
     date, db_id, now, small_count, wire_id, AgentExtensions, AgentId, AttachedTask, BalancingTask,
-    CheckpointRecord, GridId, JobId, MigrationRecord, OutputStream, Result, Store, StoreError,
-    TaskState,
+    CheckpointRecord, GridId, JobId, MigrationRecord, MovedFrom, OutputStream, Result, Store,
+    StoreError, TaskState,
 };
 
-use TaskState::{Assigned, Running, Stopped};
+use TaskState::Assigned;
 
 /// The held reason of the tasks of a lost agent (a migration reason of docs/migration.md).
 pub const AGENT_LOST: &str = "agent lost";
@@ -142,6 +142,72 @@ async fn truncate_to_checkpoint(
     Ok(Some(checkpoint))
 }
 
+/// Keeps `checkpoint` as task row `task`'s last one; returns the file of the one it
+/// replaces.
+async fn keep_checkpoint(
+    conn: &mut SqliteConnection,
+    task: i64,
+    checkpoint: &CheckpointRecord,
+) -> Result<Option<String>> {
+    let old: Option<String> =
+        sqlx::query_scalar("SELECT path FROM task_checkpoints WHERE task_id = ?")
+            .bind(task)
+            .fetch_optional(&mut *conn)
+            .await?;
+    sqlx::query(
+        "INSERT OR REPLACE INTO task_checkpoints (task_id, path, size, stdout_size,
+             stderr_size, frozen_milliseconds, cpu_features, taken_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(task)
+    .bind(&checkpoint.path)
+    .bind(db_octets(checkpoint.size))
+    .bind(db_octets(checkpoint.stdout_size))
+    .bind(db_octets(checkpoint.stderr_size))
+    .bind(db_octets(checkpoint.frozen_milliseconds))
+    .bind(join_features(&checkpoint.cpu_features))
+    .bind(checkpoint.taken_at.0)
+    .execute(&mut *conn)
+    .await?;
+    Ok(old.filter(|old| *old != checkpoint.path))
+}
+
+/// Task `task` of `job`'s row, if the task is still where its move began
+/// ([`StoreError::TaskMovedMeanwhile`] otherwise).
+async fn task_still_at(
+    conn: &mut SqliteConnection,
+    job: JobId,
+    task: &str,
+    from: MovedFrom<'_>,
+) -> Result<i64> {
+    let (id, state) = task_row(conn, job, task).await?;
+    let (agent, task_ref, held): (Option<i64>, Option<String>, Option<String>) =
+        sqlx::query_as("SELECT agent_id, task_ref, held_reason FROM tasks WHERE id = ?")
+            .bind(id)
+            .fetch_one(&mut *conn)
+            .await?;
+    let there = match from {
+        MovedFrom::Agent {
+            agent: from,
+            task_ref: from_ref,
+        } => {
+            state.is_on_agent()
+                && agent == Some(db_id(from))
+                && task_ref.as_deref() == Some(from_ref)
+        }
+        MovedFrom::Held => state == Assigned && agent.is_none() && held.is_some(),
+    };
+    if there {
+        Ok(id)
+    } else {
+        Err(StoreError::TaskMovedMeanwhile {
+            job,
+            task: task.to_string(),
+            state,
+        })
+    }
+}
+
 impl Store {
     /// Keeps `checkpoint` as the task's last one; returns the file of the one it replaces,
     /// for the caller to remove.
@@ -154,28 +220,9 @@ impl Store {
         let mut writer = self.writer.lock().await;
         let mut tx = writer.begin().await?;
         let (id, _) = task_row(&mut tx, job, task).await?;
-        let old: Option<String> =
-            sqlx::query_scalar("SELECT path FROM task_checkpoints WHERE task_id = ?")
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        sqlx::query(
-            "INSERT OR REPLACE INTO task_checkpoints (task_id, path, size, stdout_size,
-                 stderr_size, frozen_milliseconds, cpu_features, taken_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(id)
-        .bind(&checkpoint.path)
-        .bind(db_octets(checkpoint.size))
-        .bind(db_octets(checkpoint.stdout_size))
-        .bind(db_octets(checkpoint.stderr_size))
-        .bind(db_octets(checkpoint.frozen_milliseconds))
-        .bind(join_features(&checkpoint.cpu_features))
-        .bind(checkpoint.taken_at.0)
-        .execute(&mut *tx)
-        .await?;
+        let replaced = keep_checkpoint(&mut tx, id, checkpoint).await?;
         tx.commit().await?;
-        Ok(old.filter(|old| *old != checkpoint.path))
+        Ok(replaced)
     }
 
     /// The task's last checkpoint, if one is kept.
@@ -257,18 +304,25 @@ impl Store {
         Ok(())
     }
 
-    /// The task now runs on `agent` as `task_ref` (restored there): it is Running, no longer
-    /// held, and stamped as moved now.
+    /// The task, restored on `agent` as `task_ref`, now runs there: it is Running, no longer
+    /// held, stamped as moved now, and `checkpoint` (the one it moved with) is its last. Only
+    /// while the task is still where the move began ([`StoreError::TaskMovedMeanwhile`]
+    /// otherwise, and nothing changes). Returns the file of the checkpoint replaced.
     pub async fn record_move(
         &self,
         job: JobId,
         task: &str,
-        agent: AgentId,
-        task_ref: &str,
-    ) -> Result<()> {
+        from: MovedFrom<'_>,
+        (agent, task_ref): (AgentId, &str),
+        checkpoint: Option<&CheckpointRecord>,
+    ) -> Result<Option<String>> {
         let mut writer = self.writer.lock().await;
         let mut tx = writer.begin().await?;
-        let id = task_in_state(&mut tx, job, task, &[Assigned, Running, Stopped], "moved").await?;
+        let id = task_still_at(&mut tx, job, task, from).await?;
+        let replaced = match checkpoint {
+            Some(checkpoint) => keep_checkpoint(&mut tx, id, checkpoint).await?,
+            None => None,
+        };
         sqlx::query(
             "UPDATE tasks SET state = 'Running', agent_id = ?, task_ref = ?, last_moved_at = ?,
                  held_reason = NULL, date_started = coalesce(date_started, ?)
@@ -282,27 +336,29 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(())
+        Ok(replaced)
     }
 
-    /// The task left its agent as a checkpoint (evacuated): it is held at the controller
-    /// until a slot frees, its stored output cut to the checkpoint's sizes. Refused when no
-    /// checkpoint is kept for it.
-    pub async fn hold_task(&self, job: JobId, task: &str, reason: &str) -> Result<()> {
+    /// The task left its agent as `checkpoint` (evacuated): it is held at the controller
+    /// until a slot frees, its stored output cut to the checkpoint's sizes. Only while the
+    /// task is still where the move began ([`StoreError::TaskMovedMeanwhile`] otherwise).
+    /// Returns the file of the checkpoint replaced.
+    pub async fn hold_task(
+        &self,
+        job: JobId,
+        task: &str,
+        from: MovedFrom<'_>,
+        reason: &str,
+        checkpoint: &CheckpointRecord,
+    ) -> Result<Option<String>> {
         let mut writer = self.writer.lock().await;
         let mut tx = writer.begin().await?;
-        let id = task_in_state(&mut tx, job, task, &[Assigned, Running, Stopped], "held").await?;
-        if truncate_to_checkpoint(&mut tx, id).await?.is_none() {
-            return Err(StoreError::TaskStateConflict {
-                job,
-                task: task.to_string(),
-                state: Running,
-                action: "held without a checkpoint",
-            });
-        }
+        let id = task_still_at(&mut tx, job, task, from).await?;
+        let replaced = keep_checkpoint(&mut tx, id, checkpoint).await?;
+        truncate_to_checkpoint(&mut tx, id).await?;
         hold(&mut tx, id, reason).await?;
         tx.commit().await?;
-        Ok(())
+        Ok(replaced)
     }
 
     /// Forgets the checkpoints of tasks no longer on an agent or held (they ended, or run

@@ -40,6 +40,12 @@ pub enum StoreError {
         state: TaskState,
         action: &'static str,
     },
+    #[error("task {task:?} of job {job} is no longer where its move began (it is {state} now)")]
+    TaskMovedMeanwhile {
+        job: JobId,
+        task: String,
+        state: TaskState,
+    },
     #[error("there is no agent {0}")]
     NoSuchAgent(AgentId),
     /// Also the text the agent profile sends back (`{error = "invalid cookie"}`).

@@ -33,7 +33,7 @@ pub use error::StoreError;
 pub use types::{
     AgentExtensions, AgentId, AgentLoad, AgentRecord, AgentRegistration, AgentState,
     ArtResultRecord, ArtVerdict, AttachedTask, BalancingTask, CheckpointRecord, FinalResults, Grid,
-    GridId, JobAttributes, JobDependency, JobId, JobStatus, LogEntry, MigrationRecord,
+    GridId, JobAttributes, JobDependency, JobId, JobStatus, LogEntry, MigrationRecord, MovedFrom,
     OutputStream, SchedulingSnapshot, SnapshotJob, SnapshotTask, StreamResults, TaskLaunch,
     TaskRecord, TaskState,
 };

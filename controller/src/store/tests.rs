@@ -1708,7 +1708,7 @@ async fn a_lost_agents_checkpointed_tasks_are_held_then_restored_elsewhere() {
         .await
         .expect("register");
     store
-        .record_move(job, "0", other, "r9")
+        .record_move(job, "0", MovedFrom::Held, (other, "r9"), None)
         .await
         .expect("moved");
     let task = store.task(job, "0").await.expect("task");
@@ -1731,21 +1731,23 @@ async fn a_lost_agents_checkpointed_tasks_are_held_then_restored_elsewhere() {
 #[tokio::test]
 async fn a_held_task_that_cannot_be_restored_runs_again_from_the_start() {
     let dir = TempDir::new("unheld");
-    let (store, _, job) = running_job(&dir, 1, 1).await;
+    let (store, agent, job) = running_job(&dir, 1, 1).await;
     store
         .append_output(job, "0", OutputStream::Stdout, b"abcdef")
         .await
         .expect("append");
-    assert!(store
-        .hold_task(job, "0", "agent shutting down")
-        .await
-        .is_err());
+    let from = |task_ref| MovedFrom::Agent { agent, task_ref };
+    let evacuated = checkpoint_at("/cp/0", 2, 0);
+    // Held only from where the evacuation began.
+    assert!(matches!(
+        store
+            .hold_task(job, "0", from("t9"), "agent shutting down", &evacuated)
+            .await,
+        Err(StoreError::TaskMovedMeanwhile { .. })
+    ));
+    assert_eq!(store.task_checkpoint(job, "0").await.expect("read"), None);
     store
-        .record_checkpoint(job, "0", &checkpoint_at("/cp/0", 2, 0))
-        .await
-        .expect("keep");
-    store
-        .hold_task(job, "0", "agent shutting down")
+        .hold_task(job, "0", from("t0"), "agent shutting down", &evacuated)
         .await
         .expect("hold");
     assert_eq!(
@@ -1764,6 +1766,86 @@ async fn a_held_task_that_cannot_be_restored_runs_again_from_the_start() {
         .is_empty());
     // Only a held task goes back this way.
     assert!(store.requeue_held_task(job, "0").await.is_err());
+}
+
+#[tokio::test]
+async fn a_move_lands_only_if_the_task_is_still_where_it_began() {
+    let dir = TempDir::new("lands");
+    let (store, agent, job) = running_job(&dir, 2, 2).await;
+    let (other, _) = store
+        .register_agent(&agent_named("other"))
+        .await
+        .expect("register");
+    let from = |task_ref| MovedFrom::Agent { agent, task_ref };
+    let moved_with = checkpoint_at("/cp/moved", 4, 0);
+    let refused = |result: Result<Option<String>>| {
+        matches!(result, Err(StoreError::TaskMovedMeanwhile { .. }))
+    };
+
+    // Another run of the task on the same agent, or a task that is not held.
+    assert!(refused(
+        store
+            .record_move(job, "0", from("t1"), (other, "r1"), Some(&moved_with))
+            .await
+    ));
+    assert!(refused(
+        store
+            .record_move(job, "0", MovedFrom::Held, (other, "r1"), None)
+            .await
+    ));
+    // The source was lost meanwhile: task 1 went back to the queue, and then to another
+    // agent. A move landing now would leave it running twice.
+    store.requeue_task(job, "1").await.expect("requeue");
+    assert!(refused(
+        store
+            .record_move(job, "1", from("t1"), (other, "r1"), Some(&moved_with))
+            .await
+    ));
+    store.mark_assigned(job, "1", other).await.expect("assign");
+    store
+        .mark_started(job, "1", other, "fresh")
+        .await
+        .expect("start");
+    assert!(refused(
+        store
+            .record_move(job, "1", from("t1"), (other, "r1"), Some(&moved_with))
+            .await
+    ));
+    let task = store.task(job, "1").await.expect("task");
+    assert_eq!(
+        (task.agent, task.task_ref.as_deref()),
+        (Some(other), Some("fresh")),
+        "a refused move changes nothing"
+    );
+    assert_eq!(store.task_checkpoint(job, "1").await.expect("read"), None);
+
+    // From where it began, it lands with the checkpoint it moved with, replacing the older.
+    store
+        .record_checkpoint(job, "0", &checkpoint_at("/cp/older", 1, 0))
+        .await
+        .expect("keep");
+    assert_eq!(
+        store
+            .record_move(job, "0", from("t0"), (other, "r0"), Some(&moved_with))
+            .await
+            .expect("lands"),
+        Some("/cp/older".to_string())
+    );
+    let task = store.task(job, "0").await.expect("task");
+    assert_eq!(
+        (task.state, task.agent, task.task_ref.as_deref()),
+        (TaskState::Running, Some(other), Some("r0"))
+    );
+    assert_eq!(
+        store.task_checkpoint(job, "0").await.expect("read"),
+        Some(moved_with)
+    );
+    // A second landing of the same move is refused: the task has left `t0`.
+    assert!(refused(
+        store
+            .record_move(job, "0", from("t0"), (other, "r0"), None)
+            .await
+    ));
 }
 
 #[tokio::test]

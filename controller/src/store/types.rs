@@ -300,6 +300,17 @@ pub struct CheckpointRecord {
     pub taken_at: Date,
 }
 
+/// Where a task was when a move of it began. The move lands only if the task is still
+/// there: meanwhile its agent may have been lost (and the task queued again or held), or
+/// its job stopped, and a move landing anyway would run the task twice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MovedFrom<'a> {
+    /// Placed on `agent` as `task_ref`.
+    Agent { agent: AgentId, task_ref: &'a str },
+    /// Held at the controller as a checkpoint.
+    Held,
+}
+
 /// One move of a task (or an attempt), as the `migrations` table keeps it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MigrationRecord {

@@ -418,6 +418,37 @@ impl Peer {
             .await
     }
 
+    /// Registers again, with `cookie`, as a checkpointing agent that comes back; returns the
+    /// cookie given back, without reporting a status.
+    pub async fn register_checkpointing_again(
+        &mut self,
+        cookie: &str,
+        name: &str,
+        megahertz: f64,
+        features: &[&str],
+    ) -> String {
+        let capabilities = ["pid-namespace", "checkpoint"];
+        let owned = |list: &[&str]| list.iter().map(|s| s.to_string()).collect();
+        let registration = AgentRegistration {
+            agent_cookie: cookie.to_string(),
+            agent_name: name.to_string(),
+            hostnames: vec![format!("{name}.local")],
+            addresses: vec!["127.0.0.1".into()],
+            maximum_cpu_power: megahertz,
+            maximum_task_count: 1,
+            agent_custom: None,
+            linux_capabilities: Some(owned(&capabilities)),
+            cpu_features: Some(owned(features)),
+        };
+        let reply = self
+            .request("agentRegistration", registration.to_payload())
+            .await;
+        match reply.get("agentCookie") {
+            Some(Value::String(cookie)) => cookie.clone(),
+            other => panic!("registration refused: {other:?}"),
+        }
+    }
+
     async fn register_linux(
         &mut self,
         name: &str,
@@ -465,11 +496,20 @@ impl Peer {
             current_task_count: task_refs.len() as i64,
             task_ref_array: task_refs.iter().map(|s| s.to_string()).collect(),
             unavailable_reason: reason,
+            frozen_checkpoints: Default::default(),
         };
         self.notify(AgentNotification::AgentStatus(status)).await;
     }
 
-    pub async fn report_status(&mut self, cookie: &str, name: &str, task_refs: &[&str]) {
+    /// Reports itself Available with `task_refs`, of which `frozen` (checkpoint identifier,
+    /// taskRef) are held frozen for a move.
+    pub async fn report_frozen(
+        &mut self,
+        cookie: &str,
+        name: &str,
+        task_refs: &[&str],
+        frozen: &[(&str, &str)],
+    ) {
         let status = AgentStatus {
             agent_cookie: cookie.to_string(),
             agent_name: name.to_string(),
@@ -478,8 +518,16 @@ impl Peer {
             current_task_count: task_refs.len() as i64,
             task_ref_array: task_refs.iter().map(|s| s.to_string()).collect(),
             unavailable_reason: None,
+            frozen_checkpoints: frozen
+                .iter()
+                .map(|(id, task_ref)| (id.to_string(), task_ref.to_string()))
+                .collect(),
         };
         self.notify(AgentNotification::AgentStatus(status)).await;
+    }
+
+    pub async fn report_status(&mut self, cookie: &str, name: &str, task_refs: &[&str]) {
+        self.report_frozen(cookie, name, task_refs, &[]).await;
     }
 }
 

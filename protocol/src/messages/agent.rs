@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use super::client::{ControllerListReply, ListQuery};
 use super::fields::{Fields, Payload};
-use super::migration::{CPU_FEATURES_KEY, UNAVAILABLE_REASON_KEY};
+use super::migration::{CPU_FEATURES_KEY, FROZEN_CHECKPOINTS_KEY, UNAVAILABLE_REASON_KEY};
 use super::results::{TaskOutputs, TaskStreams};
 use super::states::{AgentState, TaskAction, TaskErrorKind, TaskState, UnavailableReason};
 use super::{envelope, ErrorCode, MessageError};
@@ -113,6 +113,9 @@ pub struct AgentStatus {
     /// Why a checkpointing agent is Unavailable ([`UNAVAILABLE_REASON_KEY`]); `None` from
     /// Apple agents, and for a reason this side does not know.
     pub unavailable_reason: Option<UnavailableReason>,
+    /// The tasks a checkpointing agent holds frozen for a move, by checkpoint identifier
+    /// ([`FROZEN_CHECKPOINTS_KEY`]); empty from Apple agents, and left out when empty.
+    pub frozen_checkpoints: BTreeMap<String, String>,
 }
 
 impl AgentStatus {
@@ -128,6 +131,7 @@ impl AgentStatus {
             unavailable_reason: f
                 .opt_string(UNAVAILABLE_REASON_KEY)?
                 .and_then(|reason| UnavailableReason::parse(&reason)),
+            frozen_checkpoints: f.string_map(FROZEN_CHECKPOINTS_KEY)?,
         })
     }
 
@@ -141,6 +145,15 @@ impl AgentStatus {
             .integer("currentTaskCount", self.current_task_count)
             .strings("taskRefArray", &self.task_ref_array)
             .opt_string(UNAVAILABLE_REASON_KEY, reason)
+            .when(!self.frozen_checkpoints.is_empty(), |p| {
+                p.dictionary(
+                    FROZEN_CHECKPOINTS_KEY,
+                    self.frozen_checkpoints
+                        .iter()
+                        .map(|(id, task_ref)| (id.clone(), Value::from(task_ref.as_str())))
+                        .collect(),
+                )
+            })
             .finish()
     }
 }
@@ -1330,8 +1343,9 @@ mod tests {
             current_cpu_power in 0.0..1e6f64, current_task_count in 0i64..64,
             task_ref_array in proptest::collection::vec(text(), 0..4),
             unavailable_reason in proptest::option::of(proptest::sample::select(UnavailableReason::ALL)),
+            frozen_checkpoints in proptest::collection::btree_map(text(), text(), 0..3),
         ) -> AgentStatus {
-            AgentStatus { agent_cookie, agent_name, agent_status, current_cpu_power, current_task_count, task_ref_array, unavailable_reason }
+            AgentStatus { agent_cookie, agent_name, agent_status, current_cpu_power, current_task_count, task_ref_array, unavailable_reason, frozen_checkpoints }
         }
     }
 

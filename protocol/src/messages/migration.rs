@@ -20,6 +20,12 @@ pub const CPU_FEATURES_KEY: &str = "xgridCPUFeatures";
 /// The `agentStatus` key saying why a checkpointing agent is `Unavailable`.
 pub const UNAVAILABLE_REASON_KEY: &str = "xgridUnavailableReason";
 
+/// The `agentStatus` key listing the tasks a checkpointing agent holds frozen for a move:
+/// a dictionary from each checkpoint identifier to its task's taskRef. A task stays frozen
+/// until the controller releases its checkpoint, across a lost connection too, so that the
+/// controller, which alone knows whether the task now runs elsewhere, decides.
+pub const FROZEN_CHECKPOINTS_KEY: &str = "xgridFrozenCheckpoints";
+
 /// The capability (under `xgridLinuxCapabilities`) that allows every message of this module.
 pub const CHECKPOINT_CAPABILITY: &str = "checkpoint";
 
@@ -533,6 +539,53 @@ mod tests {
             panic!("wrong variant")
         };
         assert_eq!(unavailable_reason, None);
+    }
+
+    #[test]
+    fn frozen_checkpoints_travel_in_agent_status_and_are_left_out_when_none() {
+        let mut payload = dict! {
+            "agentCookie" => "c", "agentName" => "linux1", "agentStatus" => "Available",
+            "currentCPUPower" => "0", "currentTaskCount" => "1",
+            "taskRefArray" => vec![Value::from("3")],
+        };
+        let read =
+            |payload: &Dictionary| match super::super::AgentNotification::from_envelope(&envelope(
+                "",
+                "agentStatus",
+                MessageType::Notification,
+                payload.clone(),
+            ))
+            .expect("parses")
+            {
+                super::super::AgentNotification::AgentStatus(status) => status,
+                other => panic!("wrong variant {other:?}"),
+            };
+        let status = read(&payload);
+        assert!(
+            status.frozen_checkpoints.is_empty(),
+            "Apple agents send none"
+        );
+        assert_eq!(status.to_payload().get(FROZEN_CHECKPOINTS_KEY), None);
+
+        payload.insert(
+            FROZEN_CHECKPOINTS_KEY.into(),
+            Value::Dictionary(dict! {"3-1" => "3"}),
+        );
+        let status = read(&payload);
+        assert_eq!(
+            status.frozen_checkpoints.into_iter().collect::<Vec<_>>(),
+            [("3-1".to_string(), "3".to_string())]
+        );
+        // Not a dictionary of strings: the status cannot be read, rather than a frozen task
+        // being overlooked.
+        payload.insert(FROZEN_CHECKPOINTS_KEY.into(), Value::from("3-1"));
+        assert!(super::super::AgentNotification::from_envelope(&envelope(
+            "",
+            "agentStatus",
+            MessageType::Notification,
+            payload,
+        ))
+        .is_err());
     }
 
     fn text() -> impl Strategy<Value = String> {

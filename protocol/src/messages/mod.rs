@@ -33,7 +33,7 @@ pub use migration::{
     CheckpointReadReply, CheckpointReadRequest, CheckpointReleaseRequest, CheckpointWriteRequest,
     MigrationRefusal, MigrationReply, MigrationRequest, TaskCheckpointReply, TaskCheckpointRequest,
     TaskRestoreRequest, CHECKPOINT_CAPABILITY, CHECKPOINT_CHUNK, CPU_FEATURES_KEY,
-    UNAVAILABLE_REASON_KEY,
+    FROZEN_CHECKPOINTS_KEY, UNAVAILABLE_REASON_KEY,
 };
 pub use results::{TaskOutputs, TaskStreams};
 pub use states::{

@@ -1,0 +1,105 @@
+//! What becomes of a task an agent holds frozen for a move once the move is over, or was
+//! cut short by a lost connection or a controller restart: the store says where the task
+//! runs, and the agent is told to `resume` it or `cancel` it accordingly. The agent keeps
+//! the task frozen until told, and lists it in each status until then, so the task never
+//! runs at both ends of a move and is never lost to one.
+
+use std::sync::Arc;
+
+use xgrid_protocol::messages::{CheckpointDisposition, ErrorCode};
+
+use super::steps::{link, release};
+use super::{Flights, MigrationError};
+use crate::agent_service::LinkError;
+use crate::shared::Shared;
+use crate::store::{AgentId, JobId};
+
+/// Tells `agent`, which holds `task_ref` frozen under checkpoint `identifier`, what became
+/// of the task: `resume` while the store still places the task there under that taskRef
+/// (the move failed or never finished), `cancel` otherwise (it runs elsewhere, waits at the
+/// controller, or its job no longer wants it). Over the agent's current connection: it may
+/// have reconnected since the move began.
+pub(super) async fn settle_frozen(
+    shared: &Shared,
+    agent: AgentId,
+    task_ref: &str,
+    identifier: &str,
+) -> Result<CheckpointDisposition, MigrationError> {
+    let disposition = match shared.store.task_by_ref(agent, task_ref).await? {
+        Some(_) => CheckpointDisposition::Resume,
+        None => CheckpointDisposition::Cancel,
+    };
+    let link = link(shared, agent)?;
+    release(&link, identifier, disposition).await?;
+    if disposition == CheckpointDisposition::Cancel {
+        // The agent drops the task without a word; whoever followed it stops.
+        link.unwatch_task(task_ref);
+    }
+    Ok(disposition)
+}
+
+/// Settles the frozen tasks agents reported that no move under way will settle. A task the
+/// store places on its agent is claimed while it is settled, so no decision of the same
+/// round checkpoints it again.
+pub(super) async fn settle_reported(shared: &Arc<Shared>, flights: &Arc<Flights>) {
+    for (agent, frozen) in shared.take_frozen() {
+        for (identifier, task_ref) in frozen {
+            let placed = match shared.store.task_by_ref(agent, &task_ref).await {
+                Ok(placed) => placed,
+                Err(e) => {
+                    shared.log(format!(
+                        "cannot look up task {task_ref} of agent {agent}, frozen there: {e}"
+                    ));
+                    continue;
+                }
+            };
+            let flight = match &placed {
+                Some((job, task)) => match flights.claim((*job, task.clone())) {
+                    Some(flight) => Some(flight),
+                    // Its move is under way and settles it at its end.
+                    None => continue,
+                },
+                None => None,
+            };
+            let shared = Arc::clone(shared);
+            tokio::spawn(async move {
+                let _flight = flight;
+                let settled = settle_frozen(&shared, agent, &task_ref, &identifier).await;
+                report(&shared, agent, &task_ref, placed, settled).await;
+            });
+        }
+    }
+}
+
+async fn report(
+    shared: &Shared,
+    agent: AgentId,
+    task_ref: &str,
+    placed: Option<(JobId, String)>,
+    settled: Result<CheckpointDisposition, MigrationError>,
+) {
+    match (settled, placed) {
+        (Ok(CheckpointDisposition::Resume), Some((job, task))) => {
+            shared
+                .job_event(
+                    job,
+                    &format!(
+                        "had task {task} resumed on agent {agent}, where a move that did not \
+                         finish had left it frozen"
+                    ),
+                )
+                .await
+        }
+        (Ok(_), _) => shared.log(format!(
+            "agent {agent} dropped its task {task_ref}, frozen for a move: the task runs \
+             elsewhere or is no longer wanted"
+        )),
+        // Settled already, by the move itself, after the agent's report.
+        (Err(MigrationError::Link(LinkError::Declined { refusal, .. })), _)
+            if refusal.code == ErrorCode::InvalidCheckpoint => {}
+        (Err(e), _) => shared.log(format!(
+            "cannot settle task {task_ref} of agent {agent}, frozen for a move: {e}; it stays \
+             frozen until the agent reports it again"
+        )),
+    }
+}
