@@ -237,6 +237,84 @@ fn sigterm_evacuates_the_agent_before_it_exits() {
     );
 }
 
+/// The states (`/proc/PID/stat`'s letter) of the processes whose command line holds every
+/// one of `markers`.
+fn process_states(markers: &[&str]) -> Vec<char> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
+        .filter(|e| {
+            std::fs::read(e.path().join("cmdline")).is_ok_and(|c| {
+                let line = String::from_utf8_lossy(&c);
+                markers.iter().all(|m| line.contains(m))
+            })
+        })
+        .filter_map(|e| {
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            stat.rsplit_once(')')?.1.trim_start().chars().next()
+        })
+        .collect()
+}
+
+#[test]
+fn a_controller_killed_mid_move_leaves_the_task_running_exactly_once() {
+    if let Some(reason) = cannot_run() {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    let mut grid = Grid::start_moving("crash-mid-move", &["--checkpoint-interval", "0"]);
+    let device = Device::new(&grid);
+    grid.add_moving_agent("a", 1, &strs(&device.options()));
+    grid.wait_for_agents(1);
+    // Every copy of the task that runs appends its numbers to one file outside the task
+    // directory, which both agents see: a task that ran twice, even for a moment, leaves
+    // numbers twice there.
+    let witness = grid.dir.join("witness");
+    let script = format!(
+        "{}; i=0; while [ $i -lt {COUNT} ]; do i=$((i+1)); echo $i; echo $i >> '{}'; \
+         sleep 0.05; done",
+        "echo start $(date +%s%N)",
+        witness.display()
+    );
+    let out = grid.xgrid(&["-job", "submit", "/bin/sh", "-c", &script]);
+    assert!(out.status.success(), "submit failed");
+    let job = job_identifier(&out);
+    wait_for_lines(&grid, &job, 3);
+    grid.add_moving_agent("b", 1, &[]);
+    grid.wait_for_agents(2);
+    wait_for_lines(&grid, &job, 10);
+
+    // The owner comes back; the controller dies while agent b restores the task (the
+    // source holding it frozen), before it can record the move, and comes back on the same
+    // store. The restored copy must not run, nor may the source's stay frozen for good.
+    device.touched(SystemTime::now());
+    let images = grid.dir.join("b").join("checkpoints").display().to_string();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while process_states(&["restore", &images]).is_empty() {
+        assert!(Instant::now() < deadline, "agent b never restored the task");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    grid.crash_and_restart_controller();
+
+    wait_finished(&grid, &job, Duration::from_secs(120));
+    let witnessed = std::fs::read_to_string(&witness).expect("the witness file");
+    assert_eq!(
+        witnessed,
+        numbers(),
+        "the task ran exactly once, never at both ends"
+    );
+    let (_, rest) = start_and_numbers(&output(&grid, &job));
+    assert_eq!(rest, numbers(), "its output is an uninterrupted run's");
+}
+
 /// A checkpoint file the controller keeps (complete, not a `.part`).
 fn has_checkpoint(dir: &Path) -> bool {
     std::fs::read_dir(dir).is_ok_and(|entries| {

@@ -8,7 +8,9 @@
 //! It stays frozen when the controller goes away too ([`Migrations::connection_lost`]): the
 //! move may have ended with the task running at its destination, which only the controller
 //! knows, so thawing it here could run it twice. The agent lists its frozen tasks in every
-//! status ([`Migrations::frozen`]) until the controller, back, releases them.
+//! status ([`Migrations::frozen`]) until the controller, back, releases them. A task restored
+//! here for a move may likewise be held frozen (`leaveStopped`) until the controller has
+//! recorded the move, so that whichever end the controller loses, one copy runs.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
@@ -18,7 +20,7 @@ use std::time::Duration;
 use xgrid_protocol::messages::{CheckpointDisposition as Disposition, ErrorCode};
 
 use crate::checkpoint::{
-    Checkpoint, CheckpointError, Checkpointer, PackError, PackReader, RestoredTask, Unpacked,
+    self, Checkpoint, CheckpointError, Checkpointer, PackError, PackReader, RestoredTask, Unpacked,
     Unpacker,
 };
 
@@ -80,8 +82,9 @@ pub struct Made {
 /// What the session must do after a release.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Released {
-    /// The task runs elsewhere now: drop it from the task table without a word.
-    Withdraw { task_ref: String },
+    /// The task runs elsewhere now, or must not run here: drop it from the task table
+    /// without a word (`why` is for the log).
+    Withdraw { task_ref: String, why: &'static str },
     /// Nothing more to do (the task runs on here, or only images went).
     Done,
 }
@@ -108,6 +111,14 @@ struct Outgoing {
     frozen: bool,
 }
 
+/// A task restored here with `leaveStopped`, frozen until the controller has recorded its
+/// move.
+#[derive(Debug)]
+struct Restored {
+    task_ref: String,
+    leader_pid: i32,
+}
+
 #[derive(Debug)]
 enum Incoming {
     Receiving { unpacker: Unpacker, offset: u64 },
@@ -122,6 +133,8 @@ pub struct Migrations {
     root: PathBuf,
     outgoing: HashMap<String, Outgoing>,
     incoming: HashMap<String, Incoming>,
+    /// Tasks restored here and held frozen, by the identifier of the stream they came in.
+    restored: HashMap<String, Restored>,
     next: u64,
 }
 
@@ -135,6 +148,7 @@ impl Migrations {
             root: root.to_path_buf(),
             outgoing: HashMap::new(),
             incoming: HashMap::new(),
+            restored: HashMap::new(),
             next: 1,
         }
     }
@@ -145,18 +159,27 @@ impl Migrations {
 
     /// Whether `task_ref` is frozen for a move (it must not be checkpointed again).
     pub fn is_frozen(&self, task_ref: &str) -> bool {
-        self.outgoing
-            .values()
-            .any(|o| o.frozen && o.task_ref == task_ref)
+        self.frozen().values().any(|frozen| frozen == task_ref)
     }
 
-    /// The tasks held frozen for a move, by checkpoint identifier (`xgridFrozenCheckpoints`).
+    /// The tasks held frozen for a move, dumped here or restored here, by checkpoint
+    /// identifier (`xgridFrozenCheckpoints`).
     pub fn frozen(&self) -> BTreeMap<String, String> {
-        self.outgoing
-            .iter()
-            .filter(|(_, o)| o.frozen)
-            .map(|(id, o)| (id.clone(), o.task_ref.clone()))
-            .collect()
+        let dumped = self.outgoing.iter().filter(|(_, o)| o.frozen);
+        let dumped = dumped.map(|(id, o)| (id.clone(), o.task_ref.clone()));
+        let restored = self.restored.iter();
+        let restored = restored.map(|(id, r)| (id.clone(), r.task_ref.clone()));
+        dumped.chain(restored).collect()
+    }
+
+    /// The task restored from stream `id` (with `leaveStopped`) became `task_ref` here, its
+    /// namespace init `leader_pid`: it stays frozen until [`Migrations::release`] of `id`.
+    pub fn hold_restored(&mut self, id: &str, task_ref: &str, leader_pid: i32) {
+        let restored = Restored {
+            task_ref: task_ref.to_string(),
+            leader_pid,
+        };
+        self.restored.insert(id.to_string(), restored);
     }
 
     /// `taskCheckpoint`: dump the task. With `leave_running` it runs on at once; otherwise
@@ -320,9 +343,12 @@ impl Migrations {
     /// `taskRestore`: bring the task of a fully written stream back to life here, with the
     /// sizes its stdout and stderr files had at the dump (read before it runs again, since
     /// it may write at once). On failure nothing of it is left (neither processes nor files).
+    /// With `frozen` every process of the task stays stopped; [`Migrations::hold_restored`]
+    /// then keeps it so until the controller releases it.
     pub async fn restore(
         &mut self,
         id: &str,
+        frozen: bool,
     ) -> Result<(RestoredTask, Unpacked, (u64, u64)), MigrationError> {
         let unpacked = match self.incoming.remove(id) {
             Some(Incoming::Complete(unpacked)) => unpacked,
@@ -336,7 +362,11 @@ impl Migrations {
         let size_of =
             |name: &str| std::fs::metadata(unpacked.task_dir.join(name)).map_or(0, |m| m.len());
         let sizes = (size_of("stdout"), size_of("stderr"));
-        match self.checkpointer.restore(&checkpoint_dir).await {
+        let restored = match frozen {
+            true => self.checkpointer.restore_frozen(&checkpoint_dir).await,
+            false => self.checkpointer.restore(&checkpoint_dir).await,
+        };
+        match restored {
             Ok(task) => {
                 // The restored processes need nothing more from their images.
                 let _ = std::fs::remove_dir_all(&checkpoint_dir);
@@ -355,6 +385,22 @@ impl Migrations {
         id: &str,
         disposition: Disposition,
     ) -> Result<Released, MigrationError> {
+        if let Some(restored) = self.restored.remove(id) {
+            // A task restored here whose move the controller has settled.
+            return match disposition {
+                Disposition::Resume => {
+                    checkpoint::thaw(restored.leader_pid).map_err(MigrationError::Restore)?;
+                    Ok(Released::Done)
+                }
+                Disposition::Cancel | Disposition::Discard => {
+                    checkpoint::kill_tree(restored.leader_pid).map_err(MigrationError::Restore)?;
+                    Ok(Released::Withdraw {
+                        task_ref: restored.task_ref,
+                        why: "dropped: its move was not recorded",
+                    })
+                }
+            };
+        }
         if let Some(incoming) = self.incoming.remove(id) {
             // A stream sent here for a move that was abandoned.
             match incoming {
@@ -374,6 +420,7 @@ impl Migrations {
                         .map_err(MigrationError::Checkpoint)?;
                     return Ok(Released::Withdraw {
                         task_ref: outgoing.task_ref,
+                        why: "moved to another agent",
                     });
                 }
                 Ok(Released::Done)
@@ -390,8 +437,8 @@ impl Migrations {
         }
     }
 
-    /// Forget a task's checkpoints (it ended or was cancelled): its frozen state, if any,
-    /// goes with it.
+    /// Forget a task's checkpoints (it ended or was cancelled): a task frozen for a move,
+    /// dumped or restored here, is ended.
     pub fn forget_task(&mut self, task_ref: &str) {
         let ids: Vec<String> = self
             .outgoing
@@ -401,14 +448,24 @@ impl Migrations {
             .collect();
         for id in ids {
             if let Some(outgoing) = self.outgoing.remove(&id) {
+                if outgoing.frozen {
+                    let _ = outgoing.checkpoint.kill();
+                }
                 let _ = std::fs::remove_dir_all(outgoing.checkpoint.dir());
             }
         }
+        self.restored.retain(|_, r| {
+            if r.task_ref != task_ref {
+                return true;
+            }
+            let _ = checkpoint::kill_tree(r.leader_pid);
+            false
+        });
     }
 
     /// The controller is gone: streams half sent or received are dropped (the controller
-    /// starts a move afresh), but frozen tasks stay frozen, their checkpoints kept for the
-    /// controller to release when it is back. Returns how many tasks stay frozen.
+    /// starts a move afresh), but frozen tasks, dumped or restored here, stay frozen, kept
+    /// for the controller to release when it is back. Returns how many tasks stay frozen.
     pub fn connection_lost(&mut self) -> usize {
         let (frozen, spent): (HashMap<_, _>, HashMap<_, _>) =
             self.outgoing.drain().partition(|(_, o)| o.frozen);
@@ -422,7 +479,7 @@ impl Migrations {
                 Incoming::Complete(unpacked) => unpacked.discard(),
             }
         }
-        self.outgoing.len()
+        self.outgoing.len() + self.restored.len()
     }
 }
 
@@ -471,7 +528,7 @@ mod tests {
         ));
         // Not complete: no restore.
         assert!(matches!(
-            block_on(migrations.restore("m1")),
+            block_on(migrations.restore("m1", false)),
             Err(MigrationError::Incomplete(_))
         ));
         // A damaged stream is dropped.

@@ -580,10 +580,29 @@ impl Agent {
                     .submit(&submission)
                     .map(|task_ref| AgentReply::TaskSubmission { task_ref }),
             ),
+            R::TaskControl(control)
+                if control.control == TaskAction::Cancel
+                    && self.migrations.is_frozen(&control.task_ref) =>
+            {
+                // Frozen for a move and no longer wanted: it ends here for good, directory
+                // and all, as when a move settles it (a restored copy's directory has the
+                // task's own path, which a later move of the task must find free).
+                self.migrations.forget_task(&control.task_ref);
+                let why = "canceled while frozen for a move";
+                self.tasks.withdraw(&control.task_ref, why).await;
+                AgentReply::TaskControl.to_payload()
+            }
+            R::TaskControl(control) if self.migrations.is_frozen(&control.task_ref) => {
+                // Suspending or starting it would be undone, unseen, when its move settles.
+                log(format!(
+                    "task {}: refused to {} it while it is frozen for a move",
+                    control.task_ref, control.control
+                ));
+                ErrorCode::InvalidControl.to_payload()
+            }
             R::TaskControl(control) => {
                 let done = self.tasks.control(&control).await;
                 if done.is_ok() && control.control == TaskAction::Cancel {
-                    // A task frozen for a move and canceled is no longer the move's to settle.
                     self.migrations.forget_task(&control.task_ref);
                 }
                 answer(done.map(|()| AgentReply::TaskControl))
@@ -707,15 +726,24 @@ impl Agent {
                         "this agent has no free slot for the task",
                     ))
                 } else {
-                    match self.migrations.restore(&r.checkpoint_identifier).await {
+                    let id = &r.checkpoint_identifier;
+                    match self.migrations.restore(id, r.leave_stopped).await {
                         Ok((restored, unpacked, sizes)) => {
                             let took = restored.restore_time();
+                            let leader_pid = restored.leader_pid();
                             match self.tasks.adopt(restored, &unpacked.task_dir, sizes) {
                                 Ok(task_ref) => {
+                                    if r.leave_stopped {
+                                        self.migrations.hold_restored(id, &task_ref, leader_pid);
+                                    }
                                     log(format!(
-                                        "task {task_ref}: restored from checkpoint {} in {} ms",
-                                        r.checkpoint_identifier,
-                                        took.as_millis()
+                                        "task {task_ref}: restored from checkpoint {id} in {} ms{}",
+                                        took.as_millis(),
+                                        if r.leave_stopped {
+                                            ", held frozen until its move is recorded"
+                                        } else {
+                                            ""
+                                        }
                                     ));
                                     Ok(MigrationReply::TaskRestore { task_ref })
                                 }
@@ -734,8 +762,8 @@ impl Agent {
                     .migrations
                     .release(&r.checkpoint_identifier, r.disposition)
                 {
-                    Ok(Released::Withdraw { task_ref }) => {
-                        self.tasks.withdraw(&task_ref).await;
+                    Ok(Released::Withdraw { task_ref, why }) => {
+                        self.tasks.withdraw(&task_ref, why).await;
                         Ok(MigrationReply::CheckpointRelease)
                     }
                     Ok(Released::Done) => Ok(MigrationReply::CheckpointRelease),

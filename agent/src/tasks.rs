@@ -399,14 +399,12 @@ impl TaskTable {
 
     /// Drop a task that now runs on another agent, without a word to the controller: its
     /// taskRef simply leaves `taskRefArray`.
-    pub async fn withdraw(&mut self, task_ref: &str) {
+    pub async fn withdraw(&mut self, task_ref: &str, why: &str) {
         if let Some(entry) = self.tasks.remove(task_ref) {
             if let Err(e) = entry.task.remove().await {
-                log(format!(
-                    "task {task_ref}: could not clean up after its move: {e}"
-                ));
+                log(format!("task {task_ref}: could not clean up: {e}"));
             }
-            log(format!("task {task_ref} moved to another agent"));
+            log(format!("task {task_ref} {why}"));
         }
     }
 

@@ -337,6 +337,7 @@ async fn a_counting_task_moves_and_writes_exactly_what_an_uninterrupted_run_writ
         &mut destination,
         MigrationRequest::TaskRestore(xgrid_protocol::messages::TaskRestoreRequest {
             checkpoint_identifier: "m1".into(),
+            leave_stopped: true,
         }),
     )
     .await
@@ -344,12 +345,26 @@ async fn a_counting_task_moves_and_writes_exactly_what_an_uninterrupted_run_writ
         MigrationReply::TaskRestore { task_ref } => task_ref,
         other => panic!("taskRestore refused: {other:?}"),
     };
+    // Restored, but held frozen until the move is recorded: nothing written yet.
+    let status = destination
+        .agent_status(|s| s.task_ref_array.contains(&restored))
+        .await;
+    assert_eq!(
+        status.frozen_checkpoints.get("m1"),
+        Some(&restored),
+        "the destination lists the restored task as frozen"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let mut early = Vec::new();
+    fetch(&mut destination, &restored, &mut early).await;
+    assert!(early.is_empty(), "a frozen restored task wrote {early:?}");
     release(
         &mut source,
         &made.checkpoint_identifier,
         CheckpointDisposition::Cancel,
     )
     .await;
+    release(&mut destination, "m1", CheckpointDisposition::Resume).await;
     // The source forgets the task without a word.
     let status = source
         .agent_status(|s| !s.task_ref_array.contains(&task_ref))
@@ -411,6 +426,7 @@ async fn a_restore_that_fails_leaves_the_task_running_once_at_its_source() {
         &mut destination,
         MigrationRequest::TaskRestore(xgrid_protocol::messages::TaskRestoreRequest {
             checkpoint_identifier: "m1".into(),
+            leave_stopped: false,
         }),
     )
     .await;

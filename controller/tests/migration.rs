@@ -175,7 +175,22 @@ async fn take_stream(destination: &mut Peer, image: &[u8]) -> (Envelope, String)
         panic!("{read:?}")
     };
     assert_eq!(restore.checkpoint_identifier, write.checkpoint_identifier);
+    assert!(
+        restore.leave_stopped,
+        "restored tasks wait for their move to be recorded"
+    );
     (request, write.checkpoint_identifier)
+}
+
+/// Plays the destination's steps 3 and 4: takes the stream `image` and restores it, frozen,
+/// as `task_ref`. Returns the stream's identifier.
+async fn restore_as(destination: &mut Peer, image: &[u8], task_ref: &str) -> String {
+    let (restore, written) = take_stream(destination, image).await;
+    let restored = MigrationReply::TaskRestore {
+        task_ref: task_ref.into(),
+    };
+    answer(destination, &restore, restored).await;
+    written
 }
 
 /// Expects `checkpointRelease` of `identifier` with `disposition`, and answers it.
@@ -267,6 +282,7 @@ struct TwoAgents {
     source: Peer,
     cookie: String,
     destination: Peer,
+    destination_cookie: String,
     job: u64,
     /// Kept open: the job's client.
     _client: Peer,
@@ -285,7 +301,7 @@ async fn two_agents(dir: &TempDir, job_name: &str, features: &[&str]) -> TwoAgen
     run_task(&mut source, "s1").await;
     wait_for_task(&store, job, xgrid_controller::store::TaskState::Running).await;
     let mut destination = Peer::open(addr, profile::AGENT, None).await;
-    destination
+    let destination_cookie = destination
         .register_checkpointing("destination", 1, 1000.0, features)
         .await;
     TwoAgents {
@@ -294,6 +310,7 @@ async fn two_agents(dir: &TempDir, job_name: &str, features: &[&str]) -> TwoAgen
         source,
         cookie,
         destination,
+        destination_cookie,
         job,
         _client: client,
     }
@@ -317,17 +334,11 @@ async fn a_task_moves_off_an_agent_whose_owner_is_back() {
         .await;
     let image = b"IMAGE-0123456789";
     let identifier = give_checkpoint(&mut source, "s1", false, b"hello\n", image).await;
-    let (restore, _) = take_stream(&mut destination, image).await;
-    answer(
-        &mut destination,
-        &restore,
-        MigrationReply::TaskRestore {
-            task_ref: "d1".into(),
-        },
-    )
-    .await;
-    // The restored task says it runs at once, as a real agent's does: the move still lands.
+    let written = restore_as(&mut destination, image, "d1").await;
+    // The restored task's status comes at once, as a real agent's does: the move still lands;
+    // then the restored copy may run, and the source's goes.
     report(&mut destination, "d1", TaskState::Running, false).await;
+    take_release(&mut destination, &written, CheckpointDisposition::Resume).await;
     take_release(&mut source, &identifier, CheckpointDisposition::Cancel).await;
 
     let (from, to) = (
@@ -519,15 +530,8 @@ async fn a_shutting_down_agents_task_waits_at_the_controller_for_a_slot() {
     let mut next = Peer::open(addr, profile::AGENT, None).await;
     next.register_checkpointing("next", 1, 1000.0, &FEATURES)
         .await;
-    let (restore, _) = take_stream(&mut next, image).await;
-    answer(
-        &mut next,
-        &restore,
-        MigrationReply::TaskRestore {
-            task_ref: "n1".into(),
-        },
-    )
-    .await;
+    let written = restore_as(&mut next, image, "n1").await;
+    take_release(&mut next, &written, CheckpointDisposition::Resume).await;
     let moves = wait_for_migrations(&store, job, |l| l.len() == 2).await;
     let next_id = agent_id(&store, "next").await;
     assert_eq!(
@@ -591,15 +595,8 @@ async fn a_lost_agents_task_resumes_elsewhere_from_its_periodic_checkpoint() {
     rescuer
         .register_checkpointing("rescuer", 1, 1000.0, &["sse2", "avx", "avx2"])
         .await;
-    let (restore, _) = take_stream(&mut rescuer, image).await;
-    answer(
-        &mut rescuer,
-        &restore,
-        MigrationReply::TaskRestore {
-            task_ref: "r1".into(),
-        },
-    )
-    .await;
+    let written = restore_as(&mut rescuer, image, "r1").await;
+    take_release(&mut rescuer, &written, CheckpointDisposition::Resume).await;
     let moves = wait_for_migrations(&store, job, |l| !l.is_empty()).await;
     assert_eq!(
         (
@@ -641,17 +638,22 @@ async fn dump_and_vanish(mut source: Peer, task_ref: &str, image: &[u8]) -> Stri
     identifier
 }
 
-/// The source back on a new connection to `addr`, still running `s1` and holding it frozen
-/// under checkpoint `identifier`, as a real agent reports after a lost connection.
-async fn source_back(addr: std::net::SocketAddr, cookie: &str, identifier: &str) -> Peer {
-    let mut source = Peer::open(addr, profile::AGENT, None).await;
-    source
-        .register_checkpointing_again(cookie, "source", 1000.0, &FEATURES)
+/// Agent `name` back on a new connection to `addr`, holding its task `task_ref` frozen under
+/// checkpoint `identifier`, as a real agent reports after a lost connection.
+async fn agent_back(
+    addr: std::net::SocketAddr,
+    (name, cookie): (&str, &str),
+    task_ref: &str,
+    identifier: &str,
+) -> Peer {
+    let mut agent = Peer::open(addr, profile::AGENT, None).await;
+    agent
+        .register_checkpointing_again(cookie, name, 1000.0, &FEATURES)
         .await;
-    source
-        .report_frozen(cookie, "source", &["s1"], &[(identifier, "s1")])
+    agent
+        .report_frozen(cookie, name, &[task_ref], &[(identifier, task_ref)])
         .await;
-    source
+    agent
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -673,15 +675,8 @@ async fn a_source_lost_between_the_restore_and_its_release_drops_its_frozen_copy
         .await;
     let image = b"IMAGE";
     let identifier = give_checkpoint(&mut source, "s1", false, b"hello\n", image).await;
-    let (restore, _) = take_stream(&mut destination, image).await;
-    answer(
-        &mut destination,
-        &restore,
-        MigrationReply::TaskRestore {
-            task_ref: "d1".into(),
-        },
-    )
-    .await;
+    let written = restore_as(&mut destination, image, "d1").await;
+    take_release(&mut destination, &written, CheckpointDisposition::Resume).await;
     // The release is sent, but the source is gone before it acts on it: the task runs at
     // the destination, and the source still holds it frozen.
     expect_migration(&mut source, "checkpointRelease").await;
@@ -690,7 +685,7 @@ async fn a_source_lost_between_the_restore_and_its_release_drops_its_frozen_copy
     assert_eq!(moved[0].outcome, "moved");
 
     // Back, the source lists the frozen task; the controller has it dropped, not resumed.
-    let mut source = source_back(addr, &cookie, &identifier).await;
+    let mut source = agent_back(addr, ("source", &cookie), "s1", &identifier).await;
     take_release(&mut source, &identifier, CheckpointDisposition::Cancel).await;
 
     let task = store.task(job, "0").await.expect("task");
@@ -737,7 +732,7 @@ async fn a_source_lost_mid_move_drops_its_frozen_copy_once_the_task_ran_again_el
     .await;
     run_task(&mut destination, "d1").await;
 
-    let mut source = source_back(addr, &cookie, &identifier).await;
+    let mut source = agent_back(addr, ("source", &cookie), "s1", &identifier).await;
     take_release(&mut source, &identifier, CheckpointDisposition::Cancel).await;
     let task = store.task(job, "0").await.expect("task");
     assert_eq!(
@@ -753,29 +748,30 @@ async fn a_source_lost_mid_move_drops_its_frozen_copy_once_the_task_ran_again_el
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_frozen_when_the_controller_stopped_is_resumed_where_it_was() {
     let dir = TempDir::new("frozen-restart");
-    let grid = two_agents(&dir, "thawed", &FEATURES).await;
-    let (mut source, cookie, job) = (grid.source, grid.cookie, grid.job);
-    source
+    let mut grid = two_agents(&dir, "thawed", &FEATURES).await;
+    let (cookie, job) = (grid.cookie.clone(), grid.job);
+    grid.source
         .report_unavailable(&cookie, "source", &["s1"], Some(UnavailableReason::Owner))
         .await;
-    // The controller stops with the task frozen, before its stream is read.
-    let (request, _) = expect_migration(&mut source, "taskCheckpoint").await;
-    let taken = TaskCheckpointReply {
-        checkpoint_identifier: "cp-s1".into(),
-        checkpoint_size: 5,
-        stdout_size: 0,
-        stderr_size: 0,
-        frozen_milliseconds: 42,
-    };
-    answer(&mut source, &request, MigrationReply::TaskCheckpoint(taken)).await;
-    expect_migration(&mut source, "checkpointRead").await;
-    drop((grid._client, grid.destination, grid.store));
+    // The controller stops after the destination got the whole stream and the restore
+    // request, before it recorded the move: as if it crashed right after the restore.
+    let image = b"IMAGE";
+    let identifier = give_checkpoint(&mut grid.source, "s1", false, b"", image).await;
+    let (_, written) = take_stream(&mut grid.destination, image).await;
+    drop((grid._client, grid.source, grid.destination, grid.store));
     grid.controller.shutdown().await;
 
+    // Back, each lists its frozen copy: the restored one is dropped (the store never placed
+    // the task there), the source's runs on.
     let controller = controller(&dir, None).await;
     let store = controller.shared().store.clone();
-    let mut source = source_back(controller.local_addr(), &cookie, "cp-s1").await;
-    take_release(&mut source, "cp-s1", CheckpointDisposition::Resume).await;
+    let addr = controller.local_addr();
+    let destination_cookie = grid.destination_cookie;
+    let mut destination =
+        agent_back(addr, ("destination", &destination_cookie), "d1", &written).await;
+    take_release(&mut destination, &written, CheckpointDisposition::Cancel).await;
+    let mut source = agent_back(addr, ("source", &cookie), "s1", &identifier).await;
+    take_release(&mut source, &identifier, CheckpointDisposition::Resume).await;
     wait_for_log(&store, job, |line| {
         line.contains("resumed on agent") && line.contains("frozen")
     })

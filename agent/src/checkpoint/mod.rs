@@ -306,6 +306,23 @@ impl Checkpointer {
     /// be back at its original path, see [`Unpacker`]). Returns once the task runs again.
     /// On failure nothing of the task is left running here.
     pub async fn restore(&self, checkpoint_dir: &Path) -> Result<RestoredTask, CheckpointError> {
+        self.restore_tree(checkpoint_dir, false).await
+    }
+
+    /// [`Checkpointer::restore`], leaving every process of the task stopped until
+    /// [`thaw`]: a task whose move is not yet recorded must not run.
+    pub async fn restore_frozen(
+        &self,
+        checkpoint_dir: &Path,
+    ) -> Result<RestoredTask, CheckpointError> {
+        self.restore_tree(checkpoint_dir, true).await
+    }
+
+    async fn restore_tree(
+        &self,
+        checkpoint_dir: &Path,
+        leave_stopped: bool,
+    ) -> Result<RestoredTask, CheckpointError> {
         let (criu, perl, _) = self.criu()?;
         let images = checkpoint_dir.join(DUMP_DIR);
         if !images.join("inventory.img").is_file() {
@@ -321,6 +338,7 @@ impl Checkpointer {
             .arg(&images)
             .args(["--log-file", "restore.log", "--file-locks", "--pidfile"])
             .arg(&pidfile)
+            .args(leave_stopped.then_some("--leave-stopped"))
             .args(["--exec-cmd", "--"])
             .arg(perl)
             .args(["-e", WAITER])
@@ -563,6 +581,27 @@ fn signal_namespace(leader_pid: i32, sig: Signal) -> Result<(), nix::errno::Errn
     Ok(())
 }
 
+/// Lets every process of the task whose namespace init is `leader_pid` run again (a task
+/// restored with [`Checkpointer::restore_frozen`]).
+pub fn thaw(leader_pid: i32) -> Result<(), CheckpointError> {
+    signal_namespace(leader_pid, Signal::SIGCONT).map_err(|source| CheckpointError::Signal {
+        action: "resume",
+        source,
+    })
+}
+
+/// Ends the task whose namespace init is `leader_pid`: SIGKILL to the init takes the whole
+/// namespace with it.
+pub fn kill_tree(leader_pid: i32) -> Result<(), CheckpointError> {
+    match signal::kill(Pid::from_raw(leader_pid), Signal::SIGKILL) {
+        Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
+        Err(source) => Err(CheckpointError::Signal {
+            action: "kill",
+            source,
+        }),
+    }
+}
+
 /// A dumped task: its images, its task directory as it was at the dump, and (when left
 /// stopped) the frozen task itself.
 #[derive(Debug)]
@@ -608,24 +647,12 @@ impl Checkpoint {
         if self.was_stopped {
             return Ok(());
         }
-        signal_namespace(self.leader_pid, Signal::SIGCONT).map_err(|source| {
-            CheckpointError::Signal {
-                action: "resume",
-                source,
-            }
-        })
+        thaw(self.leader_pid)
     }
 
-    /// End the source task (the move succeeded): SIGKILL to its init takes the whole
-    /// namespace with it.
+    /// End the source task (the move succeeded).
     pub fn kill(&self) -> Result<(), CheckpointError> {
-        match signal::kill(Pid::from_raw(self.leader_pid), Signal::SIGKILL) {
-            Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
-            Err(source) => Err(CheckpointError::Signal {
-                action: "kill",
-                source,
-            }),
-        }
+        kill_tree(self.leader_pid)
     }
 }
 
@@ -722,13 +749,7 @@ impl RestoredTask {
         if !self.alive() {
             return Ok(());
         }
-        match signal::kill(Pid::from_raw(self.leader_pid), Signal::SIGKILL) {
-            Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
-            Err(source) => Err(CheckpointError::Signal {
-                action: "kill",
-                source,
-            }),
-        }
+        kill_tree(self.leader_pid)
     }
 }
 

@@ -177,6 +177,21 @@ struct Flights {
     checkpoint_tried: Mutex<HashMap<TaskKey, f64>>,
     /// Failed restores of each held checkpoint so far.
     held_failures: Mutex<HashMap<TaskKey, u32>>,
+    /// Restores under way, by destination and stream identifier: the task they bring back
+    /// is frozen there until its move settles it, whatever the destination reports.
+    restoring: Mutex<HashSet<(AgentId, String)>>,
+}
+
+/// A restore under way ([`Flights::restore_started`]); dropping it ends it.
+struct Restoring {
+    flights: Arc<Flights>,
+    key: (AgentId, String),
+}
+
+impl Drop for Restoring {
+    fn drop(&mut self) {
+        lock(&self.flights.restoring).remove(&self.key);
+    }
 }
 
 // A poisoned lock only means a panic elsewhere while holding it; the sets stay usable.
@@ -229,6 +244,21 @@ impl Flights {
             task: key,
             destination: None,
         })
+    }
+
+    /// A restore of stream `identifier` on agent `to` is under way until the guard drops.
+    fn restore_started(self: &Arc<Self>, to: AgentId, identifier: &str) -> Restoring {
+        let key = (to, identifier.to_string());
+        lock(&self.restoring).insert(key.clone());
+        Restoring {
+            flights: Arc::clone(self),
+            key,
+        }
+    }
+
+    /// Whether stream `identifier` is being restored on `agent` by a move under way.
+    fn is_restoring(&self, agent: AgentId, identifier: &str) -> bool {
+        lock(&self.restoring).contains(&(agent, identifier.to_string()))
     }
 
     /// Tasks under way or backing off. Taken before a round reads the store: a task whose
@@ -323,6 +353,9 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
 /// round (load changes wait for the tick, so busy agents do not keep the balancer busy);
 /// tasks it holds frozen for a move are left for the next round to settle.
 pub async fn note_agent_status(shared: &Shared, agent: AgentId, status: &AgentStatus) {
+    // Noted first: the round the reason below may start must settle these before it
+    // decides anything about the same tasks.
+    shared.note_frozen(agent, status.frozen_checkpoints.clone());
     let reason = match status.agent_status {
         messages::AgentState::Available => None,
         messages::AgentState::Unavailable | messages::AgentState::Offline => Some(
@@ -342,7 +375,6 @@ pub async fn note_agent_status(shared: &Shared, agent: AgentId, status: &AgentSt
             "cannot record why agent {agent} is unavailable: {e}"
         )),
     }
-    shared.note_frozen(agent, status.frozen_checkpoints.clone());
 }
 
 async fn round(

@@ -39,7 +39,7 @@ struct Moved {
 /// holds until a slot frees. Records the move or the failed attempt.
 pub(super) async fn move_task(
     shared: &Arc<Shared>,
-    flights: &Flights,
+    flights: &Arc<Flights>,
     job: JobId,
     task: &str,
     from: AgentId,
@@ -48,8 +48,8 @@ pub(super) async fn move_task(
 ) {
     let started = Date::now();
     let clock = Instant::now();
-    let result = try_move(shared, job, task, from, to, reason, started).await;
-    // Frozen: from the checkpoint request to the destination's restore, when it moved.
+    let result = try_move(shared, flights, job, task, from, to, reason, started).await;
+    // Frozen: from the checkpoint request until the restored copy may run, when it moved.
     let frozen = result
         .as_ref()
         .ok()
@@ -96,8 +96,10 @@ pub(super) async fn move_task(
     .await;
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn try_move(
     shared: &Arc<Shared>,
+    flights: &Arc<Flights>,
     job: JobId,
     task: &str,
     from: AgentId,
@@ -128,7 +130,12 @@ async fn try_move(
         },
         None => None,
     };
-    let moved: Result<(u64, Option<String>), Failure> = async {
+    // Registered before the restore: until this move settles it, the destination's report
+    // of the task frozen there is this move's to answer.
+    let _restoring = destination
+        .as_ref()
+        .map(|(to, _)| flights.restore_started(*to, &identifier));
+    let moved = async {
         drain_output(shared, &source, job, task, &task_ref, &taken)
             .await
             .map_err(|e| Step::Transfer.failed(e))?;
@@ -147,19 +154,19 @@ async fn try_move(
             .await
             .map_err(|e| Step::Transfer.failed(e.into()))?;
         transferred = frozen_from.elapsed();
-        let new_ref = match &destination {
-            Some((_, link)) => Some(
-                restore(link, &identifier)
-                    .await
-                    .map_err(|e| Step::Restore.failed(e))?,
-            ),
-            None => None,
-        };
-        Ok((octets, new_ref))
+        let kept = checkpoint_record(shared, &path, &taken, from, started);
+        Ok(match &destination {
+            Some((_, link)) => {
+                // The file goes to disk while the destination restores, off the frozen path.
+                let (restored, record) = tokio::join!(restore(link, &identifier), kept);
+                let new_ref = restored.map_err(|e| Step::Restore.failed(e))?;
+                (octets, Some(new_ref), record)
+            }
+            None => (octets, None, kept.await),
+        })
     }
     .await;
-    let frozen = destination.is_some().then(|| frozen_from.elapsed());
-    let (octets, new_ref) = match moved {
+    let (octets, new_ref, record) = match moved {
         Ok(moved) => moved,
         Err(failure) => {
             settle_source(shared, from, job, task, &task_ref, &taken).await;
@@ -171,10 +178,10 @@ async fn try_move(
             return Err(failure);
         }
     };
-    // What the new copy says is kept from now on, but followed (and so recorded) only once
-    // the move has landed.
-    let events = match (&destination, &new_ref) {
-        (Some((_, link)), Some(new_ref)) => Some(link.watch_task(new_ref)),
+    // The restored copy stays frozen until the move has landed in the store; what it says
+    // meanwhile is kept, and followed (and so recorded) only once the move has landed.
+    let restored = match (&destination, &new_ref) {
+        (Some((to, link)), Some(new_ref)) => Some((*to, link, new_ref, link.watch_task(new_ref))),
         _ => None,
     };
     // The move lands only if the task is still on its source: the source may have been
@@ -183,9 +190,8 @@ async fn try_move(
         agent: from,
         task_ref: &task_ref,
     };
-    let record = checkpoint_record(shared, &path, &taken, from, started).await;
-    let landed = match (&destination, &new_ref) {
-        (Some((to, _)), Some(new_ref)) => {
+    let landed = match &restored {
+        Some((to, _, new_ref, _)) => {
             let record = record
                 .map_err(|e| {
                     shared.log(format!(
@@ -193,13 +199,12 @@ async fn try_move(
                     ))
                 })
                 .ok();
-            let placed = (*to, new_ref.as_str());
             (shared.store)
-                .record_move(job, task, moved_from, placed, record.as_ref())
+                .record_move(job, task, moved_from, (*to, new_ref), record.as_ref())
                 .await
                 .map_err(|e| Step::Restore.failed(e.into()))
         }
-        _ => match record {
+        None => match record {
             Ok(record) => (shared.store)
                 .hold_task(job, task, moved_from, reason.as_str(), &record)
                 .await
@@ -207,30 +212,30 @@ async fn try_move(
             Err(e) => Err(Step::Transfer.failed(e)),
         },
     };
-    match landed {
+    let landed = match landed {
         Ok(replaced) => {
             source.unwatch_task(&task_ref);
-            if let (Some((to, link)), Some(new_ref), Some(events)) =
-                (&destination, &new_ref, events)
-            {
-                dispatch::follow_watched(shared, link, *to, job, task, new_ref, events, None);
-            }
             if let Some(old) = replaced {
                 remove_file(shared, &old).await;
             }
+            Ok(())
         }
         Err(failure) => {
-            // The task is wherever the store says; the copy restored for this move must not
-            // run beside it.
-            if let (Some((_, link)), Some(new_ref)) = (&destination, &new_ref) {
-                dispatch::cancel_on_agent(link, new_ref);
-            }
             remove_stream(shared, &path).await;
-            settle_source(shared, from, job, task, &task_ref, &taken).await;
-            return Err(failure);
+            Err(failure)
         }
+    };
+    // The store says where the task runs now: the restored copy runs on (and is followed)
+    // or goes, and so does the source's.
+    if let Some((to, link, new_ref, events)) = restored {
+        if landed.is_ok() {
+            dispatch::follow_watched(shared, link, to, job, task, new_ref, events, None);
+        }
+        settle_restored(shared, to, job, task, new_ref, &identifier).await;
     }
+    let frozen = destination.is_some().then(|| frozen_from.elapsed());
     settle_source(shared, from, job, task, &task_ref, &taken).await;
+    landed?;
     shared.publish(GridEvent::JobChanged { job });
     shared.reschedule();
     shared.rebalance();
@@ -244,6 +249,24 @@ async fn try_move(
         frozen,
         phases,
     })
+}
+
+/// Tells the destination what became of the task it restored frozen for a move
+/// ([`settle_frozen`]); an agent that cannot be told now keeps it frozen and reports it again.
+async fn settle_restored(
+    shared: &Shared,
+    to: AgentId,
+    job: JobId,
+    task: &str,
+    new_ref: &str,
+    identifier: &str,
+) {
+    if let Err(e) = settle_frozen(shared, to, new_ref, identifier).await {
+        shared.log(format!(
+            "cannot tell agent {to} what became of job {job} task {task}, restored there and \
+             frozen ({e}); it stays frozen until the agent reports it again"
+        ));
+    }
 }
 
 /// Tells the source what became of the task it holds frozen for this move
@@ -269,7 +292,7 @@ async fn settle_source(
 /// transport failure leaves it held for a later round.
 pub(super) async fn restore_held(
     shared: &Arc<Shared>,
-    flights: &Flights,
+    flights: &Arc<Flights>,
     job: JobId,
     task: &str,
     to: AgentId,
@@ -277,7 +300,7 @@ pub(super) async fn restore_held(
 ) {
     let started = Date::now();
     let clock = Instant::now();
-    let result = try_restore(shared, job, task, to).await;
+    let result = try_restore(shared, flights, job, task, to).await;
     let frozen = u64::try_from(clock.elapsed().as_millis()).unwrap_or(u64::MAX);
     let (outcome, octets, text) = match &result {
         Ok(octets) => (
@@ -325,6 +348,7 @@ pub(super) async fn restore_held(
 
 async fn try_restore(
     shared: &Arc<Shared>,
+    flights: &Arc<Flights>,
     job: JobId,
     task: &str,
     to: AgentId,
@@ -343,6 +367,7 @@ async fn try_restore(
         .map_err(|e| Step::Transfer.failed(e.into()))?;
     let identifier = stream_name(&stream_path(&shared.config.checkpoint_dir(), job, task));
     let path = PathBuf::from(&checkpoint.path);
+    let _restoring = flights.restore_started(to, &identifier);
     let sent = async {
         let octets = send_file(&destination, &path, &identifier)
             .await
@@ -360,17 +385,18 @@ async fn try_restore(
             return Err(failure);
         }
     };
+    // Frozen at the destination until the store says it runs there.
     let events = destination.watch_task(&new_ref);
     let placed = (to, new_ref.as_str());
-    if let Err(e) = (shared.store)
+    let landed = (shared.store)
         .record_move(job, task, MovedFrom::Held, placed, None)
-        .await
-    {
-        // No longer held (its job was stopped or deleted meanwhile): the copy goes.
-        dispatch::cancel_on_agent(&destination, &new_ref);
-        return Err(Step::Restore.failed(e.into()));
+        .await;
+    if landed.is_ok() {
+        dispatch::follow_watched(shared, &destination, to, job, task, &new_ref, events, None);
     }
-    dispatch::follow_watched(shared, &destination, to, job, task, &new_ref, events, None);
+    // Resumed once recorded; dropped if no longer held (its job stopped or was deleted).
+    settle_restored(shared, to, job, task, &new_ref, &identifier).await;
+    landed.map_err(|e| Step::Restore.failed(e.into()))?;
     shared.publish(GridEvent::JobChanged { job });
     shared.reschedule();
     Ok(octets)
@@ -450,7 +476,7 @@ pub(super) async fn control(
 /// A periodic checkpoint: the task runs on; its stream is kept for recovery.
 pub(super) async fn periodic_checkpoint(
     shared: &Shared,
-    flights: &Flights,
+    flights: &Arc<Flights>,
     job: JobId,
     task: &str,
     agent: AgentId,

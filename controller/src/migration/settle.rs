@@ -44,6 +44,10 @@ pub(super) async fn settle_frozen(
 pub(super) async fn settle_reported(shared: &Arc<Shared>, flights: &Arc<Flights>) {
     for (agent, frozen) in shared.take_frozen() {
         for (identifier, task_ref) in frozen {
+            if flights.is_restoring(agent, &identifier) {
+                // Restored for a move under way, which settles it once recorded.
+                continue;
+            }
             let placed = match shared.store.task_by_ref(agent, &task_ref).await {
                 Ok(placed) => placed,
                 Err(e) => {

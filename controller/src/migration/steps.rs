@@ -302,13 +302,15 @@ pub(super) async fn send_file(
     }
 }
 
-/// Step 4: run the written stream on the destination; returns the new taskRef.
+/// Step 4: bring the written stream back on the destination, frozen until the move is
+/// recorded (`checkpointRelease` of `identifier` there then lets it run); the new taskRef.
 pub(super) async fn restore(
     destination: &AgentLink,
     identifier: &str,
 ) -> Result<String, MigrationError> {
     let request = MigrationRequest::TaskRestore(TaskRestoreRequest {
         checkpoint_identifier: identifier.to_string(),
+        leave_stopped: true,
     });
     match destination.request_migration(&request).await? {
         MigrationReply::TaskRestore { task_ref } => Ok(task_ref),

@@ -63,6 +63,10 @@ pub struct CheckpointWriteRequest {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct TaskRestoreRequest {
     pub checkpoint_identifier: String,
+    /// `YES`: the restored task stays frozen until `checkpointRelease` of this identifier
+    /// (`resume` once the controller has recorded the move, `cancel` if the move may not
+    /// land), so that a controller lost in between never leaves it running at both ends.
+    pub leave_stopped: bool,
 }
 
 /// `checkpointRelease`: what the source agent does with a checkpoint it took.
@@ -115,6 +119,7 @@ impl MigrationRequest {
             }),
             "taskRestore" => R::TaskRestore(TaskRestoreRequest {
                 checkpoint_identifier: identifier()?,
+                leave_stopped: f.flag("leaveStopped")?,
             }),
             "checkpointRelease" => R::CheckpointRelease(CheckpointReleaseRequest {
                 checkpoint_identifier: identifier()?,
@@ -151,7 +156,9 @@ impl MigrationRequest {
                 .size("offset", r.offset)
                 .data("checkpointData", &r.checkpoint_data)
                 .yes_no("endOfCheckpoint", r.end_of_checkpoint),
-            R::TaskRestore(r) => p.string("checkpointIdentifier", &r.checkpoint_identifier),
+            R::TaskRestore(r) => p
+                .string("checkpointIdentifier", &r.checkpoint_identifier)
+                .yes_no("leaveStopped", r.leave_stopped),
             R::CheckpointRelease(r) => p
                 .string("checkpointIdentifier", &r.checkpoint_identifier)
                 .string("disposition", r.disposition.as_str()),
@@ -621,9 +628,12 @@ mod tests {
                         end_of_checkpoint: end,
                     })
                 }),
-            text().prop_map(|id| MigrationRequest::TaskRestore(TaskRestoreRequest {
-                checkpoint_identifier: id
-            })),
+            (text(), any::<bool>()).prop_map(|(id, leave_stopped)| {
+                MigrationRequest::TaskRestore(TaskRestoreRequest {
+                    checkpoint_identifier: id,
+                    leave_stopped,
+                })
+            }),
             (text(), proptest::sample::select(CheckpointDisposition::ALL)).prop_map(
                 |(id, disposition)| {
                     MigrationRequest::CheckpointRelease(CheckpointReleaseRequest {
