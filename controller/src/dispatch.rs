@@ -145,14 +145,9 @@ pub fn cancel_on_agents(shared: &Shared, tasks: &[AttachedTask]) {
         else {
             continue;
         };
-        cancel_on_agent(&link, task_ref);
+        link.unwatch_task(task_ref);
+        cancel_request(&link, task_ref);
     }
-}
-
-/// Cancels one task on the agent of `link`; its driver stops following it.
-pub fn cancel_on_agent(link: &Arc<AgentLink>, task_ref: &str) {
-    link.unwatch_task(task_ref);
-    cancel_request(link, task_ref);
 }
 
 fn cancel_request(link: &Arc<AgentLink>, task_ref: &str) {

@@ -6,7 +6,9 @@
 //! evacuations to the controller, restores of held checkpoints, suspensions, resumptions and
 //! periodic checkpoints. Streams go through a file under `DATA_DIR/checkpoints` chunk by
 //! chunk, never whole in memory; the file is what recovery from a lost agent restores.
-//! Every move and failed attempt is recorded in the store, the job log and the dashboard.
+//! Tasks agents report frozen for a move that no move under way settles are settled at the
+//! start of a round (settle.rs). Every move and failed attempt is recorded in the store,
+//! the job log and the dashboard.
 
 mod moves;
 mod settle;

@@ -1,6 +1,6 @@
-//! Carrying out one decision: a move or evacuation (the five steps, resuming the source on
-//! any failure), a restore of a held checkpoint, a suspension or resumption, a periodic
-//! checkpoint; and the record each move leaves.
+//! Carrying out one decision: a move or evacuation (the five steps; both copies frozen until
+//! the store says which one runs, see settle.rs), a restore of a held checkpoint, a
+//! suspension or resumption, a periodic checkpoint; and the record each move leaves.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -27,11 +27,11 @@ use crate::store::{AgentId, JobId, MigrationRecord, MovedFrom};
 /// What a finished move leaves for its record.
 struct Moved {
     octets: u64,
-    /// From the checkpoint request until the task ran at its destination (`None` when
-    /// it went into a checkpoint the controller holds).
+    /// From the checkpoint request until the restored copy was let run at its destination
+    /// (`None` when it went into a checkpoint the controller holds).
     frozen: Option<Duration>,
     /// Where the frozen time went: the source's dump, the stream through the controller
-    /// (with the output the dump needs), the destination's restore.
+    /// (with the output the dump needs), the destination's restore and the move's record.
     phases: [Duration; 3],
 }
 

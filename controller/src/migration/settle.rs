@@ -1,8 +1,9 @@
-//! What becomes of a task an agent holds frozen for a move once the move is over, or was
-//! cut short by a lost connection or a controller restart: the store says where the task
-//! runs, and the agent is told to `resume` it or `cancel` it accordingly. The agent keeps
-//! the task frozen until told, and lists it in each status until then, so the task never
-//! runs at both ends of a move and is never lost to one.
+//! What becomes of a copy of a task an agent holds frozen for a move (the source's, dumped;
+//! the destination's, restored) once the move is over, or was cut short by a lost connection
+//! or a controller restart: the store says where the task runs, and the agent is told to
+//! `resume` its copy or `cancel` it accordingly. Agents keep such copies frozen until told,
+//! and list them in each status until then, so a task never runs at both ends of a move and
+//! is never lost to one.
 
 use std::sync::Arc;
 
@@ -15,10 +16,11 @@ use crate::shared::Shared;
 use crate::store::{AgentId, JobId};
 
 /// Tells `agent`, which holds `task_ref` frozen under checkpoint `identifier`, what became
-/// of the task: `resume` while the store still places the task there under that taskRef
-/// (the move failed or never finished), `cancel` otherwise (it runs elsewhere, waits at the
-/// controller, or its job no longer wants it). Over the agent's current connection: it may
-/// have reconnected since the move began.
+/// of the task: `resume` while the store places the task there under that taskRef (a
+/// source's copy whose move failed or never finished; a destination's whose move landed),
+/// `cancel` otherwise (it runs elsewhere, waits at the controller, or its job no longer
+/// wants it). Over the agent's current connection: it may have reconnected since the move
+/// began.
 pub(super) async fn settle_frozen(
     shared: &Shared,
     agent: AgentId,
@@ -88,8 +90,8 @@ async fn report(
                 .job_event(
                     job,
                     &format!(
-                        "had task {task} resumed on agent {agent}, where a move that did not \
-                         finish had left it frozen"
+                        "had task {task} resumed on agent {agent}, where a move cut short had \
+                         left it frozen"
                     ),
                 )
                 .await
