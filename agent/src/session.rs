@@ -23,11 +23,12 @@ use xgrid_protocol::peer::{self, Address, Peer, PeerOptions, PeerRole};
 use xgrid_protocol::plist::Dictionary;
 
 use crate::checkpoint::Checkpointer;
+use crate::checkpoint::PackError;
 use crate::config::AgentConfig;
 use crate::discovery;
 use crate::executor::{ExecError, Executor, ExecutorConfig, Isolation, RunAs};
 use crate::log;
-use crate::migration::{Migrations, Released, TaskFiles};
+use crate::migration::{MigrationError, Migrations, Released, TaskFiles};
 use crate::owner::{OwnerWatch, Presence};
 use crate::probe::{self, Processors};
 use crate::store::{DataStore, StoreError};
@@ -702,16 +703,26 @@ impl Agent {
                     })
                 })
                 .map_err(refuse),
-            M::CheckpointWrite(r) => self
-                .migrations
-                .write(
+            M::CheckpointWrite(r) => {
+                let (id, data, end) = (
                     &r.checkpoint_identifier,
-                    r.offset,
                     &r.checkpoint_data,
                     r.end_of_checkpoint,
-                )
-                .map(|()| MigrationReply::CheckpointWrite)
-                .map_err(refuse),
+                );
+                let mut written = self.migrations.write(id, r.offset, data, end);
+                // The task's directory is still here from an ended run of it (an orphan the
+                // controller cancelled, its results never fetched): that run gives way.
+                if let Err(MigrationError::Stream(PackError::Exists { path })) = &written {
+                    if let Some(stale) = self.tasks.ended_task_at(path) {
+                        let why = "removed: a restore of the same task takes its directory";
+                        self.tasks.withdraw(&stale, why).await;
+                        written = self.migrations.write(id, r.offset, data, end);
+                    }
+                }
+                written
+                    .map(|()| MigrationReply::CheckpointWrite)
+                    .map_err(refuse)
+            }
             M::TaskRestore(r) => {
                 if self.tasks.active_count() >= self.slots as usize
                     || self.evacuating

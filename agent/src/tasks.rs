@@ -408,6 +408,17 @@ impl TaskTable {
         }
     }
 
+    /// The ended task (its results not fetched) whose directory is `dir`: a run of a task
+    /// the controller gave up on here, whose directory a restore of the same task may take.
+    pub fn ended_task_at(&mut self, dir: &std::path::Path) -> Option<String> {
+        self.tasks
+            .iter_mut()
+            .filter(|(_, entry)| entry.task.task_dir() == dir)
+            .find_map(|(task_ref, entry)| {
+                (!is_active(entry.task.state().ok())).then(|| task_ref.clone())
+            })
+    }
+
     /// The agent-side pids of every process of every task (what is not the owner's load).
     pub fn process_ids(&self) -> Vec<i32> {
         self.tasks

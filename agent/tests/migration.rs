@@ -307,15 +307,7 @@ async fn a_counting_task_moves_and_writes_exactly_what_an_uninterrupted_run_writ
     let made = checkpoint(&mut source, &task_ref).await;
     assert!(made.checkpoint_size > 0);
     // Everything written before the dump, and nothing after: the task is frozen.
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while (received.len() as u64) < made.stdout_size {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "output before the dump missing"
-        );
-        fetch(&mut source, &task_ref, &mut received).await;
-    }
-    assert_eq!(received.len() as u64, made.stdout_size);
+    fetch_to(&mut source, &task_ref, &mut received, made.stdout_size).await;
     let lines_at_dump = received.iter().filter(|b| **b == b'\n').count();
     assert!(
         lines_at_dump < COUNT as usize,
@@ -333,18 +325,7 @@ async fn a_counting_task_moves_and_writes_exactly_what_an_uninterrupted_run_writ
         moved, made.checkpoint_size,
         "the announced size is the stream's"
     );
-    let restored = match ask(
-        &mut destination,
-        MigrationRequest::TaskRestore(xgrid_protocol::messages::TaskRestoreRequest {
-            checkpoint_identifier: "m1".into(),
-            leave_stopped: true,
-        }),
-    )
-    .await
-    {
-        MigrationReply::TaskRestore { task_ref } => task_ref,
-        other => panic!("taskRestore refused: {other:?}"),
-    };
+    let restored = restore_frozen(&mut destination, "m1").await;
     // Restored, but held frozen until the move is recorded: nothing written yet.
     let status = destination
         .agent_status(|s| s.task_ref_array.contains(&restored))
@@ -507,14 +488,7 @@ async fn a_task_frozen_for_a_move_stays_frozen_while_the_controller_is_away() {
     );
     // Counting every 20 ms, a thawed task would have written lines by now.
     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while (kept_output.len() as u64) < kept_dump.stdout_size {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "output before the dump missing"
-        );
-        fetch(&mut source, &kept, &mut kept_output).await;
-    }
+    fetch_to(&mut source, &kept, &mut kept_output, kept_dump.stdout_size).await;
     fetch(&mut source, &kept, &mut kept_output).await;
     assert_eq!(
         kept_output.len() as u64,
@@ -546,4 +520,108 @@ async fn a_task_frozen_for_a_move_stays_frozen_while_the_controller_is_away() {
         .agent_status(|s| !s.task_ref_array.contains(&dropped))
         .await;
     assert!(status.frozen_checkpoints.is_empty(), "{status:?}");
+}
+
+/// `taskRestore` of stream `id`, frozen until released; the restored task's taskRef.
+async fn restore_frozen(connection: &mut Connection, id: &str) -> String {
+    let request = MigrationRequest::TaskRestore(xgrid_protocol::messages::TaskRestoreRequest {
+        checkpoint_identifier: id.into(),
+        leave_stopped: true,
+    });
+    match ask(connection, request).await {
+        MigrationReply::TaskRestore { task_ref } => task_ref,
+        other => panic!("taskRestore refused: {other:?}"),
+    }
+}
+
+/// Fetch the task's output until `received` holds `size` octets.
+async fn fetch_to(connection: &mut Connection, task_ref: &str, received: &mut Vec<u8>, size: u64) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while (received.len() as u64) < size {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "output before the dump missing"
+        );
+        fetch(connection, task_ref, received).await;
+    }
+    assert_eq!(
+        received.len() as u64,
+        size,
+        "nothing written after the dump"
+    );
+}
+
+#[tokio::test]
+async fn a_task_comes_back_where_an_ended_run_of_it_left_its_directory() {
+    if let Some(reason) = cannot_run() {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    let scratch = Scratch::new("back");
+    let controller = ScriptedController::bind(None).await;
+    let _source_agent = AgentProcess::start(&scratch, &controller, "source", None);
+    let mut source = accept(&controller, "source").await;
+    let _destination_agent = AgentProcess::start(&scratch, &controller, "destination", None);
+    let mut destination = accept(&controller, "destination").await;
+    let task_ref = submit_and_start(&mut source, &counting_task("/bin/sh")).await;
+    let mut received = Vec::new();
+    fetch_until(&mut source, &task_ref, &mut received, 10).await;
+
+    // A first move lands at the destination, but the controller gives that copy up (as when
+    // the destination was lost) and cancels it; the task runs on at its source.
+    let first = checkpoint(&mut source, &task_ref).await;
+    fetch_to(&mut source, &task_ref, &mut received, first.stdout_size).await;
+    relay(
+        &mut source,
+        &mut destination,
+        &first.checkpoint_identifier,
+        "m1",
+    )
+    .await;
+    let given_up = restore_frozen(&mut destination, "m1").await;
+    release(&mut destination, "m1", CheckpointDisposition::Resume).await;
+    let mut cancel = task_ref_payload(&given_up);
+    cancel.insert("control".into(), Value::from("cancel"));
+    destination.request("taskControl", cancel).await;
+    destination
+        .task_status(&given_up, |s| s.task_state != TaskState::Running)
+        .await;
+    release(
+        &mut source,
+        &first.checkpoint_identifier,
+        CheckpointDisposition::Resume,
+    )
+    .await;
+
+    // The same task moves there again: the ended copy's directory, at the task's own path,
+    // gives way to it.
+    fetch_until(&mut source, &task_ref, &mut received, 30).await;
+    let second = checkpoint(&mut source, &task_ref).await;
+    fetch_to(&mut source, &task_ref, &mut received, second.stdout_size).await;
+    relay(
+        &mut source,
+        &mut destination,
+        &second.checkpoint_identifier,
+        "m2",
+    )
+    .await;
+    let restored = restore_frozen(&mut destination, "m2").await;
+    release(
+        &mut source,
+        &second.checkpoint_identifier,
+        CheckpointDisposition::Cancel,
+    )
+    .await;
+    release(&mut destination, "m2", CheckpointDisposition::Resume).await;
+    let results = finish(&mut destination, &restored, &mut received).await;
+    assert_eq!(results.outputs.termination_status, Some(0));
+    assert_eq!(
+        String::from_utf8_lossy(&received),
+        String::from_utf8_lossy(&expected_output()),
+        "the task that came back wrote exactly an uninterrupted run's output"
+    );
+    // Nothing of the ended copy stays behind (a status listing it would never come empty).
+    destination
+        .agent_status(|s| s.task_ref_array.is_empty())
+        .await;
 }

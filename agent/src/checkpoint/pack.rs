@@ -510,6 +510,11 @@ impl Unpacker {
     fn apply(&mut self, parsed: Parsed) -> Result<(), PackError> {
         match parsed {
             Parsed::Start(task_dir) => {
+                // Said at once, in the stream's first chunk, so that the agent can clear a
+                // directory left by an ended run of the same task and take the stream again.
+                if fs::symlink_metadata(&task_dir).is_ok() {
+                    return Err(PackError::Exists { path: task_dir });
+                }
                 self.task_dir = Some(task_dir);
                 self.state = State::Entry;
             }
