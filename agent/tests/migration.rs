@@ -137,6 +137,20 @@ async fn accept(controller: &ScriptedController, cookie: &str) -> Connection {
     connection
 }
 
+/// Agents `source` and `destination` (with `hide` covered at the destination), accepted in
+/// that order.
+async fn two_agents(
+    scratch: &Scratch,
+    controller: &ScriptedController,
+    hide: Option<&Path>,
+) -> ([AgentProcess; 2], Connection, Connection) {
+    let source_agent = AgentProcess::start(scratch, controller, "source", None);
+    let source = accept(controller, "source").await;
+    let destination_agent = AgentProcess::start(scratch, controller, "destination", hide);
+    let destination = accept(controller, "destination").await;
+    ([source_agent, destination_agent], source, destination)
+}
+
 fn counting_task(shell: &str) -> TaskSubmission {
     let script = format!(
         "i=0; while [ $i -lt {COUNT} ]; do i=$((i+1)); echo $i; echo $i > state; sleep 0.02; done"
@@ -295,10 +309,7 @@ async fn a_counting_task_moves_and_writes_exactly_what_an_uninterrupted_run_writ
     }
     let scratch = Scratch::new("count");
     let controller = ScriptedController::bind(None).await;
-    let _source_agent = AgentProcess::start(&scratch, &controller, "source", None);
-    let mut source = accept(&controller, "source").await;
-    let _destination_agent = AgentProcess::start(&scratch, &controller, "destination", None);
-    let mut destination = accept(&controller, "destination").await;
+    let (_agents, mut source, mut destination) = two_agents(&scratch, &controller, None).await;
 
     let task_ref = submit_and_start(&mut source, &counting_task("/bin/sh")).await;
     let mut received = Vec::new();
@@ -387,10 +398,8 @@ async fn a_restore_that_fails_leaves_the_task_running_once_at_its_source() {
     let shell = bin.join("counter-shell");
     std::fs::copy("/bin/sh", &shell).expect("copy the shell");
     let controller = ScriptedController::bind(None).await;
-    let _source_agent = AgentProcess::start(&scratch, &controller, "source", None);
-    let mut source = accept(&controller, "source").await;
-    let _destination_agent = AgentProcess::start(&scratch, &controller, "destination", Some(&bin));
-    let mut destination = accept(&controller, "destination").await;
+    let (_agents, mut source, mut destination) =
+        two_agents(&scratch, &controller, Some(&bin)).await;
 
     let task_ref = submit_and_start(&mut source, &counting_task(&shell.to_string_lossy())).await;
     let mut received = Vec::new();
@@ -559,10 +568,7 @@ async fn a_task_comes_back_where_an_ended_run_of_it_left_its_directory() {
     }
     let scratch = Scratch::new("back");
     let controller = ScriptedController::bind(None).await;
-    let _source_agent = AgentProcess::start(&scratch, &controller, "source", None);
-    let mut source = accept(&controller, "source").await;
-    let _destination_agent = AgentProcess::start(&scratch, &controller, "destination", None);
-    let mut destination = accept(&controller, "destination").await;
+    let (_agents, mut source, mut destination) = two_agents(&scratch, &controller, None).await;
     let task_ref = submit_and_start(&mut source, &counting_task("/bin/sh")).await;
     let mut received = Vec::new();
     fetch_until(&mut source, &task_ref, &mut received, 10).await;
