@@ -12,7 +12,7 @@ use xgrid_protocol::messages::{
 };
 use xgrid_protocol::plist::Date;
 
-use super::settle::settle_frozen;
+use super::settle::{already_gone, settle_frozen};
 use super::steps::{
     checkpoint, checkpoint_record, drain_output, keep_checkpoint, link, relay, release,
     remove_file, remove_stream, restore, send_file, stream_name, stream_path, task_ref_on,
@@ -262,6 +262,9 @@ async fn settle_restored(
     identifier: &str,
 ) {
     if let Err(e) = settle_frozen(shared, to, new_ref, identifier).await {
+        if already_gone(&e) {
+            return;
+        }
         shared.log(format!(
             "cannot tell agent {to} what became of job {job} task {task}, restored there and \
              frozen ({e}); it stays frozen until the agent reports it again"
@@ -280,6 +283,9 @@ async fn settle_source(
     taken: &TaskCheckpointReply,
 ) {
     if let Err(e) = settle_frozen(shared, from, task_ref, &taken.checkpoint_identifier).await {
+        if already_gone(&e) {
+            return;
+        }
         shared.log(format!(
             "cannot tell agent {from} what became of job {job} task {task}, frozen there for a \
              move ({e}); it stays frozen until the agent reports it again"

@@ -101,11 +101,20 @@ async fn report(
              elsewhere or is no longer wanted"
         )),
         // Settled already, by the move itself, after the agent's report.
-        (Err(MigrationError::Link(LinkError::Declined { refusal, .. })), _)
-            if refusal.code == ErrorCode::InvalidCheckpoint => {}
+        (Err(e), _) if already_gone(&e) => {}
         (Err(e), _) => shared.log(format!(
             "cannot settle task {task_ref} of agent {agent}, frozen for a move: {e}; it stays \
              frozen until the agent reports it again"
         )),
     }
+}
+
+/// Whether the agent refused a release because it no longer holds that checkpoint: the copy
+/// was settled already, or ended another way (its job cancelled it).
+pub(super) fn already_gone(error: &MigrationError) -> bool {
+    matches!(
+        error,
+        MigrationError::Link(LinkError::Declined { refusal, .. })
+            if refusal.code == ErrorCode::InvalidCheckpoint
+    )
 }
