@@ -275,7 +275,8 @@ async fn stdout_of(store: &Store, job: u64) -> Vec<u8> {
 
 /// A controller with one job of one task running as `s1` on the checkpointing agent
 /// `source`, and a second checkpointing agent `destination` (with CPU flags `features`)
-/// with a free slot.
+/// with a free slot; then the source's owner comes back (it reports Unavailable, `owner`),
+/// which moves the task.
 struct TwoAgents {
     controller: Controller,
     store: Store,
@@ -288,7 +289,7 @@ struct TwoAgents {
     _client: Peer,
 }
 
-async fn two_agents(dir: &TempDir, job_name: &str, features: &[&str]) -> TwoAgents {
+async fn owner_back_on_source(dir: &TempDir, job_name: &str, features: &[&str]) -> TwoAgents {
     let controller = controller(dir, None).await;
     let store = controller.shared().store.clone();
     let addr = controller.local_addr();
@@ -303,6 +304,9 @@ async fn two_agents(dir: &TempDir, job_name: &str, features: &[&str]) -> TwoAgen
     let mut destination = Peer::open(addr, profile::AGENT, None).await;
     let destination_cookie = destination
         .register_checkpointing("destination", 1, 1000.0, features)
+        .await;
+    source
+        .report_unavailable(&cookie, "source", &["s1"], Some(UnavailableReason::Owner))
         .await;
     TwoAgents {
         controller,
@@ -323,15 +327,11 @@ async fn a_task_moves_off_an_agent_whose_owner_is_back() {
         controller,
         store,
         mut source,
-        cookie,
         mut destination,
         job,
         ..
-    } = two_agents(&dir, "moving", &["sse2", "avx", "avx512f"]).await;
+    } = owner_back_on_source(&dir, "moving", &["sse2", "avx", "avx512f"]).await;
 
-    source
-        .report_unavailable(&cookie, "source", &["s1"], Some(UnavailableReason::Owner))
-        .await;
     let image = b"IMAGE-0123456789";
     let identifier = give_checkpoint(&mut source, "s1", false, b"hello\n", image).await;
     let written = restore_as(&mut destination, image, "d1").await;
@@ -394,15 +394,11 @@ async fn a_failed_restore_resumes_the_task_where_it_was() {
         controller,
         store,
         mut source,
-        cookie,
         mut destination,
         job,
         ..
-    } = two_agents(&dir, "stays", &FEATURES).await;
+    } = owner_back_on_source(&dir, "stays", &FEATURES).await;
 
-    source
-        .report_unavailable(&cookie, "source", &["s1"], Some(UnavailableReason::Owner))
-        .await;
     let image = b"IMAGE";
     let identifier = give_checkpoint(&mut source, "s1", false, b"", image).await;
     let (restore, written) = take_stream(&mut destination, image).await;
@@ -667,12 +663,9 @@ async fn a_source_lost_between_the_restore_and_its_release_drops_its_frozen_copy
         mut destination,
         job,
         ..
-    } = two_agents(&dir, "cut-short", &FEATURES).await;
+    } = owner_back_on_source(&dir, "cut-short", &FEATURES).await;
     let addr = controller.local_addr();
 
-    source
-        .report_unavailable(&cookie, "source", &["s1"], Some(UnavailableReason::Owner))
-        .await;
     let image = b"IMAGE";
     let identifier = give_checkpoint(&mut source, "s1", false, b"hello\n", image).await;
     let written = restore_as(&mut destination, image, "d1").await;
@@ -705,17 +698,14 @@ async fn a_source_lost_mid_move_drops_its_frozen_copy_once_the_task_ran_again_el
     let TwoAgents {
         controller,
         store,
-        mut source,
+        source,
         cookie,
         mut destination,
         job,
         ..
-    } = two_agents(&dir, "again", &FEATURES).await;
+    } = owner_back_on_source(&dir, "again", &FEATURES).await;
     let addr = controller.local_addr();
 
-    source
-        .report_unavailable(&cookie, "source", &["s1"], Some(UnavailableReason::Owner))
-        .await;
     let identifier = dump_and_vanish(source, "s1", b"IMAGE").await;
     // With no checkpoint kept, the lost source's task runs again from the start; the
     // destination drops whatever it had of the stream.
@@ -748,11 +738,8 @@ async fn a_source_lost_mid_move_drops_its_frozen_copy_once_the_task_ran_again_el
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_frozen_when_the_controller_stopped_is_resumed_where_it_was() {
     let dir = TempDir::new("frozen-restart");
-    let mut grid = two_agents(&dir, "thawed", &FEATURES).await;
+    let mut grid = owner_back_on_source(&dir, "thawed", &FEATURES).await;
     let (cookie, job) = (grid.cookie.clone(), grid.job);
-    grid.source
-        .report_unavailable(&cookie, "source", &["s1"], Some(UnavailableReason::Owner))
-        .await;
     // The controller stops after the destination got the whole stream and the restore
     // request, before it recorded the move: as if it crashed right after the restore.
     let image = b"IMAGE";

@@ -372,24 +372,10 @@ impl Peer {
         slots: i64,
         megahertz: f64,
     ) -> String {
-        let registration = AgentRegistration {
-            agent_cookie: cookie.to_string(),
-            agent_name: name.to_string(),
-            hostnames: vec![format!("{name}.local")],
-            addresses: vec!["127.0.0.1".into()],
-            maximum_cpu_power: megahertz,
-            maximum_task_count: slots,
-            agent_custom: None,
-            linux_capabilities: None,
-            cpu_features: None,
-        };
-        let reply = self
-            .request("agentRegistration", registration.to_payload())
-            .await;
-        match reply.get("agentCookie") {
-            Some(Value::String(cookie)) => cookie.clone(),
-            _ => String::new(),
-        }
+        let registration = agent_registration(name, cookie, slots, megahertz);
+        self.send_registration(registration)
+            .await
+            .unwrap_or_default()
     }
 
     /// Registers as a Linux agent announcing `capabilities` (`xgridLinuxCapabilities`);
@@ -400,8 +386,11 @@ impl Peer {
         slots: i64,
         capabilities: &[&str],
     ) -> String {
-        self.register_linux(name, slots, 1000.0, capabilities, None)
-            .await
+        let cookie = self
+            .register_linux(name, "", (slots, 1000.0), capabilities, None)
+            .await;
+        self.report_status(&cookie, name, &[]).await;
+        cookie
     }
 
     /// Registers as a Linux agent that can checkpoint (`xgridLinuxCapabilities`) with the
@@ -413,13 +402,15 @@ impl Peer {
         megahertz: f64,
         features: &[&str],
     ) -> String {
-        let capabilities = ["pid-namespace", "checkpoint"];
-        self.register_linux(name, slots, megahertz, &capabilities, Some(features))
-            .await
+        let cookie = self
+            .register_linux(name, "", (slots, megahertz), &CHECKPOINTING, Some(features))
+            .await;
+        self.report_status(&cookie, name, &[]).await;
+        cookie
     }
 
-    /// Registers again, with `cookie`, as a checkpointing agent that comes back; returns the
-    /// cookie given back, without reporting a status.
+    /// Registers again, with `cookie`, as a checkpointing agent of one slot that comes back;
+    /// returns the cookie given back, without reporting a status.
     pub async fn register_checkpointing_again(
         &mut self,
         cookie: &str,
@@ -427,57 +418,44 @@ impl Peer {
         megahertz: f64,
         features: &[&str],
     ) -> String {
-        let capabilities = ["pid-namespace", "checkpoint"];
-        let owned = |list: &[&str]| list.iter().map(|s| s.to_string()).collect();
-        let registration = AgentRegistration {
-            agent_cookie: cookie.to_string(),
-            agent_name: name.to_string(),
-            hostnames: vec![format!("{name}.local")],
-            addresses: vec!["127.0.0.1".into()],
-            maximum_cpu_power: megahertz,
-            maximum_task_count: 1,
-            agent_custom: None,
-            linux_capabilities: Some(owned(&capabilities)),
-            cpu_features: Some(owned(features)),
-        };
-        let reply = self
-            .request("agentRegistration", registration.to_payload())
-            .await;
-        match reply.get("agentCookie") {
-            Some(Value::String(cookie)) => cookie.clone(),
-            other => panic!("registration refused: {other:?}"),
-        }
+        self.register_linux(name, cookie, (1, megahertz), &CHECKPOINTING, Some(features))
+            .await
     }
 
+    /// Registers as a Linux agent with `slots` of `megahertz` each; the cookie given back
+    /// (a refusal fails the test).
     async fn register_linux(
         &mut self,
         name: &str,
-        slots: i64,
-        megahertz: f64,
+        cookie: &str,
+        (slots, megahertz): (i64, f64),
         capabilities: &[&str],
         features: Option<&[&str]>,
     ) -> String {
         let owned = |list: &[&str]| list.iter().map(|s| s.to_string()).collect();
         let registration = AgentRegistration {
-            agent_cookie: String::new(),
-            agent_name: name.to_string(),
-            hostnames: vec![format!("{name}.local")],
-            addresses: vec!["127.0.0.1".into()],
-            maximum_cpu_power: megahertz * slots as f64,
-            maximum_task_count: slots,
-            agent_custom: None,
             linux_capabilities: Some(owned(capabilities)),
             cpu_features: features.map(owned),
+            ..agent_registration(name, cookie, slots, megahertz * slots as f64)
         };
+        match self.send_registration(registration).await {
+            Ok(cookie) => cookie,
+            Err(reply) => panic!("registration refused: {reply:?}"),
+        }
+    }
+
+    /// Sends `registration`; the cookie given back, or the reply that gave none.
+    async fn send_registration(
+        &mut self,
+        registration: AgentRegistration,
+    ) -> Result<String, Dictionary> {
         let reply = self
             .request("agentRegistration", registration.to_payload())
             .await;
-        let cookie = match reply.get("agentCookie") {
-            Some(Value::String(cookie)) => cookie.clone(),
-            other => panic!("registration refused: {other:?}"),
-        };
-        self.report_status(&cookie, name, &[]).await;
-        cookie
+        match reply.get("agentCookie") {
+            Some(Value::String(cookie)) => Ok(cookie.clone()),
+            _ => Err(reply),
+        }
     }
 
     /// Reports itself Unavailable, with `xgridUnavailableReason` when given.
@@ -528,6 +506,25 @@ impl Peer {
 
     pub async fn report_status(&mut self, cookie: &str, name: &str, task_refs: &[&str]) {
         self.report_frozen(cookie, name, task_refs, &[]).await;
+    }
+}
+
+/// What a Linux agent that can checkpoint announces.
+const CHECKPOINTING: [&str; 2] = ["pid-namespace", "checkpoint"];
+
+/// An Apple-style registration of agent `name` with `slots` task slots and `megahertz` in
+/// all, presenting `cookie`.
+fn agent_registration(name: &str, cookie: &str, slots: i64, megahertz: f64) -> AgentRegistration {
+    AgentRegistration {
+        agent_cookie: cookie.to_string(),
+        agent_name: name.to_string(),
+        hostnames: vec![format!("{name}.local")],
+        addresses: vec!["127.0.0.1".into()],
+        maximum_cpu_power: megahertz,
+        maximum_task_count: slots,
+        agent_custom: None,
+        linux_capabilities: None,
+        cpu_features: None,
     }
 }
 
