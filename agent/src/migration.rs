@@ -159,7 +159,11 @@ impl Migrations {
 
     /// Whether `task_ref` is frozen for a move (it must not be checkpointed again).
     pub fn is_frozen(&self, task_ref: &str) -> bool {
-        self.frozen().values().any(|frozen| frozen == task_ref)
+        let dumped = self
+            .outgoing
+            .values()
+            .any(|o| o.frozen && o.task_ref == task_ref);
+        dumped || self.restored.values().any(|r| r.task_ref == task_ref)
     }
 
     /// The tasks held frozen for a move, dumped here or restored here, by checkpoint
@@ -467,12 +471,12 @@ impl Migrations {
     /// starts a move afresh), but frozen tasks, dumped or restored here, stay frozen, kept
     /// for the controller to release when it is back. Returns how many tasks stay frozen.
     pub fn connection_lost(&mut self) -> usize {
-        let (frozen, spent): (HashMap<_, _>, HashMap<_, _>) =
-            self.outgoing.drain().partition(|(_, o)| o.frozen);
-        for outgoing in spent.into_values() {
-            let _ = std::fs::remove_dir_all(outgoing.checkpoint.dir());
-        }
-        self.outgoing = frozen;
+        self.outgoing.retain(|_, outgoing| {
+            if !outgoing.frozen {
+                let _ = std::fs::remove_dir_all(outgoing.checkpoint.dir());
+            }
+            outgoing.frozen
+        });
         for (_, incoming) in self.incoming.drain() {
             match incoming {
                 Incoming::Receiving { unpacker, .. } => unpacker.discard(),

@@ -581,25 +581,25 @@ impl Agent {
                     .submit(&submission)
                     .map(|task_ref| AgentReply::TaskSubmission { task_ref }),
             ),
-            R::TaskControl(control)
-                if control.control == TaskAction::Cancel
-                    && self.migrations.is_frozen(&control.task_ref) =>
-            {
-                // Frozen for a move and no longer wanted: it ends here for good, directory
-                // and all, as when a move settles it (a restored copy's directory has the
-                // task's own path, which a later move of the task must find free).
-                self.migrations.forget_task(&control.task_ref);
-                let why = "canceled while frozen for a move";
-                self.tasks.withdraw(&control.task_ref, why).await;
-                AgentReply::TaskControl.to_payload()
-            }
             R::TaskControl(control) if self.migrations.is_frozen(&control.task_ref) => {
-                // Suspending or starting it would be undone, unseen, when its move settles.
-                log(format!(
-                    "task {}: refused to {} it while it is frozen for a move",
-                    control.task_ref, control.control
-                ));
-                ErrorCode::InvalidControl.to_payload()
+                if control.control == TaskAction::Cancel {
+                    // Frozen for a move and no longer wanted: it ends here for good,
+                    // directory and all, as when a move settles it (a restored copy's
+                    // directory has the task's own path, which a later move of the task must
+                    // find free).
+                    self.migrations.forget_task(&control.task_ref);
+                    let why = "canceled while frozen for a move";
+                    self.tasks.withdraw(&control.task_ref, why).await;
+                    AgentReply::TaskControl.to_payload()
+                } else {
+                    // Suspending or starting it would be undone, unseen, when its move
+                    // settles.
+                    log(format!(
+                        "task {}: refused to {} it while it is frozen for a move",
+                        control.task_ref, control.control
+                    ));
+                    ErrorCode::InvalidControl.to_payload()
+                }
             }
             R::TaskControl(control) => {
                 let done = self.tasks.control(&control).await;

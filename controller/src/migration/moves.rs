@@ -7,8 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use xgrid_protocol::messages::{
-    CheckpointDisposition, ControllerToAgentRequest, TaskAction, TaskCheckpointReply,
-    TaskControlRequest,
+    CheckpointDisposition, ControllerToAgentRequest, TaskAction, TaskControlRequest,
 };
 use xgrid_protocol::plist::Date;
 
@@ -117,14 +116,21 @@ async fn try_move(
         .map_err(|e| Step::Checkpoint.failed(e))?;
     let dumped = frozen_from.elapsed();
     let mut transferred = dumped;
-    // From here the task is frozen on the source until `settle_source` says what became of it.
+    // From here the task is frozen on the source until `settle_copy` says what became of it.
     let path = stream_path(&shared.config.checkpoint_dir(), job, task);
     let identifier = stream_name(&path);
     let destination = match to {
         Some(to) => match link(shared, to) {
             Ok(link) => Some((to, link)),
             Err(e) => {
-                settle_source(shared, from, job, task, &task_ref, &taken).await;
+                settle_copy(
+                    shared,
+                    (job, task),
+                    from,
+                    &task_ref,
+                    &taken.checkpoint_identifier,
+                )
+                .await;
                 return Err(Step::Transfer.failed(e));
             }
         },
@@ -169,7 +175,14 @@ async fn try_move(
     let (octets, new_ref, record) = match moved {
         Ok(moved) => moved,
         Err(failure) => {
-            settle_source(shared, from, job, task, &task_ref, &taken).await;
+            settle_copy(
+                shared,
+                (job, task),
+                from,
+                &task_ref,
+                &taken.checkpoint_identifier,
+            )
+            .await;
             if let Some((_, link)) = &destination {
                 // Best effort: the destination drops what it got of the stream.
                 let _ = release(link, &identifier, CheckpointDisposition::Discard).await;
@@ -231,10 +244,17 @@ async fn try_move(
         if landed.is_ok() {
             dispatch::follow_watched(shared, link, to, job, task, new_ref, events, None);
         }
-        settle_restored(shared, to, job, task, new_ref, &identifier).await;
+        settle_copy(shared, (job, task), to, new_ref, &identifier).await;
     }
     let frozen = destination.is_some().then(|| frozen_from.elapsed());
-    settle_source(shared, from, job, task, &task_ref, &taken).await;
+    settle_copy(
+        shared,
+        (job, task),
+        from,
+        &task_ref,
+        &taken.checkpoint_identifier,
+    )
+    .await;
     landed?;
     shared.publish(GridEvent::JobChanged { job });
     shared.reschedule();
@@ -251,45 +271,23 @@ async fn try_move(
     })
 }
 
-/// Tells the destination what became of the task it restored frozen for a move
-/// ([`settle_frozen`]); an agent that cannot be told now keeps it frozen and reports it again.
-async fn settle_restored(
+/// Tells `agent` what became of its frozen copy of the task (`task_ref`, under checkpoint
+/// `identifier`: the source's, or the one restored at the destination), as the store says
+/// ([`settle_frozen`]); an agent that cannot be told now keeps it frozen and reports it
+/// again.
+async fn settle_copy(
     shared: &Shared,
-    to: AgentId,
-    job: JobId,
-    task: &str,
-    new_ref: &str,
+    (job, task): (JobId, &str),
+    agent: AgentId,
+    task_ref: &str,
     identifier: &str,
 ) {
-    if let Err(e) = settle_frozen(shared, to, new_ref, identifier).await {
-        if already_gone(&e) {
-            return;
-        }
-        shared.log(format!(
-            "cannot tell agent {to} what became of job {job} task {task}, restored there and \
-             frozen ({e}); it stays frozen until the agent reports it again"
-        ));
-    }
-}
-
-/// Tells the source what became of the task it holds frozen for this move
-/// ([`settle_frozen`]); an agent that cannot be told now keeps it frozen and reports it again.
-async fn settle_source(
-    shared: &Shared,
-    from: AgentId,
-    job: JobId,
-    task: &str,
-    task_ref: &str,
-    taken: &TaskCheckpointReply,
-) {
-    if let Err(e) = settle_frozen(shared, from, task_ref, &taken.checkpoint_identifier).await {
-        if already_gone(&e) {
-            return;
-        }
-        shared.log(format!(
-            "cannot tell agent {from} what became of job {job} task {task}, frozen there for a \
-             move ({e}); it stays frozen until the agent reports it again"
-        ));
+    match settle_frozen(shared, agent, task_ref, identifier).await {
+        Err(e) if !already_gone(&e) => shared.log(format!(
+            "cannot tell agent {agent} what became of its frozen copy of job {job} task \
+             {task} ({e}); it stays frozen until the agent reports it again"
+        )),
+        _ => {}
     }
 }
 
@@ -401,7 +399,7 @@ async fn try_restore(
         dispatch::follow_watched(shared, &destination, to, job, task, &new_ref, events, None);
     }
     // Resumed once recorded; dropped if no longer held (its job stopped or was deleted).
-    settle_restored(shared, to, job, task, &new_ref, &identifier).await;
+    settle_copy(shared, (job, task), to, &new_ref, &identifier).await;
     landed.map_err(|e| Step::Restore.failed(e.into()))?;
     shared.publish(GridEvent::JobChanged { job });
     shared.reschedule();

@@ -68,6 +68,8 @@ pub(super) async fn settle_reported(shared: &Arc<Shared>, flights: &Arc<Flights>
                 None => None,
             };
             let shared = Arc::clone(shared);
+            // `settle_frozen` reads the store again as it answers: the agent may have been
+            // lost, and the task queued again, since the read above.
             tokio::spawn(async move {
                 let _flight = flight;
                 let settled = settle_frozen(&shared, agent, &task_ref, &identifier).await;
